@@ -1,0 +1,381 @@
+"""Typed configuration: dataclasses, YAML presets and ``key=value`` overrides.
+
+Every field carries its documentation and its allowed values in ``metadata`` so that one
+table (``python -m tcl_lite config-docs``) documents every key, and every bad value is
+rejected before anything runs, with the key and what is allowed named in the error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, named by its dotted key."""
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
+        gt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field with its documentation and its constraints."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = opt("digits", "Dataset. `digits` is scikit-learn's bundled 8x8 digits (no download).",
+                       choices=("digits", "cifar10", "cifar100", "imagefolder", "filelist"))
+    root: str = opt("./data", "Folder holding the dataset (CIFAR: torchvision's layout; imagefolder: "
+                    "train/<class>/..., test/<class>/...; filelist: the image root of the lists).")
+    download: bool = opt(True, "Let torchvision download CIFAR when it is missing and the network allows.")
+    image_size: int = opt(16, "Side length images are trained at (digits are resized to it; "
+                          "folders are resized/cropped to it).", ge=4)
+    digits_test_fraction: float = opt(0.3, "Fraction of the 1,797 digits held out as the test set.",
+                                      gt=0.0, le=0.9)
+    train_list: str = opt("", "filelist: text file of `relative/path.jpg label` lines for training "
+                          "(Clothing1M's noisy_train_key_list + noisy_label_kv form also accepted).")
+    test_list: str = opt("", "filelist: the clean test list, same format as `train_list`.")
+    num_classes: int = opt(0, "filelist: number of classes (0 = infer from the labels).", ge=0)
+    noise_type: str = opt("symmetric", "Synthetic label noise applied to the training labels. `file` "
+                          "reads `noise_file`.", choices=("none", "symmetric", "asymmetric", "file"))
+    noise_rate: float = opt(0.4, "Fraction r of training samples whose label is resampled "
+                            "(symmetric: uniform over all classes; asymmetric: mapped).", ge=0.0, le=1.0)
+    noise_file: str = opt("", "Label file for noise_type=file: .npy, .csv (one label per row or an "
+                          "`index,label` table) or a CIFAR-N .pt dictionary.")
+    noise_key: str = opt("worse_label", "Key to read from a CIFAR-N .pt dictionary "
+                         "(aggre_label, worse_label, random_label1..3).")
+    train_subset: int = opt(0, "Use only this many training samples (class-balanced, fixed by the "
+                            "seed); 0 = all.", ge=0)
+    test_subset: int = opt(0, "Use only this many test samples (class-balanced); 0 = all.", ge=0)
+    num_workers: int = opt(0, "DataLoader worker processes (2 on Colab/Kaggle).", ge=0)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = opt("tiny_cnn", "Encoder. `preact_resnet18` is the reference CIFAR encoder; "
+                    "torchvision ResNets for larger images.",
+                    choices=("tiny_cnn", "preact_resnet18", "resnet18", "resnet34", "resnet50"))
+    width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
+    norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
+                    "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))
+    head: str = opt("mlp", "Classifier head: the reference's MLP (Linear-BN-ReLU-Dropout-Linear-BN) "
+                    "or a single linear layer.", choices=("mlp", "linear"))
+    proj_dim: int = opt(256, "Projector output size (methods that need a projector).", ge=1)
+    dropout: float = opt(0.25, "Dropout in the MLP classifier head.", ge=0.0, le=1.0)
+    pretrained: bool = opt(False, "torchvision ResNets: start from ImageNet weights (needs network "
+                           "or a filled torch hub cache).")
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("sgd", "Optimizer; the 8bit forms are bitsandbytes' (32-bit form with a warning "
+                    "when bitsandbytes cannot load).", choices=("sgd", "adamw", "sgd8bit", "adamw8bit"))
+    lr: float = opt(0.03, "Peak learning rate per 256 samples of global batch (see `scale_lr`).", gt=0.0)
+    scale_lr: bool = opt(True, "Multiply `lr` by global_batch/256, as the reference does.")
+    momentum: float = opt(0.9, "SGD momentum.", ge=0.0, le=1.0)
+    weight_decay: float = opt(1e-3, "Weight decay on all parameters (reference: 1e-3).", ge=0.0)
+    betas: list = opt([0.9, 0.999], "AdamW betas.")
+    schedule: str = opt("cosine", "Per-iteration schedule: linear warm-up then the reference cosine; "
+                        "`step` multiplies by `gamma` at each epoch in `milestones`.",
+                        choices=("cosine", "step", "constant"))
+    warmup_epochs: float = opt(0.0, "Linear warm-up from 0 over this many (fractional) epochs.", ge=0.0)
+    min_lr_ratio: float = opt(0.01, "Cosine floor as a fraction of the peak (reference: 0.01).",
+                              ge=0.0, le=1.0)
+    milestones: list = opt([], "step schedule: epochs at which the lr is multiplied by `gamma`.")
+    gamma: float = opt(0.1, "step schedule factor.", gt=0.0)
+    grad_clip: float = opt(0.0, "Clip the global gradient norm to this value (0 = off).", ge=0.0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(30, "Training epochs.", ge=1)
+    batch_size: int = opt(64, "Samples per optimizer step on each process (the global batch is "
+                          "batch_size x processes).", ge=1)
+    gradient_accumulation_steps: int = opt(1, "Split each batch into this many micro-batches "
+                                           "(memory / accumulation); must divide batch_size.", ge=1)
+    mixed_precision: str = opt("no", "Autocast through Accelerate. fp16 needs a GPU; bf16 also runs "
+                               "on CPU.", choices=("no", "fp16", "bf16"))
+    activation_checkpointing: bool = opt(False, "Recompute each encoder stage in backward instead "
+                                         "of storing its activations.")
+    eval_batch_size: int = opt(256, "Batch size of evaluation and full passes over the data.", ge=1)
+    eval_every: int = opt(1, "Evaluate on the test set every this many epochs (and at the end).", ge=1)
+    time_budget: str = opt("", "Stop cleanly (checkpoint, exit 0) before this much wall time, "
+                           "e.g. `11h30m` on Kaggle; empty = no limit.")
+    log_every: int = opt(10, "Refresh the progress line every this many steps.", ge=1)
+    cpu: bool = opt(False, "Force the CPU even when a GPU is visible.")
+
+
+@dataclass
+class CheckpointConfig:
+    keep_last: int = opt(3, "Rolling checkpoints kept in OUTPUT/checkpoints (older ones deleted).", ge=1)
+    every_steps: int = opt(0, "Also checkpoint every this many optimizer steps (0 = epoch ends only).",
+                           ge=0)
+    best_metric: str = opt("test_acc", "Metric that selects the `best` checkpoint ('' = none).")
+    best_mode: str = opt("max", "Whether a higher or lower `best_metric` is better.",
+                         choices=("max", "min"))
+
+
+@dataclass
+class TCLConfig:
+    warmup_epochs: int = opt(20, "Epochs trained on the plain noisy labels before corrected targets.",
+                             ge=0)
+    temperature: float = opt(0.25, "NT-Xent temperature of the contrastive loss.", gt=0.0)
+    align_temperature: float = opt(0.25, "Temperature of the alignment to prototypes.", gt=0.0)
+    posterior_temperature: float = opt(0.25, "Shared temperature of the GMM posterior (reference).",
+                                       gt=0.0)
+    sigma: str = opt("shared", "Cluster scale in the posterior: the reference's shared temperature "
+                     "or the paper's per-cluster sigma_k (Eq. 4-6).", choices=("shared", "per_cluster"))
+    gmm_per_class: bool = opt(False, "Fit one 2-component GMM per noisy class (reference sep_gmm).")
+    clean_scale: float = opt(-1.0, "Scale s1 = s2 in the corrected targets; -1 = the estimated clean "
+                             "fraction mean(w > 0.5).", ge=-1.0, le=1.0)
+    mixup_alpha: float = opt(1.0, "Beta(a, a) parameter of mixup's lambda.", gt=0.0)
+    w_contrastive: float = opt(1.0, "Weight of the NT-Xent contrastive loss.", ge=0.0)
+    w_cross: float = opt(1.0, "Weight of the cross-supervision loss.", ge=0.0)
+    w_mixed: float = opt(1.0, "Weight of the mixed-target classification loss.", ge=0.0)
+    w_align: float = opt(1.0, "Weight of the alignment-to-prototypes loss.", ge=0.0)
+    w_entropy: float = opt(1.0, "Weight of the per-sample entropy (confidence) term.", ge=0.0)
+    w_balance: float = opt(1.0, "Weight of the batch-mean negative entropy (balance) term.", ge=0.0)
+    gradient_mode: str = opt("exact", "With accumulation: `exact` = gradient cache, the full-batch "
+                             "loss; `local` = loss per micro-batch (cheaper, not the same loss).",
+                             choices=("exact", "local"))
+    knn_k: int = opt(200, "Neighbours of the kNN accuracy.", ge=1)
+    knn_t: float = opt(0.1, "Temperature of the kNN accuracy.", gt=0.0)
+
+
+@dataclass
+class MLNTConfig:
+    feature_checkpoint: str = opt("", "tcl_lite CE checkpoint (folder or model.safetensors) of the "
+                                  "frozen feature network; empty = the student's initial weights.")
+    num_synthetic: int = opt(10, "Synthetic label sets per step.", ge=1)
+    perturb_ratio: float = opt(0.5, "Fraction of the batch relabelled in each synthetic set.",
+                               ge=0.0, le=1.0)
+    num_neighbors: int = opt(10, "Nearest neighbours (feature space, within the batch) to draw from.",
+                             ge=1)
+    meta_lr: float = opt(0.02, "Learning rate of the fast (inner) step.", gt=0.0)
+    alpha: float = opt(1.0, "Maximum weight of the meta (consistency) loss.", ge=0.0)
+    start_iter: int = opt(500, "Iteration at which the meta loss starts (first epoch).", ge=0)
+    mid_iter: int = opt(2000, "Iteration at which the alpha ramp ends and the EMA decay rises.", ge=0)
+    ema_decay_rampup: float = opt(0.99, "Teacher EMA decay during the ramp.", ge=0.0, le=1.0)
+    ema_decay: float = opt(0.999, "Teacher EMA decay after the ramp.", ge=0.0, le=1.0)
+    first_order: bool = opt(False, "Treat the fast step's gradient as a constant (approximation).")
+
+
+@dataclass
+class Config:
+    method: str = opt("ce", "Training method.", choices=("ce", "tcl", "mlnt"))
+    seed: int = opt(0, "Seed of everything: noise, data order, augmentations, initialisation.", ge=0)
+    output_dir: str = opt("runs/default", "Run directory: config, labels, metrics, checkpoints.")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tcl: TCLConfig = field(default_factory=TCLConfig)
+    mlnt: MLNTConfig = field(default_factory=MLNTConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a Config from YAML and overrides
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotated type ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value) if value is not None else ""
+        if value is None:
+            return ""
+    elif tp is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    else:  # pragma: no cover - every field type is listed above
+        return value
+    name = getattr(tp, "__name__", str(tp))
+    raise ConfigError(f"config key '{key}': expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def _check_constraints(key: str, value: Any, meta: dict) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key '{key}': {value!r} is not allowed; choose one of "
+                          f"{', '.join(map(str, choices))}")
+    for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                            ("le", lambda v, b: v <= b, "<=")):
+        b = meta.get(bound)
+        if b is not None and value is not None and not ok(value, b):
+            raise ConfigError(f"config key '{key}': {value!r} is out of range; it must be {word} {b}")
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, "
+                          f"got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        key = prefix + unknown[0]
+        raise ConfigError(f"unknown config key '{key}'; allowed keys here: "
+                          f"{', '.join(prefix + k for k in fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        tp, key = hints[name], prefix + name
+        if _is_section(tp):
+            kwargs[name] = _build(tp, value or {}, key + ".")
+        else:
+            v = _coerce(key, value, tp)
+            _check_constraints(key, v, fields[name].metadata)
+            kwargs[name] = v
+    return cls(**kwargs)
+
+
+def parse_time_budget(text: str) -> float | None:
+    """``11h30m`` / ``90m`` / ``45s`` / ``3600`` -> seconds; empty -> None."""
+    text = text.strip()
+    if not text:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?", text)
+    if not m or not any(m.groups()):
+        raise ConfigError(f"config key 'train.time_budget': {text!r} is not a duration; write e.g. "
+                          "'11h30m', '90m', '45s' or seconds")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def validate(cfg: Config) -> Config:
+    """Checks that span several keys (single-key constraints are checked while building)."""
+    # Re-check single keys too, so that a Config built in Python is held to the same rules.
+    _build(Config, to_dict(cfg))
+    t = cfg.train
+    if t.batch_size % t.gradient_accumulation_steps:
+        raise ConfigError(f"config key 'train.gradient_accumulation_steps': {t.gradient_accumulation_steps} "
+                          f"does not divide train.batch_size={t.batch_size}; choose a divisor")
+    parse_time_budget(t.time_budget)
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
+    if cfg.data.dataset == "filelist" and not (cfg.data.train_list and cfg.data.test_list):
+        raise ConfigError("config keys 'data.train_list' and 'data.test_list' are required with "
+                          "data.dataset=filelist")
+    if cfg.data.noise_type == "file" and not cfg.data.noise_file:
+        raise ConfigError("config key 'data.noise_file' is required with data.noise_type=file")
+    if cfg.data.noise_type == "asymmetric" and cfg.data.dataset not in ("cifar10", "cifar100"):
+        raise ConfigError("config key 'data.noise_type': asymmetric noise is defined for cifar10 and "
+                          f"cifar100, not {cfg.data.dataset!r}; use symmetric or a noise_file")
+    if cfg.mlnt.mid_iter < cfg.mlnt.start_iter:
+        raise ConfigError("config key 'mlnt.mid_iter' must be >= mlnt.start_iter")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.epochs=5)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults <- YAML file (which may name a ``base:`` preset) <- ``key=value`` overrides."""
+    values: dict = {}
+    if path:
+        values = _read_yaml(Path(path))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = values
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: '{k}' is not a section")
+        node[keys[-1]] = value
+    return validate(_build(Config, values))
+
+
+def _read_yaml(path: Path, _seen: tuple = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; presets live in configs/ "
+                          "(e.g. --config configs/digits_ce.yaml)")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys")
+    base = values.pop("base", None)
+    if base:
+        base_path = (path.parent / base).resolve()
+        if base_path in _seen:
+            raise ConfigError(f"config file {str(path)!r}: 'base' chain loops at {base}")
+        values = merge(_read_yaml(base_path, _seen + (base_path,)), values)
+    return values
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def config_docs() -> str:
+    """A Markdown table of every key, its default, allowed values and meaning."""
+    rows = ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if _is_section(hints[f.name]):
+                walk(hints[f.name], prefix + f.name + ".")
+                continue
+            m = f.metadata
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            allowed = ", ".join(map(str, m["choices"])) if m.get("choices") else " ".join(
+                f"{w} {m[b]}" for b, w in (("ge", ">="), ("gt", ">"), ("le", "<=")) if m.get(b) is not None)
+            rows.append(f"| `{prefix}{f.name}` | `{json.dumps(default)}` | {allowed} | {m['help']} |")
+
+    walk(Config, "")
+    return "\n".join(rows)
