@@ -289,9 +289,6 @@ def validate(cfg: Config) -> Config:
                           "data.dataset=filelist")
     if cfg.data.noise_type == "file" and not cfg.data.noise_file:
         raise ConfigError("config key 'data.noise_file' is required with data.noise_type=file")
-    if cfg.data.noise_type == "asymmetric" and cfg.data.dataset not in ("cifar10", "cifar100"):
-        raise ConfigError("config key 'data.noise_type': asymmetric noise is defined for cifar10 and "
-                          f"cifar100, not {cfg.data.dataset!r}; use symmetric or a noise_file")
     if cfg.mlnt.mid_iter < cfg.mlnt.start_iter:
         raise ConfigError("config key 'mlnt.mid_iter' must be >= mlnt.start_iter")
     return cfg

@@ -1,0 +1,30 @@
+# The two commands for a fresh machine:  make train   and   make test
+PYTHON ?= python
+# torch is installed only when missing (Colab/Kaggle keep theirs); override e.g. TORCH_SPEC="torch torchvision"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+ARGS ?=
+
+.PHONY: install install-dev train test lint bench config-docs clean
+
+install:
+	@$(PYTHON) -c "import torch, torchvision" 2>/dev/null || $(PYTHON) -m pip install $(TORCH_SPEC)
+	$(PYTHON) -m pip install -q -r requirements.txt
+
+install-dev: install
+	$(PYTHON) -m pip install -q -r requirements-dev.txt
+
+train: install  ## the embedded default: digits, 40% symmetric noise, CE (add ARGS="method=tcl")
+	$(PYTHON) train.py $(ARGS)
+
+test: install-dev  ## lint + the whole test suite (~10 min on 2 CPU cores)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -q tests
+
+lint:
+	$(PYTHON) -m ruff check .
+
+config-docs:  ## regenerate the README's table of config keys
+	$(PYTHON) -m tcl_lite config-docs --readme README.md
+
+clean:
+	rm -rf runs bench/out .pytest_cache

@@ -1,0 +1,36 @@
+"""``python -m tcl_lite {train,config-docs} ...``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = ("train", "config-docs")
+    if not argv or argv[0] not in commands:
+        print(f"usage: python -m tcl_lite {{{','.join(commands)}}} ...", file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from tcl_lite.cli import main_train
+
+        return main_train(rest)
+    from tcl_lite.config import config_docs
+
+    if rest[:1] == ["--readme"]:  # rewrite the table between the README's markers
+        path = rest[1] if len(rest) > 1 else "README.md"
+        with open(path) as f:
+            text = f.read()
+        start, end = "<!-- config-docs:start -->", "<!-- config-docs:end -->"
+        head, _, tail = text.partition(start)
+        _, _, tail = tail.partition(end)
+        with open(path, "w") as f:
+            f.write(f"{head}{start}\n{config_docs()}\n{end}{tail}")
+        return 0
+    print(config_docs())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Command line: ``python train.py [--config F] [--output-dir D] [--resume [PATH]] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tcl_lite.config import ConfigError, load_config
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from tcl_lite.data import DataError
+    from tcl_lite.engine.checkpoint import CheckpointError
+    from tcl_lite.models import ModelError
+
+    return ConfigError, DataError, ModelError, CheckpointError
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py", description="Train an image classifier on noisy labels (CE, TCL, MLNT).",
+        epilog="Examples: python train.py | python train.py method=tcl train.epochs=5 | "
+               "accelerate launch train.py --config configs/cifar10_tcl_sym50.yaml --resume")
+    p.add_argument("--config", help="YAML preset (see configs/); default: the embedded digits run")
+    p.add_argument("--output-dir", help="run directory (overrides output_dir)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="continue from the newest valid checkpoint of the run directory, or from PATH "
+                        "(a checkpoint or a run directory); starts a new run when there is none yet")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, dotted keys")
+    return p
+
+
+def resolve_config(args: argparse.Namespace):  # noqa: ANN201 - returns Config
+    """CLI arguments -> Config. When resuming without --config, the run's saved config is the base."""
+    overrides = list(args.overrides)
+    out = args.output_dir
+    if out is None and isinstance(args.resume, str) and Path(args.resume, "checkpoints").is_dir():
+        out = args.resume  # --resume RUN_DIR continues that run in place
+    if out is not None:
+        overrides.append(f"output_dir={out}")
+    base = args.config
+    if args.resume and base is None:
+        run_dir = Path(out) if out else Path(load_config(None, overrides).output_dir)
+        if (run_dir / "config.yaml").is_file():
+            base = run_dir / "config.yaml"
+    return load_config(base, overrides)
+
+
+def main_train(argv: list[str] | None = None) -> int:
+    args = train_parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+        from tcl_lite.engine import train
+
+        train(cfg, resume=args.resume)
+    except _user_errors() as e:
+        print(f"tcl_lite: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,222 @@
+"""``build_data``: the dataset named by ``DataConfig`` with its noisy training labels, as a DataBundle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from .datasets import (
+    DataError,
+    FileImages,
+    ImageSource,
+    IndexedDataset,
+    TensorImages,
+    load_cifar,
+    load_digits_images,
+    read_file_list,
+    scan_image_folder,
+)
+from .noise import asymmetric_noise, read_label_file, symmetric_noise
+from .transforms import VIEW_KINDS, MultiView, make_transform
+
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# An image folder with exactly these classes (e.g. ../shared/data/cifar10-jpeg) is CIFAR-10 in
+# CIFAR-10's label order, so CIFAR-10's asymmetric noise applies to it too.
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+# Clean agreement required between a label file's clean_label and the dataset's own labels; a file
+# indexed in another order than the dataset (e.g. CIFAR-N on the JPEG folder) disagrees on ~90%.
+_MAX_CLEAN_DISAGREEMENT = 0.01
+
+
+@dataclass
+class DataBundle:
+    train: IndexedDataset  # noisy labels, test transform
+    test: IndexedDataset  # clean labels, test transform
+    num_classes: int
+    noisy_labels: np.ndarray  # int64 [N_train]: what training uses
+    true_labels: np.ndarray | None  # int64 [N_train] when known
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: int
+    image_size: int
+    class_names: list[str]
+
+    def train_views(self, views: tuple[str, ...]) -> IndexedDataset:
+        """The train set under one view (image is a Tensor) or several (a list in ``views`` order)."""
+        views = (views,) if isinstance(views, str) else tuple(views)
+        if not views or any(v not in VIEW_KINDS for v in views):
+            raise DataError(f"train_views({views!r}): give one or more of {', '.join(VIEW_KINDS)}")
+        transforms = [make_transform(v, self.image_size, self.mean, self.std) for v in views]
+        return self.train.with_transform(transforms[0] if len(transforms) == 1 else MultiView(transforms))
+
+    def train_eval(self) -> IndexedDataset:
+        """Train images + noisy labels under the test transform (full passes, kNN features)."""
+        return self.train.with_transform(make_transform("test", self.image_size, self.mean, self.std))
+
+
+@dataclass
+class _Raw:
+    """A dataset as read, before subsets and noise."""
+    train_images: ImageSource
+    train_labels: np.ndarray
+    test_images: ImageSource
+    test_labels: np.ndarray
+    class_names: list[str]
+    stats: tuple[tuple[float, ...], tuple[float, ...]]
+    labels_are_clean: bool  # False for file lists, whose labels are already noisy (Clothing1M)
+
+
+def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``size`` samples, as even across classes as the class sizes allow.
+
+    Round-robin over a seeded class order, each class in a seeded random order: sample j of class c
+    is taken before sample j+1 of any class.
+    """
+    n = len(labels)
+    if size <= 0 or size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, 0x5B5E7])  # its own stream: independent of the noise draw
+    rank = np.empty(n, dtype=np.int64)
+    for k in range(num_classes):
+        members = np.flatnonzero(labels == k)
+        rank[rng.permutation(members)] = np.arange(len(members))
+    class_order = rng.permutation(num_classes)[labels]
+    chosen = np.lexsort((class_order, rank))[:size]
+    return np.sort(chosen)
+
+
+def _digits(cfg: DataConfig, seed: int) -> _Raw:
+    from sklearn.model_selection import train_test_split
+
+    images, labels = load_digits_images(cfg.image_size)
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=cfg.digits_test_fraction,
+                                           stratify=labels, random_state=seed % 2**32)
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    train = images[torch.from_numpy(train_idx)]
+    # Statistics of the train split (grey replicated, so the 3 channels share one value).
+    x = train.float().div_(255.0)
+    mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
+    std = tuple(float(v) for v in x.std(dim=(0, 2, 3)))
+    return _Raw(TensorImages(train), labels[train_idx], TensorImages(images[torch.from_numpy(test_idx)]),
+                labels[test_idx], [str(k) for k in range(10)], (mean, std), True)
+
+
+def _cifar(cfg: DataConfig) -> _Raw:
+    train, train_labels, classes = load_cifar(cfg.dataset, cfg.root, True, cfg.download, cfg.image_size)
+    test, test_labels, _ = load_cifar(cfg.dataset, cfg.root, False, cfg.download, cfg.image_size)
+    stats = CIFAR10_STATS if cfg.dataset == "cifar10" else CIFAR100_STATS
+    return _Raw(TensorImages(train), train_labels, TensorImages(test), test_labels, classes, stats, True)
+
+
+def _imagefolder(cfg: DataConfig) -> _Raw:
+    splits, classes = scan_image_folder(cfg.root)
+    (train_paths, train_labels), (test_paths, test_labels) = splits["train"], splits["test"]
+    return _Raw(FileImages(train_paths, cfg.image_size), train_labels, FileImages(test_paths, cfg.image_size),
+                test_labels, classes, IMAGENET_STATS, True)
+
+
+def _filelist(cfg: DataConfig) -> _Raw:
+    train_paths, train_labels = read_file_list(cfg.train_list, cfg.root, "data.train_list")
+    test_paths, test_labels = read_file_list(cfg.test_list, cfg.root, "data.test_list")
+    found = int(max(train_labels.max(), test_labels.max())) + 1
+    num_classes = cfg.num_classes or found
+    for key, labels in (("data.train_list", train_labels), ("data.test_list", test_labels)):
+        if labels.min() < 0 or labels.max() >= num_classes:
+            spec = cfg.train_list if key == "data.train_list" else cfg.test_list
+            raise DataError(f"labels of {spec!r} ({key}) range over [{labels.min()}, {labels.max()}], "
+                            f"outside [0, data.num_classes={num_classes}); set data.num_classes "
+                            "(0 = max label + 1) or fix the list")
+    names = [str(k) for k in range(num_classes)]
+    return _Raw(FileImages(train_paths, cfg.image_size), train_labels, FileImages(test_paths, cfg.image_size),
+                test_labels, names, IMAGENET_STATS, False)
+
+
+def _asymmetric_scheme(cfg: DataConfig, class_names: list[str] | None) -> str:
+    """The asymmetric map to use ("cifar10" / "cifar100"), or a DataError when there is none."""
+    if cfg.dataset in ("cifar10", "cifar100"):
+        return cfg.dataset
+    if cfg.dataset == "imagefolder" and (class_names is None or class_names == CIFAR10_CLASSES):
+        return "cifar10"  # None: the folder is not read yet, decided again once its classes are known
+    raise DataError(f"asymmetric noise is defined for cifar10 and cifar100 (and an image folder of the "
+                    f"10 CIFAR-10 classes), not data.dataset={cfg.dataset!r}"
+                    + (f" with classes {class_names[:10]}" if class_names else "")
+                    + "; set data.noise_type=symmetric, or noise_type=file with a data.noise_file")
+
+
+def build_data(cfg: DataConfig, seed: int) -> DataBundle:
+    """Read ``cfg.dataset``, take the subsets, apply the label noise, and wrap it all as a DataBundle."""
+    if cfg.noise_type not in ("none", "symmetric", "asymmetric", "file"):
+        raise DataError(f"unknown data.noise_type {cfg.noise_type!r}; choose none, symmetric, asymmetric "
+                        "or file")
+    if cfg.noise_type == "asymmetric":
+        _asymmetric_scheme(cfg, None)  # fail before reading (and checking) a whole dataset
+    if cfg.dataset == "digits":
+        raw = _digits(cfg, seed)
+    elif cfg.dataset in ("cifar10", "cifar100"):
+        raw = _cifar(cfg)
+    elif cfg.dataset == "imagefolder":
+        raw = _imagefolder(cfg)
+    elif cfg.dataset == "filelist":
+        raw = _filelist(cfg)
+    else:
+        raise DataError(f"unknown data.dataset {cfg.dataset!r}; choose digits, cifar10, cifar100, "
+                        "imagefolder or filelist")
+    num_classes = len(raw.class_names)
+    given = raw.train_labels
+    true = given if raw.labels_are_clean else None
+
+    # A label file is indexed over the full training set, so it is read before taking a subset.
+    noisy = given
+    if cfg.noise_type == "file":
+        label_file = read_label_file(cfg.noise_file, len(given), num_classes, cfg.noise_key)
+        noisy = label_file.labels
+        if label_file.clean is not None:
+            disagree = float(np.mean(label_file.clean != true)) if true is not None else 0.0
+            if disagree > _MAX_CLEAN_DISAGREEMENT:
+                raise DataError(
+                    f"label file {cfg.noise_file!r}: its clean_label disagrees with the labels of "
+                    f"data.dataset={cfg.dataset} on {disagree:.0%} of the samples, so "
+                    "it is indexed in another order (CIFAR-N files follow torchvision's CIFAR order: use "
+                    "data.dataset=cifar10/cifar100 with the original CIFAR files)")
+            true = label_file.clean
+
+    train_idx = balanced_subset(given, cfg.train_subset, num_classes, seed)
+    test_idx = balanced_subset(raw.test_labels, cfg.test_subset, num_classes, seed)
+    train_images, test_images = raw.train_images, raw.test_images
+    if len(train_idx) < len(given):
+        train_images = train_images.subset(train_idx)
+        given, noisy = given[train_idx], noisy[train_idx]
+        true = true[train_idx] if true is not None else None
+    test_labels = raw.test_labels
+    if len(test_idx) < len(test_labels):
+        test_images, test_labels = test_images.subset(test_idx), test_labels[test_idx]
+
+    # Synthetic noise is drawn on the samples actually trained on, so exactly round(r*N) are resampled.
+    if cfg.noise_type == "symmetric":
+        noisy = symmetric_noise(given, num_classes, cfg.noise_rate, seed)
+        true = given
+    elif cfg.noise_type == "asymmetric":
+        noisy = asymmetric_noise(given, _asymmetric_scheme(cfg, raw.class_names), cfg.noise_rate, seed)
+        true = given
+
+    mean, std = (tuple(float(v) for v in s) for s in raw.stats)
+    test_tf = make_transform("test", cfg.image_size, mean, std)
+    noisy = np.ascontiguousarray(noisy, dtype=np.int64)
+    return DataBundle(
+        train=IndexedDataset(train_images, noisy, test_tf, seed),
+        test=IndexedDataset(test_images, test_labels, test_tf, seed),
+        num_classes=num_classes,
+        noisy_labels=noisy,
+        true_labels=None if true is None else np.ascontiguousarray(true, dtype=np.int64),
+        mean=mean,
+        std=std,
+        channels=3,
+        image_size=cfg.image_size,
+        class_names=list(raw.class_names),
+    )

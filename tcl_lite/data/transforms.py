@@ -1,0 +1,63 @@
+"""The reference's weak / strong / test views, as torchvision v2 transforms on uint8 tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torchvision.transforms import v2
+
+from .datasets import DataError
+
+VIEW_KINDS = ("weak", "strong", "test")
+
+
+def make_transform(kind: str, image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Transform:
+    """One view: uint8 [C, S, S] (already at ``image_size``) -> float32 [C, S, S] normalised.
+
+    weak: random crop with padding S/8 + horizontal flip. strong: RandomResizedCrop(scale 0.2-1),
+    flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale p=0.2, solarize at 128 with p=0.5.
+    test: no augmentation. All randomness comes from torch's global generator, which
+    IndexedDataset seeds per (seed, epoch, index).
+    """
+    finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    if kind == "weak":
+        augment = [v2.RandomCrop(image_size, padding=image_size // 8), v2.RandomHorizontalFlip()]
+    elif kind == "strong":
+        augment = [
+            v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            # On uint8 images, as the reference solarizes PIL images at 128.
+            v2.RandomSolarize(threshold=128, p=0.5),
+        ]
+    elif kind == "test":
+        augment = []
+    else:
+        raise DataError(f"unknown view {kind!r}; choose one of {', '.join(VIEW_KINDS)}")
+    return v2.Compose(augment + finish)
+
+
+class MultiView:
+    """Several transforms of one image: ``MultiView([t1, t2])(img) -> [t1(img), t2(img)]``.
+
+    The views draw from the generator one after another, so under a fixed seed the whole list is
+    reproducible while the views differ from each other.
+    """
+
+    def __init__(self, transforms: Sequence[Callable[[torch.Tensor], Any]]) -> None:
+        if not transforms:
+            raise DataError("MultiView needs at least one transform")
+        self.transforms = list(transforms)
+
+    def __call__(self, image: torch.Tensor) -> list[Any]:
+        return [t(image) for t in self.transforms]
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(t) for t in self.transforms)
+        return f"MultiView([\n  {inner}\n])"

@@ -1,0 +1,1 @@
+"""Label-noise detection (TCL's GMM over representations)."""

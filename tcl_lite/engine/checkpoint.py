@@ -1,0 +1,207 @@
+"""Rolling, atomic, verifiable checkpoints that never unpickle.
+
+Layout of ``OUTPUT/checkpoints/``::
+
+    step_00000120/            one complete checkpoint (the newest ``keep_last`` are kept)
+        model.safetensors     weights
+        optimizer.{json,safetensors}
+        method.{json,safetensors}      the method's state (TCL's w and prototypes, MLNT's teacher...)
+        trainer.json          epoch, step in epoch, global step, best metric, world size
+        rng_rank{R}.json(+.safetensors)  python / numpy / torch / cuda RNG of each process
+        manifest.json         sha256 of every file above; written last
+    best/                     model + method state of the best evaluation so far
+
+A checkpoint is written under ``.tmp-NAME`` and renamed when complete, so a crash mid-save leaves
+the previous checkpoints untouched; a checkpoint whose manifest does not match its files is
+reported and skipped on resume.
+
+Accelerate's ``save_state``/``load_state`` is not used because it unpickles custom state with
+``weights_only=False``, swallows a failure to restore the RNG (which silently breaks exact
+resume) and writes in place (not atomic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tcl_lite.engine.state_io import load_tree, save_tree
+
+STEP_DIR = re.compile(r"^step_(\d{8})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used, with the reason and what to do."""
+
+
+@dataclass
+class TrainerState:
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # optimizer steps already taken in the current epoch
+    global_step: int = 0
+    best_value: float | None = None
+    best_step: int = -1
+    num_processes: int = 1
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointManager:
+    """Writes, prunes, finds and restores checkpoints of one run directory."""
+
+    def __init__(self, accelerator: Any, root: Path, keep_last: int) -> None:
+        self.accelerator = accelerator
+        self.root = Path(root)
+        self.keep_last = keep_last
+
+    # -- writing -------------------------------------------------------------------------------
+    def save(self, name: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+             method_state: dict[str, Any], trainer: TrainerState, extra: dict[str, Any] | None = None) -> Path:
+        """Write checkpoint ``name`` atomically (collective: every process must call it)."""
+        acc = self.accelerator
+        final, tmp = self.root / name, self.root / f".tmp-{name}"
+        if acc.is_main_process:
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        acc.wait_for_everyone()
+        if optimizer is not None:  # full (resumable) checkpoints carry every process's RNG
+            save_tree(tmp, f"rng_rank{acc.process_index}", rng_state())
+        weights = acc.get_state_dict(model)  # collective under some distributed backends
+        if acc.is_main_process:
+            save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()},
+                      str(tmp / "model.safetensors"))
+            if optimizer is not None:
+                save_tree(tmp, "optimizer", optimizer.state_dict())
+            save_tree(tmp, "method", method_state)
+            (tmp / "trainer.json").write_text(json.dumps({**asdict(trainer), **(extra or {})}, indent=1))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            files = sorted(p for p in tmp.iterdir() if p.is_file())
+            manifest = {p.name: _sha256(p) for p in files}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            for p in tmp.iterdir():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+            if final.exists():  # re-saving the same name (e.g. `best`): move the old one aside first
+                old = self.root / f".old-{name}"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(self.root)
+            self._prune()
+        acc.wait_for_everyone()
+        return final
+
+    def _prune(self) -> None:
+        steps = self.list_steps()
+        for path in steps[:-self.keep_last]:
+            shutil.rmtree(path, ignore_errors=True)
+        for stale in self.root.glob(".tmp-*"):  # left by a crash mid-save
+            shutil.rmtree(stale, ignore_errors=True)
+
+    # -- finding -------------------------------------------------------------------------------
+    def list_steps(self) -> list[Path]:
+        """Rolling checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted((p for p in self.root.iterdir() if p.is_dir() and STEP_DIR.match(p.name)),
+                      key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+    @staticmethod
+    def verify(path: Path) -> None:
+        """Raise CheckpointError unless every file listed in the manifest is present and intact."""
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise CheckpointError(f"{path}: no manifest.json (the save did not finish)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: manifest.json is unreadable ({e})") from None
+        for name, digest in manifest.items():
+            f = path / name
+            if not f.is_file():
+                raise CheckpointError(f"{path}: {name} is missing")
+            if _sha256(f) != digest:
+                raise CheckpointError(f"{path}: {name} is corrupt (checksum mismatch)")
+
+    def newest_valid(self, log: Any = print) -> Path | None:
+        """The newest checkpoint that verifies; each corrupt newer one is reported and skipped."""
+        for path in reversed(self.list_steps()):
+            try:
+                self.verify(path)
+                return path
+            except CheckpointError as e:
+                log(f"WARNING: skipping checkpoint {path.name}: {e}; trying the previous one")
+        return None
+
+    # -- restoring -----------------------------------------------------------------------------
+    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+             ) -> tuple[TrainerState, dict[str, Any]]:
+        """Restore model, optimizer and this process's RNG; return trainer and method state."""
+        self.verify(path)
+        acc = self.accelerator
+        try:
+            acc.unwrap_model(model).load_state_dict(load_file(str(path / "model.safetensors")))
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: the weights do not fit this model ({str(e)[:300]}...). "
+                                  "Resume with the run's own config (OUTPUT/config.yaml).") from None
+        trainer_json = json.loads((path / "trainer.json").read_text())
+        fields = TrainerState.__dataclass_fields__
+        trainer = TrainerState(**{k: v for k, v in trainer_json.items() if k in fields})
+        if optimizer is not None:
+            optimizer.load_state_dict(load_tree(path, "optimizer"))
+            rank_file = path / f"rng_rank{acc.process_index}.json"
+            if rank_file.exists():
+                set_rng_state(load_tree(path, f"rng_rank{acc.process_index}"))
+            else:
+                raise CheckpointError(f"{path}: no RNG state for process {acc.process_index} (saved with "
+                                      f"{trainer.num_processes} processes); resume with that many processes")
+        return trainer, load_tree(path, "method")

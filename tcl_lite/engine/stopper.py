@@ -1,0 +1,50 @@
+"""Stop cleanly before a Colab/Kaggle limit (time budget) or on SIGTERM, with a checkpoint."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import torch
+
+
+class Stopper:
+    """Decides, after each optimizer step, whether to checkpoint and exit now.
+
+    The margin is twice the slowest step seen, plus how long the last save took, plus the
+    epoch-end work when the epoch is about to end: stopping later would risk the platform
+    killing the process mid-save. Under data parallelism all processes agree (max-reduce).
+    """
+
+    def __init__(self, budget_seconds: float | None, accelerator: Any) -> None:
+        self.start = time.monotonic()
+        self.deadline = None if budget_seconds is None else self.start + budget_seconds
+        self.accelerator = accelerator
+        self.signalled = False
+        self.max_step = 0.0
+        self.save_seconds = 0.0
+        self.epoch_end_seconds = 0.0
+        try:  # platforms send SIGTERM some seconds before they kill the process
+            signal.signal(signal.SIGTERM, self._on_signal)
+        except ValueError:  # not the main thread (e.g. some notebook runners)
+            pass
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signalled = True
+
+    def observe_step(self, seconds: float) -> None:
+        self.max_step = max(self.max_step, seconds)
+
+    def should_stop(self, epoch_ends: bool) -> bool:
+        local = self.signalled
+        if self.deadline is not None:
+            margin = 2 * self.max_step + self.save_seconds + (self.epoch_end_seconds if epoch_ends else 0.0)
+            local = local or time.monotonic() + margin >= self.deadline
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([float(local)], device=self.accelerator.device)
+            local = bool(self.accelerator.reduce(flag, reduction="max").item())
+        return local
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start

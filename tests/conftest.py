@@ -1,0 +1,60 @@
+"""Shared test helpers: tiny configurations and running train.py as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# A digits run small enough for a test: 8x8 images, a narrow CNN, 32 per batch (39 steps/epoch).
+TINY = ["data.image_size=8", "model.width=8", "train.batch_size=32", "train.eval_batch_size=512",
+        "train.epochs=2", "train.log_every=1000"]
+
+
+def run_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("ACCELERATE_USE_CPU", None)
+    return env
+
+
+def train_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *args]
+
+
+def run_train(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(train_cmd(*args), cwd=ROOT, env=run_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    steps = sorted((run_dir / "checkpoints").glob("step_*"))
+    return load_file(str(steps[-1] / "model.safetensors"))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Accelerate keeps process-wide state; reset it so each in-process test gets its own."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

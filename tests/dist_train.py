@@ -1,0 +1,55 @@
+"""Launched by tests/test_distributed.py under `accelerate launch`: trains, then every process
+writes its own copy of the weights and what it saw, so the test can compare the ranks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from tcl_lite.config import load_config
+from tcl_lite.engine import trainer
+
+
+def main() -> None:
+    cfg = load_config(None, sys.argv[1:])
+    seen: list[int] = []
+    original = trainer.split_batch
+
+    def recording_split(batch, n):  # records which samples this process trained on
+        seen.extend(batch["index"].tolist())
+        return original(batch, n)
+
+    trainer.split_batch = recording_split
+    captured = {}
+    original_make = trainer._make_accelerator
+
+    def make(cfg_):
+        captured["acc"] = original_make(cfg_)
+        return captured["acc"]
+
+    trainer._make_accelerator = make
+    original_build = trainer.build_model
+
+    def build(*args, **kwargs):  # keeps the initial weights, to show that training moved them
+        model = original_build(*args, **kwargs)
+        captured["init"] = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+        return model
+
+    trainer.build_model = build
+    trainer.train(cfg)
+    acc = captured["acc"]
+    model = acc.unwrap_model(acc._models[0])
+    out = Path(cfg.output_dir)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(out / f"rank{acc.process_index}.safetensors"))
+    save_file(captured["init"], str(out / f"init{acc.process_index}.safetensors"))
+    (out / f"rank{acc.process_index}.json").write_text(json.dumps(
+        {"num_processes": acc.num_processes, "process_index": acc.process_index,
+         "backend": str(acc.state.backend), "seen": seen}))
+
+
+if __name__ == "__main__":
+    main()

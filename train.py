@@ -1,0 +1,8 @@
+"""Entry point: ``python train.py`` or ``accelerate launch train.py`` (see README)."""
+
+import sys
+
+from tcl_lite.cli import main_train
+
+if __name__ == "__main__":
+    sys.exit(main_train())
