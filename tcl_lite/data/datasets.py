@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 
@@ -22,8 +22,8 @@ class DataError(ValueError):
     """A data problem; the message names what is wrong and what to set or provide to fix it."""
 
 
-# Extensions torchvision.io.decode_image can read (ImageFolder's list also has .bmp/.tif, which it cannot).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+# Decoded with Pillow (torchvision.io's decoders are deprecated since torchvision 0.29).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
 _MASK64 = (1 << 64) - 1
 
@@ -97,8 +97,11 @@ class FileImages:
     def __getitem__(self, index: int) -> torch.Tensor:
         path = self.paths[index]
         try:
-            image = decode_image(path, mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError, ValueError) as e:
+            with Image.open(path) as img:
+                # draft: let the JPEG decoder downscale by 2^k on the fly (large Clothing1M photos)
+                img.draft("RGB", (self.image_size, self.image_size))
+                image = TF.pil_to_tensor(img.convert("RGB"))
+        except (OSError, ValueError) as e:
             raise DataError(f"cannot decode image {path!r} ({e}); replace or remove the file (supported: "
                             f"{', '.join(IMAGE_EXTENSIONS)})") from None
         return resize_center_crop(image, self.image_size)
