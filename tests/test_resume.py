@@ -108,3 +108,31 @@ def test_rolling_saver_keeps_exactly_keep_last_and_ignores_partial_saves(tmp_pat
     state, method_state = mgr.load(mgr.root / "step_00000005", model, opt)
     assert state.global_step == 5 and torch.equal(method_state["w"], torch.arange(3.0))
     assert method_state["note"] == "x"
+
+
+def test_time_budget_stops_cleanly_and_resume_finishes_exactly(reference_run, tmp_path):
+    out = tmp_path / "budget"
+    proc = run_train(*TINY, *EVERY, f"output_dir={out}", "train.time_budget=0.5s")
+    assert proc.returncode == 0
+    assert "time budget" in proc.stdout and f"--resume --output-dir {out}" in proc.stdout
+    metrics = out / "metrics.jsonl"
+    assert not metrics.exists() or len(metrics.read_text().splitlines()) < 3, "stopped before the end"
+    proc = run_train(*TINY, *EVERY, f"output_dir={out}", "--resume")  # budget is per launch
+    assert "resumed from" in proc.stdout
+    assert_same_weights(final_weights(out), final_weights(reference_run))
+
+
+def test_sigterm_checkpoints_and_exits_zero(tmp_path):
+    out = tmp_path / "term"
+    proc = subprocess.Popen(train_cmd(*TINY, "train.epochs=50", f"output_dir={out}"), cwd=ROOT, env=run_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("step_*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "SIGTERM" in stdout and "--resume" in stdout
+    newest = sorted((out / "checkpoints").glob("step_*"))[-1]
+    state = json.loads((newest / "trainer.json").read_text())
+    assert state["epoch"] < 50 and state["global_step"] > 0
