@@ -104,6 +104,8 @@ class TrainConfig:
                           "batch_size x processes).", ge=1)
     gradient_accumulation_steps: int = opt(1, "Split each batch into this many micro-batches "
                                            "(memory / accumulation); must divide batch_size.", ge=1)
+    auto_micro_batch: bool = opt(True, "On a GPU out-of-memory error, retry the step split into more "
+                                 "micro-batches (same effective batch); single process only.")
     mixed_precision: str = opt("no", "Autocast through Accelerate. fp16 needs a GPU; bf16 also runs "
                                "on CPU.", choices=("no", "fp16", "bf16"))
     activation_checkpointing: bool = opt(False, "Recompute each encoder stage in backward instead "

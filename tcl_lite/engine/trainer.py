@@ -19,6 +19,7 @@ from tcl_lite.config import Config, ConfigError, parse_time_budget, save_config,
 from tcl_lite.data import build_data
 from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager, TrainerState
 from tcl_lite.engine.evaluate import evaluate
+from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import build_optimizer, lr_at, peak_lr, set_lr
 from tcl_lite.engine.stopper import Stopper
 from tcl_lite.methods import StepInfo, TrainContext, get_method
@@ -173,7 +174,10 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
             info = StepInfo(epoch, state.step_in_epoch, state.global_step, steps_per_epoch)
             lr = lr_at(cfg.optim, max_lr, info.fractional_epoch, cfg.train.epochs)
             set_lr(optimizer, lr)
-            logs = method.training_step(split_batch(batch, gas), info)
+            logs, gas = step_adapting_to_oom(
+                lambda n, b=batch, i=info: method.training_step(split_batch(b, n), i), cfg.train.batch_size, gas,
+                enabled=cfg.train.auto_micro_batch and accelerator.num_processes == 1,
+                on_retry=lambda: optimizer.zero_grad(set_to_none=True), log=progress.print)
             if cfg.optim.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
