@@ -3,6 +3,9 @@ PYTHON ?= python
 # torch is installed only when missing (Colab/Kaggle keep theirs); override e.g. TORCH_SPEC="torch torchvision"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
+# make bench: the quick benchmark versions (< 10 min on 2 cores); make bench FULL=1: the full-length runs
+FULL ?=
+BENCH_MODE = $(if $(FULL),,--quick)
 
 .PHONY: install install-dev train test lint bench config-docs clean
 
@@ -22,6 +25,13 @@ test: install-dev  ## lint + the whole test suite (~10 min on 2 CPU cores)
 
 lint:
 	$(PYTHON) -m ruff check .
+
+bench: install  ## quick benchmarks, tables on stdout (FULL=1: full-length runs; BENCHMARKS.md has the results)
+	$(PYTHON) bench/step_memory.py $(BENCH_MODE)
+	$(PYTHON) bench/epoch_overhead.py $(BENCH_MODE)
+	$(PYTHON) bench/noise_accuracy.py $(BENCH_MODE)
+	@$(PYTHON) -c "import cleanlab" 2>/dev/null && $(PYTHON) bench/detection_vs_cleanlab.py $(BENCH_MODE) \
+		|| echo "detection_vs_cleanlab skipped: pip install cleanlab (benchmark-only dependency)"
 
 config-docs:  ## regenerate the README's table of config keys
 	$(PYTHON) -m tcl_lite config-docs --readme README.md

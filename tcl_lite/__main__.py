@@ -1,4 +1,4 @@
-"""``python -m tcl_lite {train,config-docs} ...``."""
+"""``python -m tcl_lite {train,config-docs,export,report} ...``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("train", "config-docs")
+    commands = ("train", "config-docs", "export", "report")
     if not argv or argv[0] not in commands:
         print(f"usage: python -m tcl_lite {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2
@@ -16,6 +16,14 @@ def main(argv: list[str] | None = None) -> int:
         from tcl_lite.cli import main_train
 
         return main_train(rest)
+    if command == "export":  # TCL's clean probabilities and corrected labels of a run or checkpoint
+        from tcl_lite.detection.export import main as main_export
+
+        return main_export(rest)
+    if command == "report":  # figures, report.md and cleaned labels of a run directory
+        from tcl_lite.reporting.report import main as main_report
+
+        return main_report(rest)
     from tcl_lite.config import config_docs
 
     if rest[:1] == ["--readme"]:  # rewrite the table between the README's markers

@@ -47,8 +47,18 @@ def resolve_config(args: argparse.Namespace):  # noqa: ANN201 - returns Config
     return load_config(base, overrides)
 
 
+def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options and ``key=value`` overrides in any order."""
+    args = train_parser().parse_intermixed_args(argv)
+    if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
+        # `--resume key=value`: argparse took the override for the optional PATH
+        args.overrides.insert(0, args.resume)
+        args.resume = True
+    return args
+
+
 def main_train(argv: list[str] | None = None) -> int:
-    args = train_parser().parse_args(argv)
+    args = parse_train_args(argv)
     try:
         cfg = resolve_config(args)
         from tcl_lite.engine import train

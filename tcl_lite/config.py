@@ -194,8 +194,17 @@ def _is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+class _BoolWord(str):
+    """An override such as ``no`` or ``on``: a string for str keys, a boolean for bool keys."""
+
+    def as_bool(self) -> bool:
+        return self.lower() in ("yes", "on", "y")
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotated type ``tp``; ints are accepted where floats are."""
+    if isinstance(value, _BoolWord):
+        value = value.as_bool() if tp is bool else str(value)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -216,6 +225,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return str(value) if value is not None else ""
         if value is None:
             return ""
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/yes/off as a boolean
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r} (YAML reads a bare "
+                              f"no/yes/on/off as a boolean); quote it, e.g. {key}: \"no\"")
     elif tp is list or origin is list:
         if isinstance(value, (list, tuple)):
             return list(value)
@@ -311,6 +323,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = _BoolWord(raw.strip())  # `train.mixed_precision=no`: a string where a string is expected
     return key.split("."), value
 
 

@@ -82,3 +82,21 @@ def test_readme_documents_every_key():
     for line in config_docs().splitlines()[2:]:
         key = line.split("`")[1]
         assert f"`{key}`" in readme, f"README does not document {key}; run `make config-docs`"
+
+
+def test_command_line_options_and_overrides_mix_in_any_order():
+    from tcl_lite.cli import parse_train_args
+
+    a = parse_train_args(["--resume", "train.epochs=2", "--output-dir", "runs/x", "method=tcl"])
+    assert a.resume is True and a.output_dir == "runs/x" and a.overrides == ["train.epochs=2", "method=tcl"]
+    b = parse_train_args(["method=tcl", "--resume", "runs/x", "train.epochs=3"])
+    assert b.resume == "runs/x" and b.overrides == ["method=tcl", "train.epochs=3"]
+
+
+def test_bare_yaml_words_are_strings_where_strings_are_expected(tmp_path):
+    cfg = load_config(None, ["train.mixed_precision=no", "train.cpu=yes"])
+    assert cfg.train.mixed_precision == "no" and cfg.train.cpu is True
+    path = tmp_path / "p.yaml"
+    path.write_text("train: {mixed_precision: no}\n")
+    with pytest.raises(ConfigError, match=r"'train.mixed_precision'.*quote it"):
+        load_config(path)

@@ -118,7 +118,9 @@ def test_time_budget_stops_cleanly_and_resume_finishes_exactly(reference_run, tm
     metrics = out / "metrics.jsonl"
     assert not metrics.exists() or len(metrics.read_text().splitlines()) < 3, "stopped before the end"
     # The budget is per launch and kept in the run's config: relaunch until done, as on Kaggle.
-    for launches in range(2, 30):
+    launches = 1
+    while launches < 30:
+        launches += 1
         proc = run_train(*TINY, *EVERY, f"output_dir={out}", "--resume")
         assert "resumed from" in proc.stdout
         if "Stopping after" not in proc.stdout:

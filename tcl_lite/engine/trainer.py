@@ -168,7 +168,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
                    if state.step_in_epoch else train_loader)
         model.train()
         progress.start_epoch(epoch, state.step_in_epoch)
-        loss_sum, loss_n = 0.0, 0
+        loss_sum, loss_n = torch.zeros((), device=accelerator.device), 0
         for batch in batches:
             t0 = time.monotonic()
             info = StepInfo(epoch, state.step_in_epoch, state.global_step, steps_per_epoch)
@@ -188,8 +188,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
 
             show = state.global_step % cfg.train.log_every == 0 or state.step_in_epoch == steps_per_epoch
             shown = {k: float(v) for k, v in logs.items()} if show else None  # .item() only when shown
-            if shown:
-                loss_sum, loss_n = loss_sum + shown["loss"], loss_n + 1
+            loss_sum, loss_n = loss_sum + logs["loss"].detach().float(), loss_n + 1
             progress.step(len(batch["index"]) * accelerator.num_processes, shown, lr, state.global_step)
             stopper.observe_step(time.monotonic() - t0)
             epoch_ends = state.step_in_epoch == steps_per_epoch
@@ -210,8 +209,9 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
         state.epoch, state.step_in_epoch = epoch + 1, 0
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
             metrics.update(evaluate(accelerator, method.eval_models(), test_loader))
+            metrics.update(method.after_evaluation(metrics))
             record = {"epoch": state.epoch, "step": state.global_step, **metrics,
-                      "train_loss": loss_sum / max(1, loss_n), "lr": lr, "time": round(stopper.elapsed(), 2)}
+                      "train_loss": loss_sum.item() / max(1, loss_n), "lr": lr, "time": round(stopper.elapsed(), 2)}
             if accelerator.is_main_process:
                 metrics_log.append(record)
             accelerator.log(record, step=state.global_step)

@@ -14,6 +14,7 @@ in this order:
     per epoch:
         metrics = method.after_epoch(epoch)                 # e.g. TCL's detection pass + GMM
         engine evaluates every model in method.eval_models()
+        metrics |= method.after_evaluation(metrics)
 
 Methods that only need "a loss for a batch" implement ``loss`` and inherit ``training_step``, which
 accumulates gradients over the micro-batches the way Accelerate's ``accumulate`` does (no
@@ -129,6 +130,11 @@ class Method:
 
     def after_epoch(self, epoch: int) -> dict[str, float]:
         """Called at the end of every epoch, before evaluation; returns metrics to record."""
+        return {}
+
+    def after_evaluation(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Called after each test evaluation with its metrics; returns metrics to add (e.g. the
+        best of several evaluated models, which ``checkpoint.best_metric`` may then name)."""
         return {}
 
     def eval_models(self) -> dict[str, nn.Module]:

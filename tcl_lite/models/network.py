@@ -91,7 +91,9 @@ class _KeepBuffers:
     def __exit__(self, *exc_info: object) -> None:
         with torch.no_grad():
             for buf, value in zip(self.buffers, self.saved.pop(), strict=True):
-                buf.copy_(value)
+                # .data: a restore must not bump the autograd version, since a second-order graph
+                # (MLNT's fast step) may have saved these statistics.
+                buf.data.copy_(value)
 
 
 def checkpoint_stage(stage: nn.Module, x: Tensor) -> Tensor:

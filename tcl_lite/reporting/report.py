@@ -1,0 +1,289 @@
+"""``python -m tcl_lite report RUN_DIR [--out DIR]``: figures, a Markdown summary and the cleaned labels of a run.
+
+Writes to ``RUN_DIR/report/`` (or ``--out``):
+
+- ``accuracy.png``: test accuracy (+ kNN / teacher / label-correction accuracy when logged) and train loss per epoch;
+- ``clean_probability.png``, ``noise_rate.png``, ``confusion.png`` and ``cleaned_labels.csv``: TCL's
+  per-sample verdicts, from the newest valid checkpoint through ``tcl_lite.detection.export``;
+- ``report.md``: the summary, with the figures embedded by relative path.
+
+Only the run's files are read (``config.yaml``, ``metrics.jsonl``, the label ``.npy`` files and, for TCL,
+the checkpoint's method state): no dataset, no model, no GPU. CE and MLNT runs keep no per-sample clean
+probability, so their report has the accuracy figure and the summary only (the model's argmax over the
+training set would need the dataset and a forward pass, and is not what "corrected label" means in TCL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tcl_lite.reporting import plots
+from tcl_lite.reporting.metrics import read_metrics
+
+CLEANED_COLUMNS = ("index", "given_label", "corrected_label", "clean_probability")
+NEEDS_TCL = ("The per-sample figures (clean probability, noise rate, confusion matrix) and `cleaned_labels.csv` "
+             "need `method=tcl`: only TCL keeps a clean probability and a corrected label per training sample "
+             "(this run is method `{method}`).")
+# Epoch rows shown in report.md's metrics table; longer runs are thinned (the full log is metrics.jsonl).
+MAX_TABLE_ROWS = 25
+
+
+class ReportError(RuntimeError):
+    """A path that is not a run directory (or holds nothing to report yet); the message says what is expected."""
+
+
+@dataclass
+class PerSample:
+    """TCL's verdict per training sample, as exported from a checkpoint."""
+
+    given: np.ndarray
+    corrected: np.ndarray
+    clean_probability: np.ndarray
+    true: np.ndarray | None
+    checkpoint: str
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    expected = ("expected a run directory written by train.py, holding config.yaml and metrics.jsonl "
+                "(e.g. runs/default after `python train.py`)")
+    if not run_dir.exists():
+        raise ReportError(f"{run_dir} does not exist: {expected}")
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir} is a file, not a directory: {expected}")
+    missing = [name for name in ("config.yaml", "metrics.jsonl") if not (run_dir / name).is_file()]
+    if missing:
+        raise ReportError(f"{run_dir} holds no {' and no '.join(missing)}: {expected}")
+
+
+def _load_config(run_dir: Path) -> dict[str, Any]:
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ReportError(f"{run_dir / 'config.yaml'} is not a mapping of config keys")
+    return cfg
+
+
+def class_names(cfg: dict[str, Any], num_classes: int) -> list[str]:
+    """Names for the confusion matrix axes, from what the config says without reading any dataset."""
+    data = cfg.get("data") or {}
+    dataset = data.get("dataset")
+    if dataset == "digits":
+        return [str(k) for k in range(num_classes)]
+    if dataset == "cifar10" and num_classes == 10:
+        from tcl_lite.data.build import CIFAR10_CLASSES
+
+        return list(CIFAR10_CLASSES)
+    if dataset == "imagefolder":  # the folder's class names, in the sorted order the loader uses
+        train = Path(str(data.get("root", "")), "train")
+        if train.is_dir():
+            names = sorted(p.name for p in train.iterdir() if p.is_dir())
+            if len(names) == num_classes:
+                return names
+    return [str(k) for k in range(num_classes)]
+
+
+def _per_sample(run_dir: Path) -> tuple[PerSample | None, str]:
+    """The newest valid checkpoint's TCL state through ``export`` (which reads checkpoints safely),
+    or None and the reason."""
+    if not (run_dir / "checkpoints").is_dir():
+        return None, f"{run_dir / 'checkpoints'} does not exist yet"
+    from tcl_lite.detection.export import ExportError, export, resolve_checkpoint
+    from tcl_lite.engine.checkpoint import CheckpointError
+
+    try:
+        ckpt = resolve_checkpoint(run_dir)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = export(ckpt, tmp)
+            columns = {p.stem: np.load(p, allow_pickle=False) for p in folder.glob("*.npy")}
+    except (ExportError, CheckpointError) as e:
+        print(f"tcl_lite report: no per-sample figures: {e}", file=sys.stderr)
+        return None, str(e)
+    return PerSample(given=columns["given_label"], corrected=columns["corrected_label"],
+                     clean_probability=columns["clean_probability"], true=columns.get("true_label"),
+                     checkpoint=str(ckpt.relative_to(run_dir) if ckpt.is_relative_to(run_dir) else ckpt)), ""
+
+
+def write_cleaned_labels(s: PerSample, path: Path) -> Path:
+    """One row per training sample: index, given_label, corrected_label, clean_probability."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CLEANED_COLUMNS)
+        for i, (g, c, w) in enumerate(zip(s.given.tolist(), s.corrected.tolist(), s.clean_probability.tolist())):
+            writer.writerow([i, int(g), int(c), format(float(w), ".9g")])  # 9 digits round-trip a float32
+    return path
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _best(records: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    rows = [r for r in records if r.get(key) is not None]
+    return max(rows, key=lambda r: r[key]) if rows else None
+
+
+def _last_with(records: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    rows = [r for r in records if r.get(key) is not None]
+    return rows[-1] if rows else None
+
+
+def _metrics_table(records: list[dict[str, Any]]) -> list[str]:
+    skip = {"epoch", "step", "lr", "time", "clean_scale"}
+    keys = [k for k in dict.fromkeys(k for r in records for k in r) if k not in skip]
+    rows = records
+    if len(rows) > MAX_TABLE_ROWS:  # keep the first, the last and evenly spaced ones in between
+        idx = np.unique(np.linspace(0, len(rows) - 1, MAX_TABLE_ROWS).round().astype(int))
+        rows = [rows[i] for i in idx]
+    lines = ["| epoch | " + " | ".join(keys) + " |", "|---:" * (len(keys) + 1) + "|"]
+    for r in rows:
+        cells = [f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
+        lines.append(f"| {r.get('epoch', '')} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _change_summary(s: PerSample) -> list[str]:
+    changed = s.corrected != s.given
+    flagged = s.clean_probability < 0.5
+    n = len(s.given)
+    lines = [f"- The corrected label differs from the given one for **{int(changed.sum())} of {n}** training "
+             f"samples ({_pct(changed.mean())}); **{int((changed & flagged).sum())}** of them are also flagged "
+             f"noisy (clean probability < 0.5), the labels TCL trains away from. "
+             f"{int(flagged.sum())} samples ({_pct(flagged.mean())}) are flagged noisy in all."]
+    if s.true is not None:
+        wrong = s.given != s.true
+        fixed = changed & wrong & (s.corrected == s.true)
+        broken = changed & ~wrong
+        lines.append(f"- Against the true labels: {int(fixed.sum())} changes fix a wrong label, {int(broken.sum())} "
+                     f"change a correct one, {int((changed & wrong).sum() - fixed.sum())} replace a wrong label by "
+                     f"another wrong one; the corrected labels are {_pct((s.corrected == s.true).mean())} correct, "
+                     f"the given ones {_pct((~wrong).mean())}.")
+    return lines
+
+
+def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the figures, ``report.md`` and (TCL) ``cleaned_labels.csv`` of a run; returns the report folder."""
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir)
+    cfg = _load_config(run_dir)
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if "epoch" in r]
+    if not records:
+        raise ReportError(f"{run_dir / 'metrics.jsonl'} holds no evaluation yet: the report needs at least one "
+                          "finished epoch (train longer, or resume the run)")
+    out_dir = Path(out) if out else run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (*plots.FIGURE_PIXELS, "report.md", "cleaned_labels.csv"):  # a re-run must not show old files
+        (out_dir / stale).unlink(missing_ok=True)
+
+    method = str(cfg.get("method", "unknown"))
+    data, train_cfg = cfg.get("data") or {}, cfg.get("train") or {}
+    given = np.load(run_dir / "noisy_labels.npy", allow_pickle=False) if (run_dir / "noisy_labels.npy").is_file() \
+        else None
+    true = np.load(run_dir / "true_labels.npy", allow_pickle=False) if (run_dir / "true_labels.npy").is_file() \
+        else None
+    true_rate = float((given != true).mean()) if given is not None and true is not None else None
+    name = run_dir.resolve().name
+    figures: list[tuple[str, str]] = []  # (file name, caption)
+
+    plots.plot_accuracy(records, out_dir, title=f"{name}: {method} on {data.get('dataset', '?')}")
+    figures.append(("accuracy.png", "Test accuracy (and the method's other accuracies) and training loss per epoch."))
+    samples, why_not = _per_sample(run_dir) if method == "tcl" else (None, "")
+    if samples is not None:
+        clean = samples.given == samples.true if samples.true is not None else None
+        plots.plot_clean_probability(samples.clean_probability, clean, out_dir)
+        figures.append(("clean_probability.png", "TCL's clean probability per training sample"
+                        + (", truly clean vs truly noisy labels." if clean is not None else ".")))
+    if any("est_clean_fraction" in r for r in records):  # from the metrics log: needs no checkpoint
+        plots.plot_noise_rate(records, true_rate, out_dir)
+        figures.append(("noise_rate.png", "Estimated noise rate per epoch"
+                        + (" vs the true noise rate." if true_rate is not None else ".")))
+    if samples is not None:
+        seen = int(max(samples.given.max(), samples.corrected.max(),
+                       samples.true.max() if samples.true is not None else 0)) + 1
+        # a class nobody is labelled or corrected to would otherwise be missing from the matrix
+        known = {"digits": 10, "cifar10": 10, "cifar100": 100}.get(str(data.get("dataset")), 0)
+        num_classes = max(seen, known, int(data.get("num_classes") or 0))
+        plots.plot_confusion(samples.given, samples.corrected, samples.true, class_names(cfg, num_classes), out_dir)
+        figures.append(("confusion.png", "Corrected vs given labels" + (" and vs true labels." if samples.true
+                                                                          is not None else ".")))
+        write_cleaned_labels(samples, out_dir / "cleaned_labels.csv")
+
+    last = records[-1]
+    best = _best(records, "test_acc")
+    lines = [f"# tcl_lite report: {name}", "",
+             f"Run directory `{run_dir}`, {len(records)} evaluations; generated "
+             f"{dt.datetime.now().isoformat(timespec='seconds')} by `python -m tcl_lite report`.", "",
+             "| | |", "|---|---|",
+             f"| method | `{method}` |",
+             f"| dataset | `{data.get('dataset', '?')}` at {data.get('image_size', '?')} px"
+             + (f", {len(given)} training samples" if given is not None else "") + " |",
+             f"| label noise | `{data.get('noise_type', '?')}`, data.noise_rate={data.get('noise_rate', '?')}"
+             + (f" (true noise rate {_pct(true_rate)})" if true_rate is not None else "") + " |",
+             f"| model | `{(cfg.get('model') or {}).get('arch', '?')}` |",
+             f"| epochs | {last.get('epoch')} of {train_cfg.get('epochs', '?')} evaluated (step {last.get('step')}) |",
+             f"| final test accuracy | {_pct(last.get('test_acc'))} (epoch {last.get('epoch')}) |",
+             f"| best test accuracy | {_pct(best['test_acc']) if best else 'n/a'}"
+             + (f" (epoch {best['epoch']})" if best else "") + " |"]
+    for key, label in (("teacher_test_acc", "final teacher test accuracy"), ("knn_acc", "final kNN accuracy"),
+                       ("label_correction_acc", "final label correction accuracy (train)")):
+        row = _last_with(records, key)
+        if row:
+            lines.append(f"| {label} | {_pct(row[key])} (epoch {row['epoch']}) |")
+    det = _last_with(records, "detection_auc") or _last_with(records, "detection_acc")
+    if det:
+        auc = det.get("detection_auc")
+        lines.append(f"| noise detection AUC / accuracy | {'n/a' if auc is None else f'{auc:.3f}'} / "
+                     f"{_pct(det.get('detection_acc'))} (epoch {det['epoch']}) |")
+    est = _last_with(records, "est_clean_fraction")
+    if est:
+        lines.append(f"| estimated vs true noise rate | {_pct(1 - est['est_clean_fraction'])} vs "
+                     f"{_pct(true_rate) if true_rate is not None else 'unknown (no true labels)'} "
+                     f"(epoch {est['epoch']}) |")
+    elif true_rate is not None:
+        lines.append(f"| true noise rate | {_pct(true_rate)} |")
+    lines.append("")
+
+    if samples is not None:
+        lines += ["## Labels", "", f"From checkpoint `{samples.checkpoint}`; one row per training sample in "
+                  "[`cleaned_labels.csv`](cleaned_labels.csv) (index, given_label, corrected_label, "
+                  "clean_probability).", "", *_change_summary(samples), ""]
+    elif method == "tcl":
+        lines += ["## Labels", "", f"The per-sample figures and `cleaned_labels.csv` are skipped: {why_not}.", ""]
+    else:
+        lines += ["## Labels", "", NEEDS_TCL.format(method=method), ""]
+
+    lines += ["## Figures", ""]
+    for file, caption in figures:
+        lines += [f"![{Path(file).stem}]({file})", "", f"*{caption}*", ""]
+    lines += ["## Metrics per epoch", "", *_metrics_table(records), "",
+              "The full log is `metrics.jsonl` in the run directory.", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tcl_lite report",
+                                description="Figures, a Markdown summary and TCL's cleaned labels of a run directory.")
+    p.add_argument("run_dir", help="run directory written by train.py (config.yaml, metrics.jsonl, checkpoints/)")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/report)")
+    args = p.parse_args(argv)
+    try:
+        out = make_report(args.run_dir, args.out)
+    except ReportError as e:
+        print(f"tcl_lite report: error: {e}", file=sys.stderr)
+        return 2
+    written = sorted(f.name for f in out.iterdir() if f.suffix in (".png", ".md", ".csv"))
+    print(f"wrote {out}: {', '.join(written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
