@@ -14,6 +14,7 @@ import copy
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -31,7 +32,7 @@ def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max() / (y.abs().max() + 1e-12)) for x, y in zip(a, b))
 
 
-def contrastive_check(acc, cfg) -> dict:
+def contrastive_check(acc: Any, cfg: Any) -> dict:
     b, r = 8, acc.process_index
     torch.manual_seed(0)
     model = build_model(cfg.model, 10, in_channels=3, image_size=8, with_projector=True)
@@ -62,7 +63,7 @@ def contrastive_check(acc, cfg) -> dict:
             "grad_rel_diff": _rel(dist_grads, ref_grads)}
 
 
-def exact_mode_check(acc, cfg, out: Path) -> dict:
+def exact_mode_check(acc: Any, cfg: Any, out: Path) -> dict:
     from tcl_lite.data import build_data
 
     data = build_data(cfg.data, cfg.seed)
@@ -78,7 +79,7 @@ def exact_mode_check(acc, cfg, out: Path) -> dict:
     mine = range(16 * acc.process_index, 16 * acc.process_index + 16)  # disjoint samples per rank
     batch = torch.utils.data.default_collate([ds[i] for i in mine])
 
-    def grads(micro):
+    def grads(micro: list) -> tuple[list, float]:
         opt.zero_grad(set_to_none=True)
         torch.manual_seed(5)
         logs = method.training_step(micro, StepInfo(50, 0, 0, 1))
@@ -102,7 +103,7 @@ def main() -> None:
     methods: list[TCL] = []
 
     class Recording(TCL):
-        def __init__(self, ctx):
+        def __init__(self, ctx: TrainContext) -> None:
             super().__init__(ctx)
             methods.append(self)
 
