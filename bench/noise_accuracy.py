@@ -81,7 +81,9 @@ def main() -> None:
             acc: dict[str, float] = {}
             ce_dir = None
             for method in methods:
-                name = f"{dataset}_{noise_type}{int(rate * 100)}_{method}"
+                epochs = args.digits_epochs if dataset == "digits" else args.cifar_epochs
+                # Epochs in the name: a quick run does not overwrite a full-length one.
+                name = f"{dataset}_{noise_type}{int(rate * 100)}_e{epochs}_{method}"
                 run_dir = OUT / "noise_accuracy" / name
                 try:
                     wall, metrics = run_train(run_dir, [*base, *method_args(method, ce_dir)],

@@ -139,8 +139,10 @@ class TCLConfig:
     sigma: str = opt("shared", "Cluster scale in the posterior: the reference's shared temperature "
                      "or the paper's per-cluster sigma_k (Eq. 4-6).", choices=("shared", "per_cluster"))
     gmm_per_class: bool = opt(False, "Fit one 2-component GMM per noisy class (reference sep_gmm).")
-    clean_scale: float = opt(-1.0, "Scale s1 = s2 in the corrected targets; -1 = the estimated clean "
-                             "fraction mean(w > 0.5).", ge=-1.0, le=1.0)
+    clean_scale: float = opt(-1.0, "Scale s1 of the cross-supervision targets t1, t2; -1 = the estimated "
+                             "clean fraction mean(w > 0.5) (reference).", ge=-1.0, le=1.0)
+    clean_scale2: float = opt(-1.0, "Scale s2 of the mixed-image targets; -1 = the estimated clean fraction "
+                              "(the reference fixes 1.0 for CIFAR-100 at 90% noise).", ge=-1.0, le=1.0)
     mixup_alpha: float = opt(1.0, "Beta(a, a) parameter of mixup's lambda.", gt=0.0)
     w_contrastive: float = opt(1.0, "Weight of the NT-Xent contrastive loss.", ge=0.0)
     w_cross: float = opt(1.0, "Weight of the cross-supervision loss.", ge=0.0)

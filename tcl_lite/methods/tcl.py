@@ -59,8 +59,13 @@ class TCL(Method):
 
     @property
     def clean_scale(self) -> float:
-        """s1 = s2: the configured value, or the estimated clean fraction mean(w > 0.5)."""
+        """s1: the configured value, or the estimated clean fraction mean(w > 0.5)."""
         return self.tcfg.clean_scale if self.tcfg.clean_scale >= 0 else self.est_clean_fraction
+
+    @property
+    def clean_scale2(self) -> float:
+        """s2 (mixed-image targets): the configured value, or the estimated clean fraction."""
+        return self.tcfg.clean_scale2 if self.tcfg.clean_scale2 >= 0 else self.est_clean_fraction
 
     # -- hooks ---------------------------------------------------------------------------------
     def before_training(self, resumed: bool) -> dict[str, float]:
@@ -135,8 +140,8 @@ class TCL(Method):
             t1 = t2 = base = onehot
         else:
             p1, p2 = s1.detach().softmax(dim=1), s2.detach().softmax(dim=1)
-            s = self.clean_scale
-            t1, t2, base = corrected_targets(onehot, p1, p2, self.clean_probability[index], s, s)
+            t1, t2, base = corrected_targets(onehot, p1, p2, self.clean_probability[index], self.clean_scale,
+                                             self.clean_scale2)
         terms = tcl_terms(
             logits_s1=s1, logits_s2=s2, logits_mixed=logits[1:4].flatten(0, 1), proj_mixed=proj[1:4].flatten(0, 1),
             proj_s1_all=all_gather_with_grad(proj[4]), proj_s2_all=all_gather_with_grad(proj[5]),
