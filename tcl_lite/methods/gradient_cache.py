@@ -18,7 +18,7 @@ micro-batch's activations are alive at a time. Two things must not differ betwee
   before its replay, so the graph is built on the very function whose outputs gave ``L``;
 * stateful layers: BatchNorm updates its running statistics in every training forward. The first
   pass updates them (once per micro-batch, as without the cache); the replays run inside the same
-  save-and-restore context that activation checkpointing uses (``models.network._KeepBuffers``), so
+  save-and-restore context that activation checkpointing uses (``models.network.KeepBuffers``), so
   they leave them untouched. The replay's outputs depend only on batch statistics, so the gradients
   are unaffected.
 
@@ -36,9 +36,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from tcl_lite.models.network import _KeepBuffers
+from tcl_lite.models.network import KeepBuffers, batchnorm_buffers
 
 Outputs = tuple[Tensor, ...]
 LossFn = Callable[[Outputs], tuple[Tensor, dict[str, Tensor]]]
@@ -53,11 +52,6 @@ def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device | N
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
-
-
-def batchnorm_buffers(module: nn.Module) -> list[Tensor]:
-    """Running statistics (and batch counters) of every BatchNorm in ``module``."""
-    return [b for m in module.modules() if isinstance(m, _BatchNorm) for b in m.buffers(recurse=False)]
 
 
 def cached_backward(
@@ -99,7 +93,7 @@ def cached_backward(
     # The statistics are restored once, after the last replay's backward: training-mode BatchNorm
     # saves its running buffers for backward, so writing them between a forward and its backward
     # would trip autograd's in-place check.
-    keep = _KeepBuffers(batchnorm_buffers(stateful)) if stateful is not None else contextlib.nullcontext()
+    keep = KeepBuffers(batchnorm_buffers(stateful)) if stateful is not None else contextlib.nullcontext()
     n = len(micro_inputs)
     with keep:
         for i, inputs in enumerate(micro_inputs):

@@ -67,7 +67,12 @@ def norm2d_factory(kind: str) -> Callable[[int], nn.Module]:
 # Encoder base with per-stage activation checkpointing
 
 
-class _KeepBuffers:
+def batchnorm_buffers(module: nn.Module) -> list[Tensor]:
+    """Running statistics (and batch counters) of every BatchNorm in ``module``."""
+    return [b for m in module.modules() if isinstance(m, _BatchNorm) for b in m.buffers(recurse=False)]
+
+
+class KeepBuffers:
     """Recomputation context: undo whatever the body does to ``buffers`` (BatchNorm statistics).
 
     Non-reentrant checkpointing recomputes a stage's forward during backward, in train mode, so
@@ -102,9 +107,9 @@ def checkpoint_stage(stage: nn.Module, x: Tensor) -> Tensor:
     # torch.func.functional_call (e.g. fast weights) has put the module's own tensors back, and
     # would then silently differentiate other weights than the forward used.
     tensors = {**dict(stage.named_parameters()), **dict(stage.named_buffers())}
-    stats = [b for m in stage.modules() if isinstance(m, _BatchNorm) for b in m.buffers(recurse=False)]
+    stats = batchnorm_buffers(stage)
     return checkpoint(partial(functional_call, stage, tensors), x, use_reentrant=False,
-                      context_fn=lambda: (contextlib.nullcontext(), _KeepBuffers(stats)))
+                      context_fn=lambda: (contextlib.nullcontext(), KeepBuffers(stats)))
 
 
 class Encoder(nn.Module):
