@@ -70,7 +70,6 @@ as Kaggle input, or else a clone of `REPO_URL`. `pip install -r requirements.txt
 platform preinstalled (its torch entries are lower bounds)."""
 
 SETUP = """\
-import importlib.util
 import os
 import re
 import shlex
@@ -81,7 +80,17 @@ import sys
 import time
 from pathlib import Path
 
-IN_COLAB = importlib.util.find_spec("google.colab") is not None
+
+def on_colab() -> bool:
+    # Not importlib.util.find_spec("google.colab"): that raises where no "google" package exists.
+    try:
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+IN_COLAB = on_colab()
 ON_KAGGLE = Path("/kaggle/working").is_dir() or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
 PLATFORM = "Colab" if IN_COLAB else "Kaggle" if ON_KAGGLE else "local Jupyter"
 

@@ -97,6 +97,12 @@ def _cell_functions(*names: str, **namespace) -> dict:
     return namespace
 
 
+def test_platform_detection_without_a_google_package(monkeypatch):
+    # CI machines have no "google" namespace package; find_spec("google.colab") raised there.
+    monkeypatch.setitem(sys.modules, "google", None)  # makes "import google..." fail, as where it is absent
+    assert _cell_functions("on_colab")["on_colab"]() is False
+
+
 def _device_settings():
     return _cell_functions("device_settings", re=re)["device_settings"]
 
