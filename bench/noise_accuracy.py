@@ -88,19 +88,19 @@ def main() -> None:
         for noise_type, rate, base in settings(dataset, args):
             if wanted and (noise_type, rate) not in wanted:
                 continue
+            target = TARGET_GAP.get((noise_type, rate))
+            setting = [dataset, f"{noise_type} {rate:.0%}"]
+            target_cell = f"+{target:.0f}" if target else "-"
             setting_gaps = []
             for seed in seeds:
                 gap = run_setting(dataset, noise_type, rate, base, seed, methods, args, rows, results)
                 if gap is not None:
                     setting_gaps.append(gap)
-                    target = TARGET_GAP.get((noise_type, rate))
-                    gaps.append([dataset, f"{noise_type} {rate:.0%}", str(seed), f"{gap:+.1f}",
-                                 f"+{target:.0f}" if target else "-", verdict(gap, target)])
+                    gaps.append([*setting, seed, f"{gap:+.1f}", target_cell, verdict(gap, target)])
             if len(setting_gaps) > 1:
                 mean, sd = statistics.mean(setting_gaps), statistics.stdev(setting_gaps)
-                target = TARGET_GAP.get((noise_type, rate))
-                gaps.append([dataset, f"{noise_type} {rate:.0%}", f"mean of {len(setting_gaps)}",
-                             f"{mean:+.1f} ± {sd:.1f}", f"+{target:.0f}" if target else "-", verdict(mean, target)])
+                gaps.append([*setting, f"mean of {len(setting_gaps)}", f"{mean:+.1f} ± {sd:.1f}", target_cell,
+                             verdict(mean, target)])
     print(markdown_table(["dataset", "noise", "method", "seed", "epochs", "test acc % (last)", "best %",
                           "detection AUC", "wall s"], rows))
     print()
@@ -118,8 +118,8 @@ def run_setting(dataset: str, noise_type: str, rate: float, base: list[str], see
     """Train every method on one noise setting and seed; the TCL - CE gap in points (None without both)."""
     acc: dict[str, float] = {}
     ce_dir = None
+    epochs = args.digits_epochs if dataset == "digits" else args.cifar_epochs
     for method in methods:
-        epochs = args.digits_epochs if dataset == "digits" else args.cifar_epochs
         # Epochs in the name: a quick run does not overwrite a full-length one (seed 0 unsuffixed: the
         # path make bench hands to detection_vs_cleanlab).
         name = f"{dataset}_{noise_type}{int(rate * 100)}_e{epochs}_{method}" + (f"_s{seed}" if seed else "")
