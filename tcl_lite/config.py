@@ -63,9 +63,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("tiny_cnn", "Encoder. `preact_resnet18` is the reference CIFAR encoder; "
-                    "torchvision ResNets for larger images.",
-                    choices=("tiny_cnn", "preact_resnet18", "resnet18", "resnet34", "resnet50"))
+    arch: str = opt("tiny_cnn", "Encoder. `preact_resnet18` is the TCL reference's own PreAct ResNet-18 "
+                    "(stem BN, identity branch = the pre-activated tensor), the CIFAR encoder the paper "
+                    "trained; `preact_resnet18_he` is He et al.'s form (tcl_lite's preact_resnet18 before "
+                    "model layout 2); torchvision ResNets for larger images.",
+                    choices=("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "resnet18", "resnet34",
+                             "resnet50"))
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
     norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
                     "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))
@@ -130,8 +133,10 @@ class CheckpointConfig:
 
 @dataclass
 class TCLConfig:
-    warmup_epochs: int = opt(20, "Epochs trained on the plain noisy labels before corrected targets.",
-                             ge=0)
+    warmup_epochs: int = opt(20, "Number of epochs trained on the plain noisy labels before the corrected "
+                             "targets. The reference's `warmup=20` trains 19 such epochs (it counts epochs "
+                             "from 1 and tests epoch < warmup) while its lr warm-up spans 20: its presets "
+                             "set 19 here and optim.warmup_epochs=20.", ge=0)
     temperature: float = opt(0.25, "NT-Xent temperature of the contrastive loss.", gt=0.0)
     align_temperature: float = opt(0.25, "Temperature of the alignment to prototypes.", gt=0.0)
     posterior_temperature: float = opt(0.25, "Shared temperature of the GMM posterior (reference).",
@@ -139,6 +144,9 @@ class TCLConfig:
     sigma: str = opt("shared", "Cluster scale in the posterior: the reference's shared temperature "
                      "or the paper's per-cluster sigma_k (Eq. 4-6).", choices=("shared", "per_cluster"))
     gmm_per_class: bool = opt(False, "Fit one 2-component GMM per noisy class (reference sep_gmm).")
+    gmm_dtype: str = opt("float32", "Precision of the min-max scores and the GMM fit: float32 as the "
+                         "reference; float64 (tcl_lite's earlier default) changes w only at float32 "
+                         "rounding level.", choices=("float32", "float64"))
     clean_scale: float = opt(-1.0, "Scale s1 of the cross-supervision targets t1, t2; -1 = the estimated "
                              "clean fraction mean(w > 0.5) (reference).", ge=-1.0, le=1.0)
     clean_scale2: float = opt(-1.0, "Scale s2 of the mixed-image targets; -1 = the estimated clean fraction "

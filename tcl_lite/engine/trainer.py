@@ -24,6 +24,7 @@ from tcl_lite.engine.optim import build_optimizer, lr_at, peak_lr, set_lr
 from tcl_lite.engine.stopper import Stopper
 from tcl_lite.methods import StepInfo, TrainContext, get_method
 from tcl_lite.models import build_model
+from tcl_lite.models.layout import check_checkpoint_layout, layout_record
 from tcl_lite.reporting.metrics import MetricsLog
 from tcl_lite.reporting.progress import TrainProgress
 
@@ -98,6 +99,8 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
     log = accelerator.print
     ckpts = CheckpointManager(accelerator, out / "checkpoints", cfg.checkpoint.keep_last)
     resume_from = _find_resume_point(ckpts, resume, log)
+    if resume_from is not None:  # before anything is built or written: weights of another network
+        check_checkpoint_layout(resume_from, cfg.model.arch)
     budget = parse_time_budget(cfg.train.time_budget)
 
     # -- data, model, optimizer ---------------------------------------------------------------
@@ -156,7 +159,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
 
     def save(name: str) -> None:
         t0 = time.monotonic()
-        ckpts.save(name, model, optimizer, method.state_dict(), state)
+        ckpts.save(name, model, optimizer, method.state_dict(), state, extra=layout_record(cfg.model.arch))
         stopper.save_seconds = time.monotonic() - t0
 
     lr = optimizer.param_groups[0]["lr"]
@@ -225,7 +228,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
                               else metrics[key] < state.best_value))
                 if better:
                     state.best_value, state.best_step = metrics[key], state.global_step
-                    ckpts.save("best", model, None, method.state_dict(), state, extra={"metrics": record})
+                    ckpts.save("best", model, None, method.state_dict(), state, extra={"metrics": record, **layout_record(cfg.model.arch)})
         save(f"step_{state.global_step:08d}")
         stopper.epoch_end_seconds = time.monotonic() - t0
         model.train()

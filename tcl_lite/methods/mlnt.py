@@ -63,6 +63,7 @@ from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainConte
 from tcl_lite.methods.ema import alpha_at, ema_decay_at, ema_update_, meta_active
 from tcl_lite.methods.synthetic_labels import neighbour_relabel
 from tcl_lite.models import ModelError, Network, build_model
+from tcl_lite.models.layout import check_checkpoint_layout
 
 _TEACHER = "teacher."
 
@@ -181,6 +182,7 @@ class MLNT(Method):
         return self._load_feature_network(path)
 
     def _load_feature_network(self, path: Path) -> Network:
+        check_checkpoint_layout(path.parent, self.cfg.model.arch)  # a CE run of the earlier network
         net = self._frozen_copy(load_file(str(path)), f"mlnt.feature_checkpoint {str(path)!r}")
         self.feature_source = str(path)
         return net.eval()  # as the reference: BatchNorm running statistics, no dropout

@@ -158,7 +158,8 @@ class TCL(Method):
         ctx, t = self.ctx, self.tcfg
         data = ctx.data
         det = detection_pass(ctx.accelerator, ctx.model, ctx.loader(data.train_eval()), self.noisy, self.num_classes,
-                             temperature=t.posterior_temperature, sigma=t.sigma, per_class=t.gmm_per_class)
+                             temperature=t.posterior_temperature, sigma=t.sigma, per_class=t.gmm_per_class,
+                             gmm_dtype=t.gmm_dtype)
         self.clean_probability, self.prototypes, self.corrected_label = (
             det.clean_probability, det.prototypes, det.predictions)
         self.est_clean_fraction = det.clean_fraction
