@@ -228,7 +228,8 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
                               else metrics[key] < state.best_value))
                 if better:
                     state.best_value, state.best_step = metrics[key], state.global_step
-                    ckpts.save("best", model, None, method.state_dict(), state, extra={"metrics": record, **layout_record(cfg.model.arch)})
+                    ckpts.save("best", model, None, method.state_dict(), state,
+                               extra={"metrics": record, **layout_record(cfg.model.arch)})
         save(f"step_{state.global_step:08d}")
         stopper.epoch_end_seconds = time.monotonic() - t0
         model.train()
