@@ -133,7 +133,7 @@ class CheckpointConfig:
 
 @dataclass
 class TCLConfig:
-    warmup_epochs: int = opt(20, "Number of epochs trained on the plain noisy labels before the corrected "
+    warmup_epochs: int = opt(19, "Number of epochs trained on the plain noisy labels before the corrected "
                              "targets. The reference's `warmup=20` trains 19 such epochs (it counts epochs "
                              "from 1 and tests epoch < warmup) while its lr warm-up spans 20: its presets "
                              "set 19 here and optim.warmup_epochs=20.", ge=0)
