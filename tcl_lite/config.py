@@ -135,8 +135,8 @@ class CheckpointConfig:
 class TCLConfig:
     warmup_epochs: int = opt(19, "Number of epochs trained on the plain noisy labels before the corrected "
                              "targets. The reference's `warmup=20` trains 19 such epochs (it counts epochs "
-                             "from 1 and tests epoch < warmup) while its lr warm-up spans 20: its presets "
-                             "set 19 here and optim.warmup_epochs=20.", ge=0)
+                             "from 1 and tests epoch < warmup) while its lr warm-up spans 20; the CIFAR "
+                             "presets reproduce that with 19 here and optim.warmup_epochs=20.", ge=0)
     temperature: float = opt(0.25, "NT-Xent temperature of the contrastive loss.", gt=0.0)
     align_temperature: float = opt(0.25, "Temperature of the alignment to prototypes.", gt=0.0)
     posterior_temperature: float = opt(0.25, "Shared temperature of the GMM posterior (reference).",
