@@ -22,7 +22,8 @@ def train_parser() -> argparse.ArgumentParser:
         prog="train.py", description="Train an image classifier on noisy labels (CE, TCL, MLNT).",
         epilog="Examples: python train.py | python train.py method=tcl train.epochs=5 | "
                "accelerate launch train.py --config configs/cifar10_tcl_sym50.yaml --resume")
-    p.add_argument("--config", help="YAML preset (see configs/); default: the embedded digits run")
+    p.add_argument("--config", help="a preset by name (e.g. digits_tcl, cifar10_tcl_sym50: the files of configs/) or "
+                                    "a YAML file; default: the embedded digits run")
     p.add_argument("--output-dir", help="run directory (overrides output_dir)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from the newest valid checkpoint of the run directory, or from PATH "

@@ -118,6 +118,9 @@ class TrainConfig:
     time_budget: str = opt("", "Stop cleanly (checkpoint, exit 0) before this much wall time, "
                            "e.g. `11h30m` on Kaggle; empty = no limit.")
     log_every: int = opt(10, "Refresh the progress line every this many steps.", ge=1)
+    log_with: str = opt("auto", "Experiment trackers (through Accelerate): tensorboard, wandb, a comma-separated "
+                        "list of them, none, or auto (= tensorboard when it is installed). They get per-step "
+                        "loss terms, lr and throughput every `log_every` steps and every evaluation.")
     cpu: bool = opt(False, "Force the CPU even when a GPU is visible.")
 
 
@@ -306,6 +309,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'train.gradient_accumulation_steps': {t.gradient_accumulation_steps} "
                           f"does not divide train.batch_size={t.batch_size}; choose a divisor")
     parse_time_budget(t.time_budget)
+    from tcl_lite.reporting.trackers import parse_log_with
+
+    parse_log_with(t.log_with)
     if len(cfg.optim.betas) != 2:
         raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
     if cfg.data.dataset == "filelist" and not (cfg.data.train_list and cfg.data.test_list):
@@ -349,7 +355,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     """Defaults <- YAML file (which may name a ``base:`` preset) <- ``key=value`` overrides."""
     values: dict = {}
     if path:
-        values = _read_yaml(Path(path))
+        from tcl_lite.presets import find_preset  # a preset name works from any directory
+
+        values = _read_yaml(find_preset(path))
     for text in overrides:
         keys, value = parse_override(text)
         node = values
@@ -373,7 +381,9 @@ def _read_yaml(path: Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys")
     base = values.pop("base", None)
     if base:
-        base_path = (path.parent / base).resolve()
+        from tcl_lite.presets import find_base
+
+        base_path = find_base(base, path)
         if base_path in _seen:
             raise ConfigError(f"config file {str(path)!r}: 'base' chain loops at {base}")
         values = merge(_read_yaml(base_path, _seen + (base_path,)), values)

@@ -5,7 +5,6 @@ computes its losses; this file only orders the work. Read ``train`` top to botto
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,19 @@ from tcl_lite.config import Config, ConfigError, parse_time_budget, save_config,
 from tcl_lite.data import build_data
 from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager, TrainerState
 from tcl_lite.engine.evaluate import evaluate
+from tcl_lite.engine.gpu_check import check_gpu
 from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import build_optimizer, lr_at, peak_lr, set_lr
+from tcl_lite.engine.run_status import RunStatus
 from tcl_lite.engine.stopper import Stopper
 from tcl_lite.methods import StepInfo, TrainContext, get_method
 from tcl_lite.models import build_model
 from tcl_lite.models.layout import check_checkpoint_layout, layout_record
+from tcl_lite.reporting.eta import EpochClock
 from tcl_lite.reporting.metrics import MetricsLog
 from tcl_lite.reporting.progress import TrainProgress
+from tcl_lite.reporting.run_log import RunLog
+from tcl_lite.reporting.trackers import resolve_trackers, step_scalars
 
 
 def split_batch(batch: dict[str, Any], n: int) -> list[dict[str, Any]]:
@@ -48,10 +52,9 @@ def split_batch(batch: dict[str, Any], n: int) -> list[dict[str, Any]]:
 def _make_accelerator(cfg: Config) -> Accelerator:
     if cfg.train.mixed_precision == "fp16" and (cfg.train.cpu or not torch.cuda.is_available()):
         raise ConfigError("config key 'train.mixed_precision': fp16 needs a GPU; use bf16 (also on CPU) or no")
-    tensorboard = importlib.util.find_spec("tensorboard") is not None
     return Accelerator(
         cpu=cfg.train.cpu, mixed_precision=cfg.train.mixed_precision,
-        log_with="tensorboard" if tensorboard else None, project_dir=cfg.output_dir,
+        log_with=resolve_trackers(cfg.train.log_with) or None, project_dir=cfg.output_dir,
         # The sampler reseeds from (seed + epoch) every epoch: the data order needs no saved state.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
@@ -93,10 +96,23 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
-    """Run (or continue) one training run; returns the last evaluation's metrics."""
+    """Run (or continue) one training run; returns the last evaluation's metrics. The run directory's
+    status.json says how it ended (finished, stopped by the time budget or a signal, failed)."""
+    status = RunStatus(Path(cfg.output_dir))
+    try:
+        return _train(cfg, resume, status)
+    except BaseException as e:
+        status.failed(e)  # only once this process has started the run
+        raise
+    finally:
+        status.close()
+
+
+def _train(cfg: Config, resume: bool | str | None, status: RunStatus) -> dict[str, float]:
     out = Path(cfg.output_dir)
     accelerator = _make_accelerator(cfg)
-    log = accelerator.print
+    check_gpu(accelerator.device)  # a GPU this torch has no kernels for: stop now, naming one that works
+    log = RunLog(accelerator.is_main_process)  # console + train.log (opened once the run may write)
     ckpts = CheckpointManager(accelerator, out / "checkpoints", cfg.checkpoint.keep_last)
     resume_from = _find_resume_point(ckpts, resume, log)
     if resume_from is not None:  # before anything is built or written: weights of another network
@@ -141,6 +157,8 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+        log.open(out / "train.log")
+        status.start(cfg.train.epochs, log, epoch=state.epoch, step=state.global_step)
         np.save(out / "noisy_labels.npy", data.noisy_labels)
         if data.true_labels is not None:
             np.save(out / "true_labels.npy", data.true_labels)
@@ -148,12 +166,14 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
             metrics_log.path.unlink(missing_ok=True)
         else:
             metrics_log.truncate_after(state.global_step)
-    accelerator.init_trackers("tensorboard", config=_flat(to_dict(cfg)))
+    accelerator.init_trackers("tcl_lite", config=_flat(to_dict(cfg)),
+                              init_kwargs={"wandb": {"name": out.name, "dir": str(out)}})
     accelerator.wait_for_everyone()
 
     gas = cfg.train.gradient_accumulation_steps
     steps_per_epoch = len(train_loader)
-    progress = TrainProgress(accelerator.is_main_process, cfg.train.epochs, steps_per_epoch, accelerator.device)
+    progress = TrainProgress(accelerator.is_main_process, cfg.train.epochs, steps_per_epoch, accelerator.device,
+                             run_log=log)
     stopper = Stopper(budget, accelerator)
     metrics: dict[str, float] = method.before_training(resumed=resume_from is not None)
 
@@ -163,6 +183,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
         stopper.save_seconds = time.monotonic() - t0
 
     lr = optimizer.param_groups[0]["lr"]
+    clock = EpochClock(cfg.train.epochs)  # time per epoch and ETA, printed from the first epoch on
     # -- the loop -----------------------------------------------------------------------------
     for epoch in range(state.epoch, cfg.train.epochs):
         train_set.set_epoch(epoch)  # augmentations are a function of (seed, epoch, index)
@@ -171,6 +192,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
                    if state.step_in_epoch else train_loader)
         model.train()
         progress.start_epoch(epoch, state.step_in_epoch)
+        first_step = state.step_in_epoch  # > 0 in an epoch resumed midway
         loss_sum, loss_n = torch.zeros((), device=accelerator.device), 0
         for batch in batches:
             t0 = time.monotonic()
@@ -193,6 +215,8 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
             shown = {k: float(v) for k, v in logs.items()} if show else None  # .item() only when shown
             loss_sum, loss_n = loss_sum + logs["loss"].detach().float(), loss_n + 1
             progress.step(len(batch["index"]) * accelerator.num_processes, shown, lr, state.global_step)
+            if shown is not None:  # trackers: the step's loss terms, lr and throughput
+                accelerator.log(step_scalars(shown, lr, progress.images_per_second), step=state.global_step)
             stopper.observe_step(time.monotonic() - t0)
             epoch_ends = state.step_in_epoch == steps_per_epoch
             if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0 and not epoch_ends:
@@ -203,6 +227,8 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
                 log(f"Stopping after {stopper.elapsed() / 60:.1f} min (time budget or SIGTERM) at epoch "
                     f"{epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch}; saved {ckpts.root}. "
                     f"Continue with: accelerate launch train.py --resume --output-dir {out}")
+                status.update("stopped_signal" if stopper.signalled else "stopped_time_budget",
+                              epoch=state.epoch, step=state.global_step)
                 accelerator.end_training()
                 return metrics
 
@@ -210,6 +236,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
         t0 = time.monotonic()
         metrics = method.after_epoch(epoch)
         state.epoch, state.step_in_epoch = epoch + 1, 0
+        timing = clock.text(state.epoch, (steps_per_epoch - first_step) / steps_per_epoch)
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
             metrics.update(evaluate(accelerator, method.eval_models(), test_loader))
             metrics.update(method.after_evaluation(metrics))
@@ -220,7 +247,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
             accelerator.log(record, step=state.global_step)
             progress.print(f"epoch {state.epoch}/{cfg.train.epochs}: "
                            + " ".join(f"{k} {v:.4f}" for k, v in record.items()
-                                      if isinstance(v, float) and k not in ("lr", "time")))
+                                      if isinstance(v, float) and k not in ("lr", "time")) + f" | {timing}")
             key = cfg.checkpoint.best_metric
             if key and key in metrics:
                 better = (state.best_value is None
@@ -230,10 +257,15 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
                     state.best_value, state.best_step = metrics[key], state.global_step
                     ckpts.save("best", model, None, method.state_dict(), state,
                                extra={"metrics": record, **layout_record(cfg.model.arch)})
+        else:
+            progress.print(f"epoch {state.epoch}/{cfg.train.epochs} (no evaluation this epoch) | {timing}")
         save(f"step_{state.global_step:08d}")
         stopper.epoch_end_seconds = time.monotonic() - t0
+        status.update("running", epoch=state.epoch, step=state.global_step,
+                      seconds_per_epoch=round(clock.per_epoch, 1), seconds_left=round(clock.left))
         model.train()
 
     progress.close()
+    status.update("finished", epoch=state.epoch, step=state.global_step)
     accelerator.end_training()
     return metrics
