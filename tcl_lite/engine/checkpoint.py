@@ -191,7 +191,11 @@ class CheckpointManager:
             f = path / name
             if "/" in name or not f.is_file():
                 raise CheckpointError(f"{path}: {name} is missing")
-            if _sha256(f) != digest:
+            try:
+                intact = _sha256(f) == digest
+            except OSError as e:  # unreadable, or removed meanwhile
+                raise CheckpointError(f"{path}: {name} cannot be read ({e.strerror or e})") from None
+            if not intact:
                 raise CheckpointError(f"{path}: {name} is corrupt (checksum mismatch)")
         try:
             parsed = checks.parse_json_files(path, manifest)

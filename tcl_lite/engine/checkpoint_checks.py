@@ -37,6 +37,8 @@ def parse_json_files(path: Path, manifest: dict[str, str]) -> dict[str, Any]:
                 parsed[name] = json.loads((path / name).read_text())
             except (ValueError, UnicodeDecodeError) as e:
                 raise InvalidCheckpoint(f"{name} is not valid JSON ({e})") from None
+            except OSError as e:
+                raise InvalidCheckpoint(f"{name} cannot be read ({e.strerror or e})") from None
     return parsed
 
 

@@ -26,7 +26,7 @@ import yaml
 
 from tcl_lite.config import Config, ConfigError, to_dict
 from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager
-from tcl_lite.engine.run_lock import LOCK_NAME, RunLock, exit_when_launcher_dies
+from tcl_lite.engine.run_lock import LOCK_NAME, RunLock, RunLockedError, exit_when_launcher_dies
 
 FINGERPRINT = "data_fingerprint.json"
 # What decides which samples and labels a run trains on. data.root is left out on purpose: the data
@@ -105,7 +105,19 @@ class RunGuard:
         if self.lock is not None:
             self.lock.release()
 
-    # -- before data loading: read only ----------------------------------------------------------
+    # -- before data loading: read only (but the lock of an existing run directory) ------------------
+    def lock_existing(self) -> None:
+        """Lock a run directory that already exists, so that the resume decision is made under the
+        lock (the lock file goes away again if the start is refused). A new directory is created
+        and locked only after the data checks (``take``)."""
+        if self.lock is not None and self.out.is_dir():
+            try:
+                self.lock.acquire(self.log)
+            except RunLockedError:
+                raise
+            except OSError:
+                pass  # unwritable: ``take`` reports it with the size a checkpoint needs
+
     def find_resume_point(self, ckpts: CheckpointManager, resume: bool | str | None) -> Path | None:
         """The checkpoint to resume from (None: a new run). Nothing is written before this."""
         if resume and self.restart:
@@ -193,8 +205,14 @@ class RunGuard:
         if self.lock is None:
             return
         size = f"about {need / 2**20:.1f} MiB"
+        if self.lock.held:  # taken before the resume decision
+            self._check_space(need, size)
+            self._move_aside_on_restart()
+            return
         try:
             self.lock.acquire(self.log)
+        except RunLockedError:
+            raise
         except OSError as e:
             raise CheckpointError(f"cannot write the run directory {self.out}: {e.strerror or e}. Choose a "
                                   f"writable --output-dir; each checkpoint of this run needs {size}") from None
@@ -202,6 +220,9 @@ class RunGuard:
             raise CheckpointError(f"{self.out} changed while this process was starting (another process wrote "
                                   "checkpoints there); start again")
         self._check_space(need, size)
+        self._move_aside_on_restart()
+
+    def _move_aside_on_restart(self) -> None:
         if self.restart:
             moved = move_aside(self.out)
             if moved is not None:

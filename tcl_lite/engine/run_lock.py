@@ -33,6 +33,7 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self.fd: int | None = None
+        self.held = False  # also True where the file system cannot lock (warned once)
 
     def acquire(self, log: Any = print) -> RunLock:
         """Take the lock (creating the run directory); RunLockedError when another process holds it."""
@@ -40,6 +41,7 @@ class RunLock:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             log(f"WARNING: no file locks on this platform; make sure only one process writes {self.path.parent}")
+            self.held = True
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
@@ -57,6 +59,7 @@ class RunLock:
                 os.close(fd)
                 log(f"WARNING: cannot lock {self.path} ({e.strerror}); make sure only one process writes "
                     f"{self.path.parent}")
+                self.held = True
                 return self
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
@@ -67,10 +70,11 @@ class RunLock:
             os.close(fd)  # removed by its previous holder between our open and flock: retry
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
-        self.fd = fd
+        self.fd, self.held = fd, True
         return self
 
     def release(self) -> None:
+        self.held = False
         if self.fd is None:
             return
         try:

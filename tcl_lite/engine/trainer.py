@@ -89,6 +89,7 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     guard = RunGuard(cfg, accelerator, restart, allow_data_change, log)
     cleanup.callback(guard.close)
     ckpts = CheckpointManager(accelerator, out / "checkpoints", cfg.checkpoint.keep_last)
+    guard.lock_existing()
     resume_from = guard.find_resume_point(ckpts, resume)
     guard.check_data_keys(resume_from)
 
