@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from tcl_lite.cli import main_train, parse_train_args, resolve_config
 from tcl_lite.config import load_config
 
-FAST = [*TINY, "train.epochs=1", "checkpoint.every_steps=10"]  # checkpoints at steps 20, 30, 39
+# 480 samples / 32 = 15 steps per epoch; one epoch, checkpoints at steps 5, 10, 15
+FAST = [*TINY, "data.train_subset=480", "train.epochs=1", "checkpoint.every_steps=5"]
 
 
 @pytest.fixture(scope="module")
@@ -74,28 +75,28 @@ def _steps(run: Path) -> list[str]:
 
 def test_every_checkpoint_unusable_is_refused_leaving_the_directory_byte_identical(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path)
-    s20, s30, s39 = (run / "checkpoints" / n for n in _steps(run))
-    blob = bytearray((s39 / "model.safetensors").read_bytes())
+    s05, s10, s15 = (run / "checkpoints" / n for n in _steps(run))
+    blob = bytearray((s15 / "model.safetensors").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
-    (s39 / "model.safetensors").write_bytes(bytes(blob))  # a bit flip
-    (s30 / "manifest.json").unlink()  # a save (or a sync) that never finished
-    _rewrite(s20, "trainer.json", json.dumps({"epoch": 0, "step_in_epoch": 20, "global_step": -20}).encode())
+    (s15 / "model.safetensors").write_bytes(bytes(blob))  # a bit flip
+    (s10 / "manifest.json").unlink()  # a save (or a sync) that never finished
+    _rewrite(s05, "trainer.json", json.dumps({"epoch": 0, "step_in_epoch": 5, "global_step": -5}).encode())
     before = _snapshot(run)
 
     proc = run_train(*FAST, f"output_dir={run}", "--resume", check=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
     err = proc.stderr
     assert "none is usable" in err and "--restart" in err and "Traceback" not in err
-    assert "step_00000039: model.safetensors is corrupt" in err
-    assert "step_00000030: no manifest.json" in err
-    assert "step_00000020: trainer.json: global_step=-20" in err
+    assert "step_00000015: model.safetensors is corrupt" in err
+    assert "step_00000010: no manifest.json" in err
+    assert "step_00000005: trainer.json: global_step=-5" in err
     assert _snapshot(run) == before, "a refused resume changed the run directory"
 
     proc = run_train(*FAST, f"output_dir={run}", "--restart")
     aside = [p for p in run.iterdir() if p.name.startswith("previous-")]
     assert len(aside) == 1 and f"moved the previous files of {run}" in proc.stdout
     assert _snapshot(aside[0]) == before, "--restart moves the old run aside, byte for byte"
-    assert _steps(run) == ["step_00000020", "step_00000030", "step_00000039"]
+    assert _steps(run) == ["step_00000005", "step_00000010", "step_00000015"]
 
 
 # -- 2. integrity: incomplete manifest, bad counters, unreadable safetensors -> fallback ------------
@@ -166,10 +167,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(case, tmp_path, 
 
 def test_a_damaged_manifest_falls_back_end_to_end(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path)
-    _rewrite(run / "checkpoints" / "step_00000039", "rng_rank0.safetensors", None)
+    _rewrite(run / "checkpoints" / "step_00000015", "rng_rank0.safetensors", None)
     proc = run_train(*FAST, f"output_dir={run}", "--resume")
-    assert "skipping checkpoint step_00000039" in proc.stdout and "rng_rank0.safetensors" in proc.stdout
-    assert f"resumed from {run / 'checkpoints' / 'step_00000030'}" in proc.stdout
+    assert "skipping checkpoint step_00000015" in proc.stdout and "rng_rank0.safetensors" in proc.stdout
+    assert f"resumed from {run / 'checkpoints' / 'step_00000010'}" in proc.stdout
 
 
 # -- 3. non-finite loss ----------------------------------------------------------------------------
@@ -177,16 +178,16 @@ def test_a_damaged_manifest_falls_back_end_to_end(finished_run, tmp_path):
 def test_nan_loss_stops_at_the_step_keeping_the_last_good_checkpoint_newest(tmp_path):
     out = tmp_path / "nan"
     # epoch 2 multiplies the lr by 1e8: the loss becomes NaN a few steps into it
-    proc = run_train(*TINY, "optim.schedule=step", "optim.milestones=[1]", "optim.gamma=1e8",
-                     f"output_dir={out}", check=False)
+    proc = run_train(*TINY, "data.train_subset=480", "optim.schedule=step", "optim.milestones=[1]",
+                     "optim.gamma=1e8", f"output_dir={out}", check=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
     err = proc.stderr
     assert "non-finite loss at optimizer step" in err and "(epoch 2, step" in err, err
     assert "loss=nan" in err or "loss=inf" in err
     assert "optim.lr" in err and "train.nonfinite=skip" in err and "Traceback" not in err
-    assert _steps(out) == ["step_00000039"], "nothing is saved after the NaN"
-    assert "newest checkpoint is step_00000039" in err
-    weights = load_file(str(out / "checkpoints" / "step_00000039" / "model.safetensors"))
+    assert _steps(out) == ["step_00000015"], "nothing is saved after the NaN"
+    assert "newest checkpoint is step_00000015" in err
+    weights = load_file(str(out / "checkpoints" / "step_00000015" / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
     assert [r["epoch"] for r in _strict_records(out / "metrics.jsonl")] == [1]
 
@@ -211,8 +212,8 @@ def test_nonfinite_skip_skips_and_counts_the_step(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (record,) = _strict_records(out / "metrics.jsonl")
     assert record["nonfinite_steps"] == 1 and math.isfinite(record["train_loss"])
-    state = json.loads((out / "checkpoints" / "step_00000039" / "trainer.json").read_text())
-    assert state["nonfinite_steps"] == 1 and state["global_step"] == 39
+    state = json.loads((out / "checkpoints" / "step_00000015" / "trainer.json").read_text())
+    assert state["nonfinite_steps"] == 1 and state["global_step"] == 15
 
 
 def test_metrics_file_is_strict_json(tmp_path):
@@ -240,13 +241,15 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     first = subprocess.Popen(train_cmd(*TINY, "train.epochs=50", f"output_dir={out}"), cwd=ROOT, env=run_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: _steps(out), first, "the first checkpoint")
+        _wait_for(lambda: (out / "config.yaml").exists(), first, "the first writer's start")
         assert (out / ".lock").read_text().split()[0] == str(first.pid)
-        before = (out / "metrics.jsonl").read_text()
-        second = run_train(*TINY, "train.epochs=50", f"output_dir={out}", "--resume", check=False)
+        config = (out / "config.yaml").read_bytes()
+        second = run_train(*TINY, "train.epochs=50", "train.batch_size=16", f"output_dir={out}", "--resume",
+                           check=False)
         assert second.returncode == 2, second.stderr[-3000:]
         assert f"in use by another training process (PID {first.pid}" in second.stderr
-        assert (out / "metrics.jsonl").read_text().startswith(before), "the refused writer wrote nothing"
+        assert (out / "config.yaml").read_bytes() == config, "the refused writer wrote nothing"
+        assert (out / ".lock").read_text().split()[0] == str(first.pid)
     finally:
         first.send_signal(signal.SIGTERM)  # the clean stop: it checkpoints and exits 0
         first.wait(timeout=120)
@@ -362,12 +365,10 @@ def test_a_full_disk_is_a_clear_error_before_training_and_at_a_save(tmp_path, ca
     assert not (out / "checkpoints").exists()
 
     monkeypatch.setattr(run_guard.shutil, "disk_usage", real)
-    calls = {"n": 0}
     real_save = checkpoint.save_file
 
     def fills_up(tensors, path):
-        calls["n"] += 1
-        if calls["n"] > 3:  # the second checkpoint hits a full disk
+        if ".tmp-step_00000010" in str(path):  # the second checkpoint hits a full disk
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(tensors, path)
 
@@ -375,8 +376,8 @@ def test_a_full_disk_is_a_clear_error_before_training_and_at_a_save(tmp_path, ca
     out2 = tmp_path / "fills"
     assert main_train([*FAST, f"output_dir={out2}"]) == 2
     err = capsys.readouterr().err
-    assert "No space left on device" in err and "step_00000030" in err and "MiB" in err and "--resume" in err
-    assert _steps(out2) == ["step_00000020"] and not list((out2 / "checkpoints").glob(".tmp-*"))
+    assert "No space left on device" in err and "step_00000010" in err and "MiB" in err and "--resume" in err, err
+    assert _steps(out2) == ["step_00000005"] and not list((out2 / "checkpoints").glob(".tmp-*"))
 
 
 # -- 7. resuming on other data --------------------------------------------------------------------
