@@ -190,6 +190,7 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
                          if cfg.optim.grad_clip > 0 else None)
             finite = nonfinite.finite(logs, grad_norm)
             if not finite and cfg.train.nonfinite == "stop":
+                progress.close()
                 raise nonfinite.error(state.global_step + 1, epoch, state.step_in_epoch, steps_per_epoch, logs,
                                       grad_norm, lr, cfg, ckpts.list_steps()[-1].name if ckpts.list_steps()
                                       else "(none yet)")
