@@ -151,11 +151,12 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     progress = TrainProgress(accelerator.is_main_process, cfg.train.epochs, steps_per_epoch, accelerator.device)
     nonfinite = NonFiniteGuard(cfg.train.nonfinite, accelerator)
     metrics: dict[str, float] = method.before_training(resumed=resume_from is not None)
-    if stopper.should_stop(epoch_ends=False):  # SIGTERM (or the budget) already during start-up
-        log(f"Stopping before the first step (time budget or SIGTERM during start-up); nothing new to save. "
+    if stopper.signal_received():  # SIGTERM already during start-up
+        log(f"Stopping before the first step (SIGTERM during start-up); nothing new to save. "
             f"Continue with: accelerate launch train.py --resume --output-dir {out}")
         accelerator.end_training()
         return metrics
+    stopper.start_clock()
 
     def save(name: str) -> None:
         if not weights_finite(model):
