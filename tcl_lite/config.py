@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -21,6 +22,20 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration problem, named by its dotted key."""
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader plus YAML 1.2's floats: ``1e-3``, ``1E6`` (YAML 1.1 needs a dot there)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"), list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> Python values, with every float a user would type read as a float."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass: builds plain values only
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
@@ -59,6 +74,9 @@ class DataConfig:
                             "seed); 0 = all.", ge=0)
     test_subset: int = opt(0, "Use only this many test samples (class-balanced); 0 = all.", ge=0)
     num_workers: int = opt(0, "DataLoader worker processes (2 on Colab/Kaggle).", ge=0)
+    verify_images: int = opt(100000, "Image folders and file lists with at most this many images (after "
+                             "the subsets) have every image opened before the run directory is created, "
+                             "so a corrupt file stops the run at once; 0 = never.", ge=0)
 
 
 @dataclass
@@ -122,6 +140,9 @@ class TrainConfig:
                         "list of them, none, or auto (= tensorboard when it is installed). They get per-step "
                         "loss terms, lr and throughput every `log_every` steps and every evaluation.")
     cpu: bool = opt(False, "Force the CPU even when a GPU is visible.")
+    nonfinite: str = opt("stop", "A step whose loss (or clipped gradient norm) is NaN/inf: `stop` with an "
+                         "error, keeping the last good checkpoint newest; `skip` the optimizer step and count "
+                         "it (metric `nonfinite_steps`).", choices=("stop", "skip"))
 
 
 @dataclass
@@ -230,8 +251,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer():  # `checkpoint.every_steps=1e3`
+            return int(value)
     elif tp is float:
+        value = _number_text(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"config key '{key}': {value!r} is not a finite number")
             return float(value)
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -248,6 +274,16 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return value
     name = getattr(tp, "__name__", str(tp))
     raise ConfigError(f"config key '{key}': expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def _number_text(value: Any) -> Any:
+    """A quoted number (``lr: "1e-3"``) where a float is expected -> that float; anything else as is."""
+    if isinstance(value, str) and not isinstance(value, _BoolWord):
+        try:
+            return float(value.strip().replace("_", ""))
+        except ValueError:
+            return value
+    return value
 
 
 def _check_constraints(key: str, value: Any, meta: dict) -> None:
@@ -336,7 +372,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r} has no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
@@ -374,7 +410,7 @@ def _read_yaml(path: Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"config file {str(path)!r} does not exist; presets live in configs/ "
                           "(e.g. --config configs/digits_ce.yaml)")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(values, dict):

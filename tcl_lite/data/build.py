@@ -21,6 +21,7 @@ from .datasets import (
 )
 from .noise import asymmetric_noise, read_label_file, symmetric_noise
 from .transforms import VIEW_KINDS, MultiView, make_transform
+from .verify import verify_images
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
@@ -149,6 +150,19 @@ def _asymmetric_scheme(cfg: DataConfig, class_names: list[str] | None) -> str:
                     + "; set data.noise_type=symmetric, or noise_type=file with a data.noise_file")
 
 
+def _verify_files(cfg: DataConfig, *sources: ImageSource) -> None:
+    """``data.verify_images``: open every decoded-on-access image now, when there are few enough."""
+    paths = [p for s in sources if isinstance(s, FileImages) for p in s.paths]
+    if not paths:
+        return
+    if len(paths) > cfg.verify_images:
+        if cfg.verify_images:
+            print(f"data.verify_images: {len(paths)} images exceed data.verify_images={cfg.verify_images}; not "
+                  "opening them up front (a corrupt one stops the run when its batch comes up)", flush=True)
+        return
+    verify_images(paths, f"data.root={cfg.root!r}")
+
+
 def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     """Read ``cfg.dataset``, take the subsets, apply the label noise, and wrap it all as a DataBundle."""
     if cfg.noise_type not in ("none", "symmetric", "asymmetric", "file"):
@@ -196,6 +210,8 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     test_labels = raw.test_labels
     if len(test_idx) < len(test_labels):
         test_images, test_labels = test_images.subset(test_idx), test_labels[test_idx]
+
+    _verify_files(cfg, train_images, test_images)
 
     # Synthetic noise is drawn on the samples actually trained on, so exactly round(r*N) are resampled.
     if cfg.noise_type == "symmetric":
