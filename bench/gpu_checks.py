@@ -210,8 +210,8 @@ def _throughput(row: Row, ctx: SimpleNamespace) -> None:
     ctx.results[f"{method}_samples_per_s"] = rate
     row.status = MEASURED
     row.figures = f"{rate:.0f} samples/s ({r['seconds'] * 1000:.0f} ms per step, {precision} autocast)"
-    row.notes = {"tcl": "the encoder sees 6 images per sample", "mlnt": "10 synthetic sets, second order; the "
-                 "reference's batch of 32"}.get(method, "") + f"; {r['device']}"
+    row.notes = "; ".join(filter(None, [{"tcl": "the encoder sees 6 images per sample", "mlnt": "10 synthetic "
+                                         "sets, second order; the reference's batch of 32"}.get(method), r["device"]]))
 
 
 def _loader(row: Row, ctx: SimpleNamespace) -> None:
@@ -220,6 +220,7 @@ def _loader(row: Row, ctx: SimpleNamespace) -> None:
     s = ctx.sizes
     if ctx.args.toy:
         data = ["data.dataset=digits", f"data.image_size={s.image_size}"]
+        row.setting = row.setting.replace("JPEG image folder", "digits") + " (--toy)"
     elif ctx.data_root is None:
         row.notes = "no CIFAR-10 data: pass --data PATH (the JPEG tarball or its folder)"
         return

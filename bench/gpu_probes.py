@@ -129,7 +129,7 @@ def _train_digits(optim_name: str, device: Any, steps: int) -> dict[str, Any]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     states = [t for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)]
     big = model[0].weight
     return {"optimizer": f"{type(optimizer).__module__}.{type(optimizer).__name__}", "losses": losses,
