@@ -152,3 +152,29 @@ def test_kill_and_resume_continues_a_real_run(tmp_path):
     assert gpu_probes.resume_ok(r, epochs=2)
     assert not gpu_probes.resume_ok({**r, "resumed_line": ""}, epochs=2)  # a restart from scratch fails
     assert not gpu_probes.resume_ok(r, epochs=3)  # stopped short of the last epoch
+
+
+def test_reproduce_table_upserts_rows_in_place():
+    import gpu_reproduce as gr
+
+    text = f"# Benchmarks\n\n## GPU\n\n{gr.START}\n{gr.END}\n\n## after\n"
+    a = ["tcl_sym50_e200", "tcl", "p", "10 / 200", "50.00", "51.00", "0.9000", "1.00", "H100", "t1"]
+    b = ["ce_sym50_e200", "ce", "p", "200 / 200", "60.00", "61.00", "-", "2.00", "H100", "t1"]
+    once = gr.upsert_rows(text, [a, b])
+    assert once.count("| tcl_sym50_e200 |") == 1 and once.endswith("\n\n## after\n")
+    assert once.index("| run | method |") < once.index("| tcl_sym50_e200 |") < once.index("| ce_sym50_e200 |")
+    a2 = [*a[:3], "200 / 200", "85.00", *a[5:]]
+    twice = gr.upsert_rows(once, [a2])
+    assert twice.count("| tcl_sym50_e200 |") == 1 and "| 200 / 200 | 85.00 |" in twice and "| 10 / 200 |" not in twice
+    assert twice.index("| tcl_sym50_e200 |") < twice.index("| ce_sym50_e200 |")  # updated in place, order kept
+    assert gr.upsert_rows(twice, [a2]) == twice  # idempotent
+    appended = gr.upsert_rows("# no markers\n", [b])
+    assert appended.startswith("# no markers\n\n" + gr.START) and "| ce_sym50_e200 |" in appended
+
+
+def test_reproduce_training_hours_sum_sessions():
+    import gpu_reproduce as gr
+
+    # Two sessions: the recorded time restarts at the second one.
+    metrics = [{"time": 1800.0}, {"time": 3600.0}, {"time": 1800.0}, {"time": 5400.0}]
+    assert gr.training_hours(metrics) == pytest.approx(2.5)
