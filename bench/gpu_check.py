@@ -169,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         scratch = Path(tempfile.mkdtemp(prefix="tcl_gpu_check_"))
         try:
-            ctx = SimpleNamespace(cuda=cuda, sizes=s, args=args, scratch=scratch, out=args.out, results={},
-                                  data_root=resolve_cifar(args.data, scratch) if not args.toy else None)
+            needs_data = not args.toy and {"loader", "resume"} & set(args.only.split(","))
+            ctx = SimpleNamespace(cuda=cuda, sizes=s, args=args, scratch=scratch, out=args.out.resolve(), results={},
+                                  data_root=resolve_cifar(args.data, scratch) if needs_data else None)
             for section in SECTIONS:
                 if section in args.only.split(","):
                     print(f"... {section}", file=sys.stderr, flush=True)

@@ -74,6 +74,15 @@ def autocast_precision(cuda: bool) -> str:
     return "bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16"
 
 
+def bf16_unsupported(cuda: bool) -> str:
+    """Why bf16 autocast is not measured here ('' when it is): before compute capability 8 (T4) it is emulated."""
+    import torch
+
+    if cuda and torch.cuda.get_device_capability()[0] < 8:
+        return "no native bf16 on this GPU (compute capability < 8, e.g. a T4: the notebook uses fp16 there)"
+    return ""
+
+
 def _guard(row: Row, fn: Callable[[], None]) -> None:
     """A check that raises is a failed row, not a crashed kit."""
     try:
@@ -101,6 +110,9 @@ def _exactness(row: Row, ctx: SimpleNamespace) -> None:
     precision, s = row.check.rsplit(", ", 1)[1], ctx.sizes
     if precision == "fp16" and not ctx.cuda:
         row.notes = "fp16 autocast and its GradScaler need CUDA"
+        return
+    if precision == "bf16" and bf16_unsupported(ctx.cuda):
+        row.notes = bf16_unsupported(ctx.cuda)
         return
     r = cache_exactness(precision, arch=s.arch, image_size=s.image_size, batch=s.batch, micro=s.micro, width=s.width,
                         cpu=not ctx.cuda)
@@ -133,6 +145,9 @@ def _memory(row: Row, ctx: SimpleNamespace) -> None:
     s, config = ctx.sizes, row.check.split()[-1]
     if config == "+fp16" and not ctx.cuda:
         row.notes = "fp16 autocast needs CUDA"
+        return
+    if config == "+bf16" and bf16_unsupported(ctx.cuda):
+        row.notes = bf16_unsupported(ctx.cuda)
         return
     shape = SimpleNamespace(method="tcl", arch=s.arch, norm="group", width=s.width, image_size=s.image_size,
                             batch=s.batch, micro=s.micro)
@@ -241,7 +256,7 @@ def _loader(row: Row, ctx: SimpleNamespace) -> None:
         v = starvation_verdict(r["samples_per_s"], step)
         row.figures += (f"; TCL step {step:.0f} samples/s: " + (f"STARVES the GPU (busy <= {v['gpu_busy_bound']:.0%})"
                                                                  if v["starved"] else "keeps up"))
-        row.notes = v["fix"]
+        row.notes = v["fix"] + " (compared with this GPU's TCL step: a slower GPU, e.g. a T4, needs fewer samples/s)"
     else:
         row.notes = "no TCL step rate measured (run the throughput section too) to compare with"
 

@@ -142,6 +142,12 @@ def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[
         grad_norm /= float(rig.acc.scaler.get_scale())
     loss = float(logs["loss"])
     optimizer.step()
+    for _ in range(8):  # fp16: a step skipped for an overflow allocates no state; repeat at the lowered scale
+        if not getattr(optimizer, "step_was_skipped", False):
+            break
+        optimizer.zero_grad(set_to_none=False)
+        step()
+        optimizer.step()
     optimizer.zero_grad(set_to_none=False)
     states = [t for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)]
     state_bytes = sum(t.numel() * t.element_size() for t in states)
