@@ -96,6 +96,45 @@ def exactness_ok(r: dict[str, Any]) -> bool:
             and r["loss_rel"] <= 2 * r["rounding_loss_rel"] + 1e-4)
 
 
+def cached_gradient_fp16_cast(*, arch: str, image_size: int, batch: int, micro: int, width: int = 64,
+                              num_classes: int = 10) -> dict[str, Any]:
+    """A CPU estimate of the one fp16-specific step of the gradient cache: under fp16 autocast the gathered
+    outputs are fp16 leaves, so the loss's gradient w.r.t. them (step 2) is rounded to fp16 *unscaled* (the
+    GradScaler scales only the surrogate's backward). Captures that gradient in an fp32 TCL step and
+    returns what the rounding does to it: relative error, share of subnormal and of flushed entries."""
+    import torch
+
+    import tcl_lite.methods.tcl as tcl_module
+    from tcl_lite.config import load_config
+
+    shape = SimpleNamespace(method="tcl", arch=arch, norm="group", width=width, image_size=image_size, batch=batch,
+                            micro=micro)
+    rig = build_step(load_config(None, [*step_overrides(shape, "exact"), "train.cpu=true"]), num_classes)
+    captured: list[Any] = []
+    original = tcl_module.cached_backward
+
+    def capturing(micro_inputs: Any, forward: Any, loss_fn: Any, **kw: Any) -> Any:
+        def loss_with_hooks(leaves: tuple[Any, ...]) -> Any:
+            for leaf in leaves:
+                leaf.register_hook(lambda g: captured.append(g.detach().clone()))
+            return loss_fn(leaves)
+
+        return original(micro_inputs, forward, loss_with_hooks, **kw)
+
+    tcl_module.cached_backward = capturing
+    try:
+        rig.step()
+    finally:
+        tcl_module.cached_backward = original
+    g = torch.cat([c.flatten() for c in captured])
+    nonzero = g[g != 0]
+    half = nonzero.half()
+    return {"batch": batch, "entries": int(g.numel()), "nonzero": int(nonzero.numel()),
+            "cast_rel": float((half.float() - nonzero).norm() / nonzero.norm()),
+            "subnormal_share": float((nonzero.abs() < torch.finfo(torch.float16).tiny).float().mean()),
+            "flushed_share": float((half == 0).float().mean())}
+
+
 # -- bitsandbytes 8-bit optimizers ----------------------------------------------------------------------
 
 def _digits_tensors(device: Any) -> tuple[Any, Any]:

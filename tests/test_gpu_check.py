@@ -49,6 +49,13 @@ def test_gradient_cache_exact_in_fp32_and_within_rounding_in_bf16():
     assert not gpu_probes.exactness_ok({**bf16, "finite": False})
 
 
+def test_fp16_cast_of_the_cached_gradient_is_measured():
+    r = gpu_probes.cached_gradient_fp16_cast(arch="tiny_cnn", width=8, image_size=8, batch=64, micro=8)
+    assert r["entries"] == 6 * 64 * (10 + 256)  # 6 views x B samples x (logits + projection)
+    assert 0 < r["nonzero"] < r["entries"]  # the weak view's outputs only feed normalisation: zero gradient
+    assert 0 < r["cast_rel"] < 1e-3 and 0 <= r["flushed_share"] < 0.01 and 0 <= r["subnormal_share"] <= 1
+
+
 def test_rel_diff():
     a, b = [torch.tensor([3.0, 0.0]), torch.tensor([0.0])], [torch.tensor([0.0, 0.0]), torch.tensor([4.0])]
     assert gpu_probes.rel_diff(a, b) == pytest.approx(5.0 / 4.0)
