@@ -11,8 +11,8 @@ Rows, by section (``--only`` takes the section names):
 * ``optim8bit``  bitsandbytes' 8-bit SGD and AdamW on CUDA: uint8 state, the loss falls, state memory;
 * ``memory``     ``bench/step_memory.py``'s configurations at B=256 (naive, exact, +ckpt, +8bit, +bf16,
                  +fp16): ``torch.cuda.max_memory_allocated`` above the baseline and the step time;
-* ``fit``        ``configs/cifar10_tcl_1gpu_exact.yaml`` and the notebook's T4 settings, measured, and
-                 whether they fit a 15 GiB T4 (``gpu_probes.fit_verdict``);
+* ``fit``        ``configs/cifar10_tcl_1gpu_exact.yaml``, the notebook's T4 settings and its settings for the GPU
+                 at hand, measured; whether they fit a 15 GiB T4 (the last: this GPU; ``gpu_probes.fit_verdict``);
 * ``throughput`` samples/s of one TCL, DivideMix (when the registry has it), MLNT and CE step;
 * ``loader``     samples/s of the data loader, 2 workers pinned to 2 cores (a Colab VM), TCL's three
                  views at 32 px, from the JPEG folder and from memory; whether it starves the GPU;
@@ -59,7 +59,8 @@ def planned_rows(s: SimpleNamespace) -> list[Row]:
     rows += [Row("memory", f"TCL step {c}", f"B={s.batch}, micro-batch {s.micro}, GroupNorm {shape}")
              for c in MEMORY_CONFIGS]
     rows += [Row("fit", "fits a 15 GiB T4", "configs/cifar10_tcl_1gpu_exact.yaml"),
-             Row("fit", "fits a 15 GiB T4", "notebook T4 settings (configs/cifar10_tcl.yaml)")]
+             Row("fit", "fits a 15 GiB T4", "notebook T4 settings (configs/cifar10_tcl.yaml)"),
+             Row("fit", "fits this GPU", "notebook settings for this GPU (configs/cifar10_tcl.yaml)")]
     rows += [Row("throughput", f"{m.upper()} training step", f"B={s.mlnt_batch if m == 'mlnt' else s.batch}, {shape}")
              for m in THROUGHPUT_METHODS]
     rows += [Row("loader", "TCL's 3 views, 2 workers on 2 cores", f"{src}, {s.image_size}px")
@@ -173,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             ctx = SimpleNamespace(cuda=cuda, sizes=s, args=args, scratch=scratch, out=args.out.resolve(), results={},
                                   data_root=resolve_cifar(args.data, scratch) if needs_data else None)
             for section in SECTIONS:
+                chosen = [r for r in rows if r.section == section]
                 if section in args.only.split(","):
                     print(f"... {section}", file=sys.stderr, flush=True)
-                    run_section(section, [r for r in rows if r.section == section], ctx)
+                    run_section(section, chosen, ctx)
+                else:
+                    for r in chosen:
+                        r.notes = "section not selected (--only)"
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # only the extracted data: this run created it
     js, md = write_outputs(rows, args.out, header)
