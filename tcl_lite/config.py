@@ -59,6 +59,14 @@ class DataConfig:
                             "seed); 0 = all.", ge=0)
     test_subset: int = opt(0, "Use only this many test samples (class-balanced); 0 = all.", ge=0)
     num_workers: int = opt(0, "DataLoader worker processes (2 on Colab/Kaggle).", ge=0)
+    augment_on: str = opt("auto", "Where training views are made: `workers` (each sample in the DataLoader "
+                          "workers, torchvision v2), `device` (workers only decode; the whole batch on the "
+                          "training device, same parameter distributions); `auto` = device on a GPU, "
+                          "workers on the CPU.", choices=("auto", "device", "workers"))
+    cache_decoded: str = opt("auto", "Image folders / file lists: decode every image once into memory "
+                             "(uint8 at image_size) before training instead of on every access; `auto` "
+                             "when that takes at most a quarter of the available memory.",
+                             choices=("auto", "on", "off"))
 
 
 @dataclass

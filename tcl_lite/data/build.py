@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from .batched_views import BatchedViews
 from .datasets import (
     DataError,
     FileImages,
@@ -47,17 +48,35 @@ class DataBundle:
     image_size: int
     class_names: list[str]
 
-    def train_views(self, views: tuple[str, ...]) -> IndexedDataset:
-        """The train set under one view (image is a Tensor) or several (a list in ``views`` order)."""
+    augment_on: str = "workers"  # data.augment_on: auto | device | workers
+
+    def train_views(self, views: tuple[str, ...], device: torch.device | str | None = None) -> IndexedDataset:
+        """The train set under one view (image is a Tensor) or several (a list in ``views`` order).
+
+        With ``augment_on`` resolving to device (``resolve_augment_on``), the items are the decoded
+        uint8 images and ``finish_batch`` makes the views of a collated batch on its device.
+        """
         views = (views,) if isinstance(views, str) else tuple(views)
         if not views or any(v not in VIEW_KINDS for v in views):
             raise DataError(f"train_views({views!r}): give one or more of {', '.join(VIEW_KINDS)}")
+        if resolve_augment_on(self.augment_on, device) == "device":
+            return self.train.with_transform(
+                None, BatchedViews(views, self.image_size, self.mean, self.std, self.train.seed))
         transforms = [make_transform(v, self.image_size, self.mean, self.std) for v in views]
         return self.train.with_transform(transforms[0] if len(transforms) == 1 else MultiView(transforms))
 
     def train_eval(self) -> IndexedDataset:
         """Train images + noisy labels under the test transform (full passes, kNN features)."""
         return self.train.with_transform(make_transform("test", self.image_size, self.mean, self.std))
+
+
+def resolve_augment_on(setting: str, device: torch.device | str | None) -> str:
+    """``data.augment_on``: auto is device on an accelerator (GPU), workers on the CPU (or none given)."""
+    if setting not in ("auto", "device", "workers"):
+        raise DataError(f"unknown data.augment_on {setting!r}; choose auto, device or workers")
+    if setting != "auto":
+        return setting
+    return "device" if device is not None and torch.device(device).type != "cpu" else "workers"
 
 
 @dataclass
@@ -219,4 +238,5 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         channels=3,
         image_size=cfg.image_size,
         class_names=list(raw.class_names),
+        augment_on=cfg.augment_on,
     )
