@@ -20,6 +20,7 @@ from .datasets import (
     read_file_list,
     scan_image_folder,
 )
+from .decoded_cache import cache_decoded
 from .noise import asymmetric_noise, read_label_file, symmetric_noise
 from .transforms import VIEW_KINDS, MultiView, make_transform
 
@@ -215,6 +216,9 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     test_labels = raw.test_labels
     if len(test_idx) < len(test_labels):
         test_images, test_labels = test_images.subset(test_idx), test_labels[test_idx]
+    # Decoded once here, in the main process, before any DataLoader worker exists.
+    train_images = cache_decoded(train_images, cfg.cache_decoded, cfg.num_workers)
+    test_images = cache_decoded(test_images, cfg.cache_decoded, cfg.num_workers)
 
     # Synthetic noise is drawn on the samples actually trained on, so exactly round(r*N) are resampled.
     if cfg.noise_type == "symmetric":
