@@ -241,28 +241,28 @@ def saturation(x: Tensor, f: Tensor) -> Tensor:
 def hue(x: Tensor, f: Tensor) -> Tensor:
     """torchvision's adjust_hue: RGB -> HSV (Pillow's formulas), shift h, back, truncate to uint8.
 
-    HSV -> RGB in the closed form ``v - v s clamp(min(k, 4 - k), 0, 1)``, ``k = (n + 6h) mod 6``
-    (n = 5, 3, 1 for r, g, b): the same values as torchvision's table lookup, fewer passes.
+    Fewer passes than torchvision, the same values up to float rounding: HSV -> RGB in the closed
+    form ``v - v s clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6h) mod 6`` (n = 5, 3, 1 for r, g,
+    b), where ``v s = max - min``; h is scale-free, so the 0..255 values need no division by 255.
     """
-    rgb = x.mul(1.0 / 255.0)
-    r, g, b = rgb.unbind(1)
-    maxc, minc = rgb.amax(1), rgb.amin(1)
+    r, g, b = x.unbind(1)
+    maxc, minc = x.amax(1), x.amin(1)
     span = maxc - minc
-    eqc = span == 0
-    s = span / torch.where(eqc, 1.0, maxc)
-    div = torch.where(eqc, 1.0, span)
-    h = torch.where(maxc == r, (g - b) / div,
-                    torch.where(maxc == g, (b - r) / div + 2.0, (r - g) / div + 4.0))
-    # h / 6 + 1, modulo 1, plus the shift, modulo 1; then 6h for the closed form. Modulo as
-    # y - floor(y): the same values here (y > 0), and fmod is an order of magnitude slower on CPU.
+    r_max, g_max = maxc == r, maxc == g
+    # Pillow's hue sextant: (g - b) / span if r is the max, else 2 + (b - r) / span if g is, else 4 + (r - g) / span
+    num = torch.where(r_max, g - b, torch.where(g_max, b - r, r - g))
+    offset = torch.where(r_max, 0.0, torch.where(g_max, 2.0, 4.0))
+    h = num.div_(torch.where(span == 0, 1.0, span)).add_(offset)
+    # h / 6 + 1 modulo 1, plus the shift, modulo 1, times 6; modulo as y - floor(y) (y > 0 here:
+    # the same values, and fmod is an order of magnitude slower on CPU)
     h = h.mul_(1.0 / 6.0).add_(1.0)
     h = h.sub_(h.floor()).add_(f.view(-1, 1, 1))
     h6 = h.sub_(h.floor()).mul_(6.0)
     k = h6.unsqueeze(1) + x.new_tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
     k = k.sub_(k.mul(1.0 / 6.0).floor_().mul_(6.0))
     t = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    out = maxc.unsqueeze(1) * (1.0 - s.unsqueeze(1) * t)
-    return out.mul_(255.0 + 1.0 - 1e-3).floor_()  # torchvision's float -> uint8 conversion
+    out = maxc.unsqueeze(1) - span.unsqueeze(1) * t
+    return out.mul_((255.0 + 1.0 - 1e-3) / 255.0).floor_()  # torchvision's float -> uint8 conversion
 
 
 _JITTER_OPS = (brightness, contrast, saturation, hue)
