@@ -108,8 +108,13 @@ def main() -> None:
     ap.add_argument("--t4-images-per-s", type=float, default=3500.0,
                     help="assumed T4 training throughput of PreAct ResNet-18, 32 px, fp16, forward+backward, "
                          "in encoder images/s")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads of the main process (0: torch's default). On a loaded shared "
+                         "machine 1 avoids OpenMP threads waiting for each other at every operation")
     ap.add_argument("--quick", action="store_true", help="512 samples per epoch")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n = 512 if args.quick else args.samples
     workers = [int(w) for w in args.workers.split(",")]
     print_header("Training-pipeline throughput (bench/loader_throughput.py)")
