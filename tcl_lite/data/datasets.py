@@ -1,7 +1,8 @@
 """Image storage, the indexed dataset the engine iterates, and the readers of each dataset layout.
 
 Small datasets (digits, CIFAR) are held in memory as one uint8 tensor [N, 3, S, S]; image folders
-and file lists keep only paths and decode each image when it is asked for.
+and file lists keep only paths and decode each image when it is asked for, unless
+``data.cache_decoded`` decodes them all once into such a tensor (``decoded_cache``).
 """
 
 from __future__ import annotations
