@@ -77,6 +77,14 @@ class DataConfig:
     verify_images: int = opt(100000, "Image folders and file lists with at most this many images (after "
                              "the subsets) have every image opened before the run directory is created, "
                              "so a corrupt file stops the run at once; 0 = never.", ge=0)
+    augment_on: str = opt("auto", "Where training views are made: `workers` (each sample in the DataLoader "
+                          "workers, torchvision v2), `device` (workers only decode; the whole batch on the "
+                          "training device, same parameter distributions); `auto` = device on a GPU, "
+                          "workers on the CPU.", choices=("auto", "device", "workers"))
+    cache_decoded: str = opt("auto", "Image folders / file lists: decode every image once into memory "
+                             "(uint8 at image_size) before training instead of on every access; `auto` "
+                             "when that takes at most a quarter of the available memory.",
+                             choices=("auto", "on", "off"))
 
 
 @dataclass

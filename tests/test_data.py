@@ -388,3 +388,38 @@ def test_cifar_missing_offline(tmp_path: Path, download: bool) -> None:
     for text in ("data.root", str(tmp_path / "cifar" / "cifar-10-batches-py"), "data.dataset=imagefolder",
                  "cifar10-jpeg"):
         assert text in message
+
+
+def test_cached_decode_equals_decoding_on_access(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.cache_decoded: decoded once (here by 2 worker processes) into a uint8 tensor holding
+    exactly what decoding each file on access gives; auto caches when it fits in a quarter of the
+    available memory; views through a loader with workers are the same either way."""
+    from tcl_lite.data import decoded_cache
+    from tcl_lite.data.datasets import FileImages, TensorImages
+
+    root = _folder(tmp_path / "imgs", train=5, test=2)
+    for i, path in enumerate(sorted((root / "train").rglob("*.png"))[::2]):  # some real JPEGs too
+        Image.open(path).convert("RGB").resize((30 + i, 22)).save(path.with_suffix(".jpg"), quality=80)
+        path.unlink()
+    base = {"dataset": "imagefolder", "root": str(root), "image_size": 12, "noise_type": "none"}
+    lazy = build_data(DataConfig(**base, cache_decoded="off"), seed=0)
+    cached = build_data(DataConfig(**base, cache_decoded="on", num_workers=2), seed=0)
+    assert isinstance(lazy.train.images, FileImages) and isinstance(cached.train.images, TensorImages)
+    assert isinstance(cached.test.images, TensorImages)
+    for a, b in ((lazy.train, cached.train), (lazy.test, cached.test)):
+        assert len(a) == len(b) and all(torch.equal(a.images[i], b.images[i]) for i in range(len(a)))
+        assert b.images.images.dtype == torch.uint8 and b.images.images.shape == (len(a), 3, 12, 12)
+    assert isinstance(build_data(DataConfig(**base), seed=0).train.images, TensorImages)  # auto, small
+
+    def strong_views(bundle: DataBundle) -> list[torch.Tensor]:
+        loader = DataLoader(bundle.train_views(("strong",)), batch_size=5, num_workers=2)
+        return [batch["image"] for batch in loader]
+
+    assert all(torch.equal(x, y) for x, y in zip(strong_views(lazy), strong_views(cached)))
+
+    class Scarce:
+        available = 100  # bytes: nothing fits
+    monkeypatch.setattr(decoded_cache.psutil, "virtual_memory", lambda: Scarce)
+    assert isinstance(build_data(DataConfig(**base), seed=0).train.images, FileImages)
+    with pytest.raises(DataError, match="cache_decoded"):
+        build_data(DataConfig(**base, cache_decoded="yes"), seed=0)

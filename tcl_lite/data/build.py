@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from .batched_views import BatchedViews
 from .datasets import (
     DataError,
     FileImages,
@@ -19,6 +20,7 @@ from .datasets import (
     read_file_list,
     scan_image_folder,
 )
+from .decoded_cache import cache_decoded
 from .noise import asymmetric_noise, read_label_file, symmetric_noise
 from .transforms import VIEW_KINDS, MultiView, make_transform
 from .verify import verify_images
@@ -48,17 +50,35 @@ class DataBundle:
     image_size: int
     class_names: list[str]
 
-    def train_views(self, views: tuple[str, ...]) -> IndexedDataset:
-        """The train set under one view (image is a Tensor) or several (a list in ``views`` order)."""
+    augment_on: str = "workers"  # data.augment_on: auto | device | workers
+
+    def train_views(self, views: tuple[str, ...], device: torch.device | str | None = None) -> IndexedDataset:
+        """The train set under one view (image is a Tensor) or several (a list in ``views`` order).
+
+        With ``augment_on`` resolving to device (``resolve_augment_on``), the items are the decoded
+        uint8 images and ``finish_batch`` makes the views of a collated batch on its device.
+        """
         views = (views,) if isinstance(views, str) else tuple(views)
         if not views or any(v not in VIEW_KINDS for v in views):
             raise DataError(f"train_views({views!r}): give one or more of {', '.join(VIEW_KINDS)}")
+        if resolve_augment_on(self.augment_on, device) == "device":
+            return self.train.with_transform(
+                None, BatchedViews(views, self.image_size, self.mean, self.std, self.train.seed))
         transforms = [make_transform(v, self.image_size, self.mean, self.std) for v in views]
         return self.train.with_transform(transforms[0] if len(transforms) == 1 else MultiView(transforms))
 
     def train_eval(self) -> IndexedDataset:
         """Train images + noisy labels under the test transform (full passes, kNN features)."""
         return self.train.with_transform(make_transform("test", self.image_size, self.mean, self.std))
+
+
+def resolve_augment_on(setting: str, device: torch.device | str | None) -> str:
+    """``data.augment_on``: auto is device on an accelerator (GPU), workers on the CPU (or none given)."""
+    if setting not in ("auto", "device", "workers"):
+        raise DataError(f"unknown data.augment_on {setting!r}; choose auto, device or workers")
+    if setting != "auto":
+        return setting
+    return "device" if device is not None and torch.device(device).type != "cpu" else "workers"
 
 
 @dataclass
@@ -210,6 +230,9 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     test_labels = raw.test_labels
     if len(test_idx) < len(test_labels):
         test_images, test_labels = test_images.subset(test_idx), test_labels[test_idx]
+    # Decoded once here, in the main process, before any DataLoader worker exists.
+    train_images = cache_decoded(train_images, cfg.cache_decoded, cfg.num_workers)
+    test_images = cache_decoded(test_images, cfg.cache_decoded, cfg.num_workers)
 
     _verify_files(cfg, train_images, test_images)
 
@@ -235,4 +258,5 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         channels=3,
         image_size=cfg.image_size,
         class_names=list(raw.class_names),
+        augment_on=cfg.augment_on,
     )

@@ -1,7 +1,8 @@
 """Image storage, the indexed dataset the engine iterates, and the readers of each dataset layout.
 
 Small datasets (digits, CIFAR) are held in memory as one uint8 tensor [N, 3, S, S]; image folders
-and file lists keep only paths and decode each image when it is asked for.
+and file lists keep only paths and decode each image when it is asked for, unless
+``data.cache_decoded`` decodes them all once into such a tensor (``decoded_cache``).
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ class IndexedDataset(Dataset):
     ``persistent_workers=True``).
     """
 
-    def __init__(self, images: ImageSource, labels: np.ndarray, transform: Callable[[torch.Tensor], Any],
-                 seed: int = 0) -> None:
+    def __init__(self, images: ImageSource, labels: np.ndarray, transform: Callable[[torch.Tensor], Any] | None,
+                 seed: int = 0, batch_transform: Callable[..., Any] | None = None) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         if labels.shape != (len(images),):
             raise ValueError(f"{len(images)} images but labels of shape {labels.shape}")
@@ -133,6 +134,8 @@ class IndexedDataset(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
+        # augment_on=device: items are the decoded uint8 images and ``finish_batch`` makes the views
+        self.batch_transform = batch_transform
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -140,11 +143,19 @@ class IndexedDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def with_transform(self, transform: Callable[[torch.Tensor], Any]) -> IndexedDataset:
+    def with_transform(self, transform: Callable[[torch.Tensor], Any] | None,
+                       batch_transform: Callable[..., Any] | None = None) -> IndexedDataset:
         """The same images and labels (shared, not copied) under another transform."""
-        other = IndexedDataset(self.images, self.labels, transform, self.seed)
+        other = IndexedDataset(self.images, self.labels, transform, self.seed, batch_transform)
         other.epoch = self.epoch
         return other
+
+    def finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The collated batch with its views: made here, on the batch's device, for the whole batch
+        when the items are decoded images (``batch_transform``); unchanged otherwise."""
+        if self.batch_transform is None:
+            return batch
+        return {**batch, "image": self.batch_transform(batch["image"], batch["index"], self.epoch)}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
@@ -153,6 +164,8 @@ class IndexedDataset(Dataset):
             raise IndexError(f"index {index} out of range for {n} samples")
         index %= n
         image = self.images[index]
+        if self.transform is None:  # decode only: no randomness, so no generator to fork
+            return {"index": index, "image": image, "label": int(self.labels[index])}
         # Only the CPU generator is forked and reseeded: torch.manual_seed would also reseed every
         # CUDA generator, which fork_rng(devices=[]) does not restore, so the caller's GPU RNG
         # (dropout, mixup on the device) would be clobbered by each sample.

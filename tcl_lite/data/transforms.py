@@ -12,6 +12,13 @@ from .datasets import DataError
 
 VIEW_KINDS = ("weak", "strong", "test")
 
+# The reference's strong view, shared with the batched device path (``batched_views``).
+CROP_SCALE = (0.2, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)  # torchvision's default
+JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+JITTER_P, GRAYSCALE_P, SOLARIZE_P = 0.8, 0.2, 0.5
+SOLARIZE_THRESHOLD = 128
+
 
 def make_transform(kind: str, image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Transform:
     """One view: uint8 [C, S, S] (already at ``image_size``) -> float32 [C, S, S] normalised.
@@ -26,12 +33,12 @@ def make_transform(kind: str, image_size: int, mean: Sequence[float], std: Seque
         augment = [v2.RandomCrop(image_size, padding=image_size // 8), v2.RandomHorizontalFlip()]
     elif kind == "strong":
         augment = [
-            v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
+            v2.RandomResizedCrop(image_size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
             v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.ColorJitter(*JITTER)], p=JITTER_P),
+            v2.RandomGrayscale(p=GRAYSCALE_P),
             # On uint8 images, as the reference solarizes PIL images at 128.
-            v2.RandomSolarize(threshold=128, p=0.5),
+            v2.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=SOLARIZE_P),
         ]
     elif kind == "test":
         augment = []

@@ -119,7 +119,7 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     global_batch = cfg.train.batch_size * accelerator.num_processes
     max_lr = peak_lr(cfg.optim, global_batch)
     optimizer = build_optimizer(cfg.optim, model, max_lr)
-    train_set = data.train_views(method_cls.views)
+    train_set = data.train_views(method_cls.views, accelerator.device)  # data.augment_on decides where
     if len(train_set) < global_batch:
         raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} x {accelerator.num_processes} "
                           f"processes exceeds the {len(train_set)} training samples; lower it")
@@ -202,6 +202,7 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
         loss_sum, loss_n = torch.zeros((), device=accelerator.device), 0
         for batch in batches:
             t0 = time.monotonic()
+            batch = train_set.finish_batch(batch)  # augment_on=device: the views, made for the whole batch
             info = StepInfo(epoch, state.step_in_epoch, state.global_step, steps_per_epoch)
             lr = lr_at(cfg.optim, max_lr, info.fractional_epoch, cfg.train.epochs)
             set_lr(optimizer, lr)
