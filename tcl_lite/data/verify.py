@@ -17,7 +17,7 @@ from PIL import Image
 from .datasets import IMAGE_EXTENSIONS, DataError
 
 
-def _problem(path: str) -> str | None:
+def image_problem(path: str) -> str | None:
     """Why ``path`` cannot be used as an image, or None."""
     try:
         if os.path.getsize(path) == 0:
@@ -43,7 +43,7 @@ def verify_images(paths: Sequence[str], what: str) -> None:
     bad: list[tuple[str, str]] = []
     workers = min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(_problem, paths, chunksize=64)
+        results = pool.map(image_problem, paths, chunksize=64)
         if show:
             from rich.progress import track
 
@@ -52,10 +52,15 @@ def verify_images(paths: Sequence[str], what: str) -> None:
             if why is not None:
                 bad.append((path, why))
     if bad:
-        listed = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise DataError(f"{len(bad)} of {len(paths)} images of {what} cannot be read (found by data.verify_images "
-                        f"before the run started):\n{listed}{more}\nReplace or remove these files (supported: "
-                        f"{', '.join(IMAGE_EXTENSIONS)}), or set data.verify_images=0 to skip this check")
+        raise unreadable_images_error(bad, len(paths), what)
     if show:
         print(f"data.verify_images: all {len(paths)} images open ({time.monotonic() - t0:.1f} s)", flush=True)
+
+
+def unreadable_images_error(bad: Sequence[tuple[str, str]], total: int, what: str) -> DataError:
+    """One error naming every unreadable image (``(path, why)`` pairs, up to 20 listed) and the fix."""
+    listed = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
+    more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+    return DataError(f"{len(bad)} of {total} images of {what} cannot be read (found before the run started):\n"
+                     f"{listed}{more}\nReplace or remove these files (supported: {', '.join(IMAGE_EXTENSIONS)}), "
+                     "or set data.verify_images=0 and data.cache_decoded=off to skip this check")
