@@ -63,9 +63,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("tiny_cnn", "Encoder. `preact_resnet18` is the reference CIFAR encoder; "
-                    "torchvision ResNets for larger images.",
-                    choices=("tiny_cnn", "preact_resnet18", "resnet18", "resnet34", "resnet50"))
+    arch: str = opt("tiny_cnn", "Encoder: tiny_cnn, preact_resnet18 (the reference CIFAR encoder), "
+                    "resnet18/34/50 (torchvision) or `timm:<name>` (any timm.list_models() name, e.g. "
+                    "timm:convnext_tiny; its own norm layers, model.norm sets the heads').")
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
     norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
                     "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))
@@ -73,8 +73,13 @@ class ModelConfig:
                     "or a single linear layer.", choices=("mlp", "linear"))
     proj_dim: int = opt(256, "Projector output size (methods that need a projector).", ge=1)
     dropout: float = opt(0.25, "Dropout in the MLP classifier head.", ge=0.0, le=1.0)
-    pretrained: bool = opt(False, "torchvision ResNets: start from ImageNet weights (needs network "
-                           "or a filled torch hub cache).")
+    pretrained: bool = opt(False, "torchvision ResNets and timm models: start from ImageNet weights (needs "
+                           "network or a filled torch hub / Hugging Face cache).")
+    pretrained_path: str = opt("", "timm models: a local .safetensors weights file to start from (offline "
+                               "machines, Kaggle datasets); implies pretrained weights.")
+    pretrained_transforms: bool = opt(True, "timm with pretrained weights: train at the weights' input size "
+                                      "and normalise with their mean/std (false: data.image_size and the "
+                                      "dataset's statistics).")
 
 
 @dataclass
@@ -305,9 +310,26 @@ def validate(cfg: Config) -> Config:
                           "data.dataset=filelist")
     if cfg.data.noise_type == "file" and not cfg.data.noise_file:
         raise ConfigError("config key 'data.noise_file' is required with data.noise_type=file")
+    _validate_arch(cfg.model.arch)
     if cfg.mlnt.mid_iter < cfg.mlnt.start_iter:
         raise ConfigError("config key 'mlnt.mid_iter' must be >= mlnt.start_iter")
     return cfg
+
+
+ARCHS = ("tiny_cnn", "preact_resnet18", "resnet18", "resnet34", "resnet50")
+
+
+def _validate_arch(arch: str) -> None:
+    if arch.startswith("timm:"):
+        from tcl_lite.models.timm_backbone import timm_name  # imports timm: only for timm archs
+
+        try:
+            timm_name(arch)
+        except ValueError as e:
+            raise ConfigError(f"config key 'model.arch': {e}") from None
+    elif arch not in ARCHS:
+        raise ConfigError(f"config key 'model.arch': {arch!r} is not allowed; choose one of {', '.join(ARCHS)} "
+                          "or timm:<name>")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..config import DataConfig, ModelConfig
 from .datasets import (
     DataError,
     FileImages,
@@ -149,8 +150,24 @@ def _asymmetric_scheme(cfg: DataConfig, class_names: list[str] | None) -> str:
                     + "; set data.noise_type=symmetric, or noise_type=file with a data.noise_file")
 
 
-def build_data(cfg: DataConfig, seed: int) -> DataBundle:
-    """Read ``cfg.dataset``, take the subsets, apply the label noise, and wrap it all as a DataBundle."""
+def model_data_settings(cfg: DataConfig, model: ModelConfig | None) -> tuple[DataConfig, tuple | None]:
+    """A timm model with pretrained weights (and ``model.pretrained_transforms``) sets the image size
+    and the normalisation to its weights' config: ``(data config, (mean, std) or None)``."""
+    if model is None or not model.arch.startswith("timm:") or not model.pretrained_transforms \
+            or not (model.pretrained or model.pretrained_path):
+        return cfg, None
+    from ..models.timm_backbone import data_settings
+
+    size, mean, std = data_settings(model.arch)
+    return dataclasses.replace(cfg, image_size=size), (mean, std)
+
+
+def build_data(cfg: DataConfig, seed: int, model: ModelConfig | None = None) -> DataBundle:
+    """Read ``cfg.dataset``, take the subsets, apply the label noise, and wrap it all as a DataBundle.
+
+    ``model``: a pretrained timm model's input size and mean/std replace ``cfg.image_size`` and the
+    dataset's statistics (``model_data_settings``)."""
+    cfg, model_stats = model_data_settings(cfg, model)
     if cfg.noise_type not in ("none", "symmetric", "asymmetric", "file"):
         raise DataError(f"unknown data.noise_type {cfg.noise_type!r}; choose none, symmetric, asymmetric "
                         "or file")
@@ -205,7 +222,7 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         noisy = asymmetric_noise(given, _asymmetric_scheme(cfg, raw.class_names), cfg.noise_rate, seed)
         true = given
 
-    mean, std = (tuple(float(v) for v in s) for s in raw.stats)
+    mean, std = (tuple(float(v) for v in s) for s in (model_stats or raw.stats))
     test_tf = make_transform("test", cfg.image_size, mean, std)
     noisy = np.ascontiguousarray(noisy, dtype=np.int64)
     return DataBundle(

@@ -102,7 +102,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
 
     # -- data, model, optimizer ---------------------------------------------------------------
     set_seed(cfg.seed)
-    data = build_data(cfg.data, cfg.seed)
+    data = build_data(cfg.data, cfg.seed, cfg.model)  # a pretrained timm model sets size + mean/std
     method_cls = get_method(cfg.method)
     model = build_model(cfg.model, data.num_classes, in_channels=data.channels, image_size=data.image_size,
                         with_projector=method_cls.needs_projector,
