@@ -346,7 +346,7 @@ log = ""
 if METHOD == "mlnt":
     features = runs_root / f"{RUN_NAME}-features"
     print(f"MLNT's feature network first: a CE run in {features}")
-    log = train(features, [*overrides, "method=ce", "checkpoint.best_metric=test_acc"])
+    log = train(features, [*overrides, "method=ce"])
 if "time budget or SIGTERM" not in log:
     log = train(RUN_DIR, overrides)
 if "time budget or SIGTERM" in log:

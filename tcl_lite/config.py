@@ -37,7 +37,8 @@ class DataConfig:
     dataset: str = opt("digits", "Dataset. `digits` is scikit-learn's bundled 8x8 digits (no download).",
                        choices=("digits", "cifar10", "cifar100", "imagefolder", "filelist"))
     root: str = opt("./data", "Folder holding the dataset (CIFAR: torchvision's layout; imagefolder: "
-                    "train/<class>/..., test/<class>/...; filelist: the image root of the lists).")
+                    "train/<class>/..., optional val/<class>/... and test/<class>/...; filelist: the image root "
+                    "of the lists).")
     download: bool = opt(True, "Let torchvision download CIFAR when it is missing and the network allows.")
     image_size: int = opt(16, "Side length images are trained at (digits are resized to it; "
                           "folders are resized/cropped to it).", ge=4)
@@ -45,7 +46,11 @@ class DataConfig:
                                       gt=0.0, le=0.9)
     train_list: str = opt("", "filelist: text file of `relative/path.jpg label` lines for training "
                           "(Clothing1M's noisy_train_key_list + noisy_label_kv form also accepted).")
-    test_list: str = opt("", "filelist: the clean test list, same format as `train_list`.")
+    test_list: str = opt("", "filelist: the clean test list, same format as `train_list` (optional).")
+    val_list: str = opt("", "filelist: a validation list, same format, labels as you have them (optional).")
+    val_fraction: float = opt(0.0, "Hold out this fraction of the training set (stratified by its noisy labels, "
+                              "fixed by the seed) for validation; it selects the `best` checkpoint.",
+                              ge=0.0, le=0.5)
     num_classes: int = opt(0, "filelist: number of classes (0 = infer from the labels).", ge=0)
     noise_type: str = opt("symmetric", "Synthetic label noise applied to the training labels. `file` "
                           "reads `noise_file`.", choices=("none", "symmetric", "asymmetric", "file"))
@@ -128,7 +133,8 @@ class CheckpointConfig:
     keep_last: int = opt(3, "Rolling checkpoints kept in OUTPUT/checkpoints (older ones deleted).", ge=1)
     every_steps: int = opt(0, "Also checkpoint every this many optimizer steps (0 = epoch ends only).",
                            ge=0)
-    best_metric: str = opt("test_acc", "Metric that selects the `best` checkpoint ('' = none).")
+    best_metric: str = opt("val_acc", "Validation metric that selects the `best` checkpoint ('' = none; kept "
+                           "only with a validation split; test metrics are refused).")
     best_mode: str = opt("max", "Whether a higher or lower `best_metric` is better.",
                          choices=("max", "min"))
 
@@ -305,9 +311,12 @@ def validate(cfg: Config) -> Config:
     parse_time_budget(t.time_budget)
     if len(cfg.optim.betas) != 2:
         raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
-    if cfg.data.dataset == "filelist" and not (cfg.data.train_list and cfg.data.test_list):
-        raise ConfigError("config keys 'data.train_list' and 'data.test_list' are required with "
-                          "data.dataset=filelist")
+    if cfg.data.dataset == "filelist" and not cfg.data.train_list:
+        raise ConfigError("config key 'data.train_list' is required with data.dataset=filelist")
+    if "test" in cfg.checkpoint.best_metric:
+        raise ConfigError(f"config key 'checkpoint.best_metric': {cfg.checkpoint.best_metric!r} would select "
+                          "checkpoints on the test set; use a validation metric (val_acc) with data.val_fraction, "
+                          "data.val_list or a val/ folder")
     if cfg.data.noise_type == "file" and not cfg.data.noise_file:
         raise ConfigError("config key 'data.noise_file' is required with data.noise_type=file")
     _validate_arch(cfg.model.arch)

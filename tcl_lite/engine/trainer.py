@@ -18,7 +18,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from tcl_lite.config import Config, ConfigError, parse_time_budget, save_config, to_dict
 from tcl_lite.data import build_data
 from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager, TrainerState
-from tcl_lite.engine.evaluate import evaluate
+from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, write_data_info
 from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import build_optimizer, lr_at, peak_lr, set_lr
 from tcl_lite.engine.stopper import Stopper
@@ -119,9 +119,9 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
         num_workers=cfg.data.num_workers, pin_memory=accelerator.device.type == "cuda",
         # A private generator: creating the iterator must not consume the global RNG.
         generator=torch.Generator().manual_seed(cfg.seed))
-    test_loader = torch.utils.data.DataLoader(data.test, batch_size=cfg.train.eval_batch_size,
-                                              num_workers=cfg.data.num_workers)
-    model, optimizer, train_loader, test_loader = accelerator.prepare(model, optimizer, train_loader, test_loader)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    # Validation selects `best`; the test set is only reported. Either may be absent.
+    eval_loaders = eval_split_loaders(accelerator, data, cfg, log)
     method = method_cls(TrainContext(cfg, accelerator, model, optimizer, data, out))
 
     # -- fresh run or resume ------------------------------------------------------------------
@@ -139,6 +139,7 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         np.save(out / "noisy_labels.npy", data.noisy_labels)
+        write_data_info(out, data)  # classes and normalisation, for predict / export-model
         if data.true_labels is not None:
             np.save(out / "true_labels.npy", data.true_labels)
         if resume_from is None:
@@ -208,7 +209,8 @@ def train(cfg: Config, resume: bool | str | None = None) -> dict[str, float]:
         metrics = method.after_epoch(epoch)
         state.epoch, state.step_in_epoch = epoch + 1, 0
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
-            metrics.update(evaluate(accelerator, method.eval_models(), test_loader))
+            for split, loader in eval_loaders.items():
+                metrics.update(evaluate(accelerator, method.eval_models(), loader, split))
             metrics.update(method.after_evaluation(metrics))
             record = {"epoch": state.epoch, "step": state.global_step, **metrics,
                       "train_loss": loss_sum.item() / max(1, loss_n), "lr": lr, "time": round(stopper.elapsed(), 2)}
