@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import sys
 
+USE_COMMANDS = {"issues": "issues_cli", "predict": "predict", "export-model": "export_model", "audit": "audit"}
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("train", "config-docs", "export", "report")
+    commands = ("train", "config-docs", "export", "report", *USE_COMMANDS)
     if not argv or argv[0] not in commands:
         print(f"usage: python -m tcl_lite {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
+    if command in USE_COMMANDS:  # label issues, predictions, exported models, audits (tcl_lite/inference)
+        import importlib
+
+        return importlib.import_module(f"tcl_lite.inference.{USE_COMMANDS[command]}").main(rest)
     if command == "train":
         from tcl_lite.cli import main_train
 
