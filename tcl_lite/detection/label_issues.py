@@ -153,11 +153,14 @@ def find_label_issues(run_dir: str | Path, checkpoint: str = "final", *, batch_s
     score, suggested = SCORERS[cfg.method](_ScoringContext(cfg, ckpt, data, batch_size, device))
     # Most suspect first; ties (e.g. w = 0 for many samples) broken by index for a stable order.
     order = np.lexsort((np.arange(len(score)), -score))
+    true = data.true_labels
+    if true is not None and np.array_equal(true, data.noisy_labels):
+        true = None  # labels taken as given (e.g. a folder without synthetic noise): the truth is unknown
     images = data.train.images
     paths = [images.paths[i] for i in order] if hasattr(images, "paths") else None
     return LabelIssues(index=order, given=data.noisy_labels[order], suggested=np.asarray(suggested)[order],
                        score=np.clip(score[order], 0.0, 1.0), class_names=list(data.class_names), method=cfg.method,
-                       checkpoint=str(ckpt), true=None if data.true_labels is None else data.true_labels[order],
+                       checkpoint=str(ckpt), true=None if true is None else true[order],
                        paths=paths, data=data)
 
 
