@@ -154,3 +154,24 @@ def test_tcl_trains_two_epochs_with_bf16_accumulation_and_checkpointing(fresh_ac
 
     saved = load_file(str(out / "checkpoints" / "step_00000008" / "model.safetensors"))
     assert {f"encoder.model.{k}" for k in weights} <= set(saved)
+
+
+def test_tcl_with_a_timm_encoder_under_two_gloo_processes(tmp_path):
+    """DDP: two real gloo ranks train TCL on test_vit (exact gradient cache, contrastive negatives from
+    both processes) and end with identical weights."""
+    from test_distributed import launch_two
+
+    out = tmp_path / "ddp"
+    launch_two(str(ROOT / "tests" / "dist_train.py"), "method=tcl", f"model.arch={VIT}", "data.image_size=16",
+               "model.proj_dim=16", "data.train_subset=128", "data.test_subset=50", "train.batch_size=16",
+               "train.gradient_accumulation_steps=2", "train.epochs=1", "tcl.knn_k=20", "train.log_every=1000",
+               f"output_dir={out}")
+    infos = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [i["num_processes"] for i in infos] == [2, 2]
+    from safetensors.torch import load_file
+
+    w0, w1, init = (load_file(str(out / name)) for name in ("rank0.safetensors", "rank1.safetensors",
+                                                             "init0.safetensors"))
+    assert any(k.startswith("encoder.model.blocks.") for k in w0)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert not torch.equal(w0["encoder.model.patch_embed.proj.weight"], init["encoder.model.patch_embed.proj.weight"])
