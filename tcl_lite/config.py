@@ -313,6 +313,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
     if cfg.data.dataset == "filelist" and not cfg.data.train_list:
         raise ConfigError("config key 'data.train_list' is required with data.dataset=filelist")
+    if cfg.data.val_list and cfg.data.dataset != "filelist":
+        raise ConfigError("config key 'data.val_list' is for data.dataset=filelist; an image folder takes a val/ "
+                          "folder, any dataset data.val_fraction")
     if "test" in cfg.checkpoint.best_metric:
         raise ConfigError(f"config key 'checkpoint.best_metric': {cfg.checkpoint.best_metric!r} would select "
                           "checkpoints on the test set; use a validation metric (val_acc) with data.val_fraction, "

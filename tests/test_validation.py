@@ -94,3 +94,16 @@ def test_a_folder_without_test_split_trains(tmp_path, fresh_accelerate):
     info = json.loads((out / "data.json").read_text())
     assert info["class_names"] == ["digit0", "digit1", "digit2"] and info["sizes"] == {"train": 120, "val": 30,
                                                                                       "test": 0}
+
+
+def test_file_lists_take_a_val_list_and_no_test_list(tmp_path):
+    root = digit_folder(tmp_path / "f", (0, 1), {"train": (0, 6), "val": (6, 8)})
+    for split in ("train", "val"):
+        lines = [f"{p.relative_to(root)} {int(p.parent.name[-1])}" for p in sorted((root / split).rglob("*.png"))]
+        (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    cfg = load_config(None, ["data.dataset=filelist", f"data.root={root}", f"data.train_list={tmp_path / 'train.txt'}",
+                             f"data.val_list={tmp_path / 'val.txt'}", "data.image_size=8", "data.noise_type=none"])
+    b = build_data(cfg.data, 0)
+    assert b.test is None and len(b.train) == 12 and b.val.labels.tolist() == [0, 0, 1, 1]
+    with pytest.raises(ConfigError, match="data.val_list.*filelist"):
+        load_config(None, [f"data.val_list={tmp_path / 'val.txt'}"])
