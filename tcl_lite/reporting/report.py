@@ -256,6 +256,10 @@ def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
              f"| final test accuracy | {_pct(last.get('test_acc'))} (epoch {last.get('epoch')}) |",
              f"| best test accuracy | {_pct(best['test_acc']) if best else 'n/a'}"
              + (f" (epoch {best['epoch']})" if best else "") + " |"]
+    best_val = _best(records, "val_acc")
+    if best_val:  # the validation split is what selected checkpoints/best
+        lines.append(f"| best validation accuracy (noisy labels; selects `best`) | {_pct(best_val['val_acc'])} "
+                     f"(epoch {best_val['epoch']}; test accuracy there {_pct(best_val.get('test_acc'))}) |")
     for key, label in (("teacher_test_acc", "final teacher test accuracy"), ("knn_acc", "final kNN accuracy"),
                        ("label_correction_acc", "final label correction accuracy (train)")):
         row = _last_with(records, key)
