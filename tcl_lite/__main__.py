@@ -1,4 +1,4 @@
-"""``python -m tcl_lite {train,config-docs,export,report} ...``."""
+"""``python -m tcl_lite {train,config-docs,export,report,issues,predict,export-model,audit} ...``."""
 
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ def run_config(run_dir: str | Path) -> Config:
     if not (run_dir / "config.yaml").is_file():
         raise RunError(f"{run_dir} holds no config.yaml: expected a run directory written by train.py "
                        "(e.g. runs/default after `python train.py`)")
-    return load_config(run_dir / "config.yaml")
+    # Model selection plays no part in using a run; runs from before validation splits named test_acc.
+    return load_config(run_dir / "config.yaml", ["checkpoint.best_metric="])
 
 
 def choose_checkpoint(run_dir: str | Path, which: str = "final") -> Path:
