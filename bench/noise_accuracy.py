@@ -58,7 +58,7 @@ def method_args(method: str, ce_dir: str | None) -> list[str]:
         raise SystemExit("--methods with mlnt needs ce first (MLNT's frozen feature network is the CE run)")
     # The ramps of configs/digits_mlnt.yaml, scaled to a short CPU run.
     return ["method=mlnt", f"mlnt.feature_checkpoint={ce_dir}", "mlnt.start_iter=10", "mlnt.mid_iter=30",
-            "mlnt.ema_decay_rampup=0.9", "mlnt.ema_decay=0.97", "checkpoint.best_metric=test_acc"]
+            "mlnt.ema_decay_rampup=0.9", "mlnt.ema_decay=0.97"]
 
 
 def main() -> None:

@@ -398,7 +398,7 @@ state = "finished"
 if METHOD == "mlnt":
     features = runs_root / f"{RUN_NAME}-features"
     print(f"MLNT's feature network first: a CE run in {features}")
-    state = train(features, [*overrides, "method=ce", "checkpoint.best_metric=test_acc"])
+    state = train(features, [*overrides, "method=ce"])
 if not state.startswith("stopped"):
     state = train(RUN_DIR, overrides)
 print(f"run state: {state}")

@@ -1,0 +1,24 @@
+"""tcl_lite: train image classifiers on noisy labels (TCL, MLNT, CE) on one small GPU or a CPU.
+
+The one-call API: ``tcl_lite.find_label_issues(run_dir)`` (training samples ranked by how likely
+their label is wrong) and ``tcl_lite.load_model(export_dir)`` (a model written by
+``tcl-lite export-model``). Imported lazily, so ``import tcl_lite`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["find_label_issues", "load_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "find_label_issues":
+        from tcl_lite.detection.label_issues import find_label_issues
+
+        return find_label_issues
+    if name == "load_model":
+        from tcl_lite.inference.export_model import load_model
+
+        return load_model
+    raise AttributeError(f"module 'tcl_lite' has no attribute {name!r}")

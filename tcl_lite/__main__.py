@@ -13,6 +13,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("tcl_lite.detection.export", "main"),
     "config-docs": ("tcl_lite.__main__", "main_config_docs"),
     "gpu-check": ("tcl_lite.engine.gpu_check", "main"),
+    "issues": ("tcl_lite.inference.issues_cli", "main"),
+    "predict": ("tcl_lite.inference.predict", "main"),
+    "export-model": ("tcl_lite.inference.export_model", "main"),
+    "audit": ("tcl_lite.inference.audit", "main"),
 }
 DESCRIPTIONS = {
     "train": "train or resume a run (the options of train.py)",
@@ -20,6 +24,10 @@ DESCRIPTIONS = {
     "export": "TCL's clean probabilities and corrected labels of a run or checkpoint",
     "config-docs": "the table of every config key (--readme FILE rewrites the README's)",
     "gpu-check": "whether the installed torch can use the visible GPU",
+    "issues": "training samples ranked by how likely their label is wrong: CSV + gallery PNG",
+    "predict": "classes of images or a folder with a trained run's model (CSV)",
+    "export-model": "the trained classifier as safetensors + JSON (tcl_lite.load_model)",
+    "audit": "check a folder's labels: a short run suited to its size, then the ranking and gallery",
 }
 
 

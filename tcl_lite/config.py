@@ -52,7 +52,8 @@ class DataConfig:
     dataset: str = opt("digits", "Dataset. `digits` is scikit-learn's bundled 8x8 digits (no download).",
                        choices=("digits", "cifar10", "cifar100", "imagefolder", "filelist"))
     root: str = opt("./data", "Folder holding the dataset (CIFAR: torchvision's layout; imagefolder: "
-                    "train/<class>/..., test/<class>/...; filelist: the image root of the lists).")
+                    "train/<class>/..., optional val/<class>/... and test/<class>/...; filelist: the image root "
+                    "of the lists).")
     download: bool = opt(True, "Let torchvision download CIFAR when it is missing and the network allows.")
     image_size: int = opt(16, "Side length images are trained at (digits are resized to it; "
                           "folders are resized/cropped to it).", ge=4)
@@ -60,7 +61,11 @@ class DataConfig:
                                       gt=0.0, le=0.9)
     train_list: str = opt("", "filelist: text file of `relative/path.jpg label` lines for training "
                           "(Clothing1M's noisy_train_key_list + noisy_label_kv form also accepted).")
-    test_list: str = opt("", "filelist: the clean test list, same format as `train_list`.")
+    test_list: str = opt("", "filelist: the clean test list, same format as `train_list` (optional).")
+    val_list: str = opt("", "filelist: a validation list, same format, labels as you have them (optional).")
+    val_fraction: float = opt(0.0, "Hold out this fraction of the training set (stratified by its noisy labels, "
+                              "fixed by the seed) for validation; it selects the `best` checkpoint.",
+                              ge=0.0, le=0.5)
     num_classes: int = opt(0, "filelist: number of classes (0 = infer from the labels).", ge=0)
     noise_type: str = opt("symmetric", "Synthetic label noise applied to the training labels. `file` "
                           "reads `noise_file`.", choices=("none", "symmetric", "asymmetric", "file"))
@@ -89,12 +94,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("tiny_cnn", "Encoder. `preact_resnet18` is the TCL reference's own PreAct ResNet-18 "
-                    "(stem BN, identity branch = the pre-activated tensor), the CIFAR encoder the paper "
-                    "trained; `preact_resnet18_he` is He et al.'s form (tcl_lite's preact_resnet18 before "
-                    "model layout 2); torchvision ResNets for larger images.",
-                    choices=("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "resnet18", "resnet34",
-                             "resnet50"))
+    arch: str = opt("tiny_cnn", "Encoder: tiny_cnn; preact_resnet18, the TCL reference's own PreAct ResNet-18 "
+                    "(stem BN, identity branch = the pre-activated tensor), the CIFAR encoder the paper trained; "
+                    "preact_resnet18_he, He et al.'s form (tcl_lite's preact_resnet18 before model layout 2); "
+                    "resnet18/34/50 (torchvision, larger images) or `timm:<name>` (any timm.list_models() name, "
+                    "e.g. timm:convnext_tiny; its own norm layers, model.norm sets the heads').")
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
     norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
                     "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))
@@ -102,8 +106,13 @@ class ModelConfig:
                     "or a single linear layer.", choices=("mlp", "linear"))
     proj_dim: int = opt(256, "Projector output size (methods that need a projector).", ge=1)
     dropout: float = opt(0.25, "Dropout in the MLP classifier head.", ge=0.0, le=1.0)
-    pretrained: bool = opt(False, "torchvision ResNets: start from ImageNet weights (needs network "
-                           "or a filled torch hub cache).")
+    pretrained: bool = opt(False, "torchvision ResNets and timm models: start from ImageNet weights (needs "
+                           "network or a filled torch hub / Hugging Face cache).")
+    pretrained_path: str = opt("", "timm models: a local .safetensors weights file to start from (offline "
+                               "machines, Kaggle datasets); implies pretrained weights.")
+    pretrained_transforms: bool = opt(True, "timm with pretrained weights: train at the weights' input size "
+                                      "and normalise with their mean/std (false: data.image_size and the "
+                                      "dataset's statistics).")
 
 
 @dataclass
@@ -158,7 +167,8 @@ class CheckpointConfig:
     keep_last: int = opt(3, "Rolling checkpoints kept in OUTPUT/checkpoints (older ones deleted).", ge=1)
     every_steps: int = opt(0, "Also checkpoint every this many optimizer steps (0 = epoch ends only).",
                            ge=0)
-    best_metric: str = opt("test_acc", "Metric that selects the `best` checkpoint ('' = none).")
+    best_metric: str = opt("val_acc", "Validation metric that selects the `best` checkpoint ('' = none; kept "
+                           "only with a validation split; test metrics are refused).")
     best_mode: str = opt("max", "Whether a higher or lower `best_metric` is better.",
                          choices=("max", "min"))
 
@@ -358,14 +368,37 @@ def validate(cfg: Config) -> Config:
     parse_log_with(t.log_with)
     if len(cfg.optim.betas) != 2:
         raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
-    if cfg.data.dataset == "filelist" and not (cfg.data.train_list and cfg.data.test_list):
-        raise ConfigError("config keys 'data.train_list' and 'data.test_list' are required with "
-                          "data.dataset=filelist")
+    if cfg.data.dataset == "filelist" and not cfg.data.train_list:
+        raise ConfigError("config key 'data.train_list' is required with data.dataset=filelist")
+    if cfg.data.val_list and cfg.data.dataset != "filelist":
+        raise ConfigError("config key 'data.val_list' is for data.dataset=filelist; an image folder takes a val/ "
+                          "folder, any dataset data.val_fraction")
+    if "test" in cfg.checkpoint.best_metric:
+        raise ConfigError(f"config key 'checkpoint.best_metric': {cfg.checkpoint.best_metric!r} would select "
+                          "checkpoints on the test set; use a validation metric (val_acc) with data.val_fraction, "
+                          "data.val_list or a val/ folder")
     if cfg.data.noise_type == "file" and not cfg.data.noise_file:
         raise ConfigError("config key 'data.noise_file' is required with data.noise_type=file")
+    _validate_arch(cfg.model.arch)
     if cfg.mlnt.mid_iter < cfg.mlnt.start_iter:
         raise ConfigError("config key 'mlnt.mid_iter' must be >= mlnt.start_iter")
     return cfg
+
+
+ARCHS = ("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "resnet18", "resnet34", "resnet50")
+
+
+def _validate_arch(arch: str) -> None:
+    if arch.startswith("timm:"):
+        from tcl_lite.models.timm_backbone import timm_name  # imports timm: only for timm archs
+
+        try:
+            timm_name(arch)
+        except ValueError as e:
+            raise ConfigError(f"config key 'model.arch': {e}") from None
+    elif arch not in ARCHS:
+        raise ConfigError(f"config key 'model.arch': {arch!r} is not allowed; choose one of {', '.join(ARCHS)} "
+                          "or timm:<name>")
 
 
 def to_dict(cfg: Any) -> dict:

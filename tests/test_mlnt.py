@@ -291,19 +291,13 @@ def test_method_follows_the_schedule_step_by_step(tmp_path, fresh_accelerate):
 
 @pytest.mark.filterwarnings("ignore:mlnt.feature_checkpoint is empty")
 def test_best_of_student_and_teacher(tmp_path, fresh_accelerate, monkeypatch):
-    """``best_test_acc`` = max of both accuracies, through Method.after_evaluation; an engine without that
-    hook gets a warning and keeps `best` by the student's test_acc rather than no `best` at all."""
-    from tcl_lite.methods.base import Method
-
-    if "after_evaluation" not in vars(Method):
-        with pytest.warns(UserWarning, match="after_evaluation"):
-            method = make_method(tmp_path, "checkpoint.best_metric=best_test_acc", warn_ok=False)
-        assert method.cfg.checkpoint.best_metric == "test_acc"
-        monkeypatch.setattr(Method, "after_evaluation", lambda self, metrics: {}, raising=False)
-    method = make_method(tmp_path, "checkpoint.best_metric=best_test_acc")
-    assert method.cfg.checkpoint.best_metric == "best_test_acc"
+    """``best_val_acc`` (selects `best`) and ``best_test_acc`` (reported) = max of both accuracies,
+    through Method.after_evaluation."""
+    method = make_method(tmp_path, "checkpoint.best_metric=best_val_acc")
+    assert method.cfg.checkpoint.best_metric == "best_val_acc"
+    assert method.after_evaluation({"val_acc": 0.5, "teacher_val_acc": 0.75, "test_acc": 0.8,
+                                    "teacher_test_acc": 0.75}) == {"best_val_acc": 0.75, "best_test_acc": 0.8}
     assert method.after_evaluation({"test_acc": 0.5, "teacher_test_acc": 0.75}) == {"best_test_acc": 0.75}
-    assert method.after_evaluation({"test_acc": 0.8, "teacher_test_acc": 0.75}) == {"best_test_acc": 0.8}
     assert set(method.eval_models()) == {"", "teacher"}
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..config import DataConfig, ModelConfig
 from .batched_views import BatchedViews
 from .datasets import (
     DataError,
@@ -40,7 +41,7 @@ _MAX_CLEAN_DISAGREEMENT = 0.01
 @dataclass
 class DataBundle:
     train: IndexedDataset  # noisy labels, test transform
-    test: IndexedDataset  # clean labels, test transform
+    test: IndexedDataset | None  # clean labels, test transform; None when the dataset has no test split
     num_classes: int
     noisy_labels: np.ndarray  # int64 [N_train]: what training uses
     true_labels: np.ndarray | None  # int64 [N_train] when known
@@ -49,6 +50,7 @@ class DataBundle:
     channels: int
     image_size: int
     class_names: list[str]
+    val: IndexedDataset | None = None  # labels as the user has them (noisy), test transform
 
     augment_on: str = "workers"  # data.augment_on: auto | device | workers
 
@@ -86,11 +88,13 @@ class _Raw:
     """A dataset as read, before subsets and noise."""
     train_images: ImageSource
     train_labels: np.ndarray
-    test_images: ImageSource
-    test_labels: np.ndarray
+    test_images: ImageSource | None
+    test_labels: np.ndarray | None
     class_names: list[str]
     stats: tuple[tuple[float, ...], tuple[float, ...]]
     labels_are_clean: bool  # False for file lists, whose labels are already noisy (Clothing1M)
+    val_images: ImageSource | None = None  # a validation split the user provides (val/ folder, val_list)
+    val_labels: np.ndarray | None = None
 
 
 def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:
@@ -137,25 +141,26 @@ def _cifar(cfg: DataConfig) -> _Raw:
 
 def _imagefolder(cfg: DataConfig) -> _Raw:
     splits, classes = scan_image_folder(cfg.root)
-    (train_paths, train_labels), (test_paths, test_labels) = splits["train"], splits["test"]
-    return _Raw(FileImages(train_paths, cfg.image_size), train_labels, FileImages(test_paths, cfg.image_size),
-                test_labels, classes, IMAGENET_STATS, True)
+    images = {k: (FileImages(paths, cfg.image_size), labels) for k, (paths, labels) in splits.items()}
+    test_images, test_labels = images.get("test", (None, None))
+    val_images, val_labels = images.get("val", (None, None))
+    return _Raw(*images["train"], test_images, test_labels, classes, IMAGENET_STATS, True, val_images, val_labels)
 
 
 def _filelist(cfg: DataConfig) -> _Raw:
-    train_paths, train_labels = read_file_list(cfg.train_list, cfg.root, "data.train_list")
-    test_paths, test_labels = read_file_list(cfg.test_list, cfg.root, "data.test_list")
-    found = int(max(train_labels.max(), test_labels.max())) + 1
+    lists = {"data.train_list": cfg.train_list, "data.test_list": cfg.test_list, "data.val_list": cfg.val_list}
+    read = {key: read_file_list(spec, cfg.root, key) for key, spec in lists.items() if spec}
+    found = int(max(labels.max() for _, labels in read.values())) + 1
     num_classes = cfg.num_classes or found
-    for key, labels in (("data.train_list", train_labels), ("data.test_list", test_labels)):
+    for key, (_, labels) in read.items():
         if labels.min() < 0 or labels.max() >= num_classes:
-            spec = cfg.train_list if key == "data.train_list" else cfg.test_list
-            raise DataError(f"labels of {spec!r} ({key}) range over [{labels.min()}, {labels.max()}], "
+            raise DataError(f"labels of {lists[key]!r} ({key}) range over [{labels.min()}, {labels.max()}], "
                             f"outside [0, data.num_classes={num_classes}); set data.num_classes "
                             "(0 = max label + 1) or fix the list")
+    files = {key: (FileImages(paths, cfg.image_size), labels) for key, (paths, labels) in read.items()}
+    test, val = files.get("data.test_list", (None, None)), files.get("data.val_list", (None, None))
     names = [str(k) for k in range(num_classes)]
-    return _Raw(FileImages(train_paths, cfg.image_size), train_labels, FileImages(test_paths, cfg.image_size),
-                test_labels, names, IMAGENET_STATS, False)
+    return _Raw(*files["data.train_list"], *test, names, IMAGENET_STATS, False, *val)
 
 
 def _asymmetric_scheme(cfg: DataConfig, class_names: list[str] | None) -> str:
@@ -183,24 +188,40 @@ def _verify_files(cfg: DataConfig, *sources: ImageSource) -> None:
     verify_images(paths, f"data.root={cfg.root!r}")
 
 
-def _decode_or_verify(cfg: DataConfig, *sources: ImageSource) -> list[ImageSource]:
+def _decode_or_verify(cfg: DataConfig, *sources: ImageSource | None) -> list[ImageSource | None]:
     """``data.cache_decoded``: decode the sources that fit into memory once, here in the main process
     before any DataLoader worker exists; that decoding checks them. The rest: ``data.verify_images``.
     Either way one error names every unreadable image before the run directory is created."""
     out, bad = [], []
     for images in sources:
-        if wants_cache(images, cfg.cache_decoded):
+        if images is not None and wants_cache(images, cfg.cache_decoded):
             images, failed = decode_collecting(images, cfg.num_workers)
             bad += failed
         out.append(images)
     if bad:
-        raise unreadable_images_error(bad, sum(len(s) for s in sources), f"data.root={cfg.root!r}")
-    _verify_files(cfg, *out)
+        raise unreadable_images_error(bad, sum(len(s) for s in sources if s is not None), f"data.root={cfg.root!r}")
+    _verify_files(cfg, *(s for s in out if s is not None))
     return out
 
 
-def build_data(cfg: DataConfig, seed: int) -> DataBundle:
-    """Read ``cfg.dataset``, take the subsets, apply the label noise, and wrap it all as a DataBundle."""
+def model_data_settings(cfg: DataConfig, model: ModelConfig | None) -> tuple[DataConfig, tuple | None]:
+    """A timm model with pretrained weights (and ``model.pretrained_transforms``) sets the image size
+    and the normalisation to its weights' config: ``(data config, (mean, std) or None)``."""
+    if model is None or not model.arch.startswith("timm:") or not model.pretrained_transforms \
+            or not (model.pretrained or model.pretrained_path):
+        return cfg, None
+    from ..models.timm_backbone import data_settings
+
+    size, mean, std = data_settings(model.arch)
+    return dataclasses.replace(cfg, image_size=size), (mean, std)
+
+
+def build_data(cfg: DataConfig, seed: int, model: ModelConfig | None = None) -> DataBundle:
+    """Read ``cfg.dataset``, take the subsets, apply the label noise, and wrap it all as a DataBundle.
+
+    ``model``: a pretrained timm model's input size and mean/std replace ``cfg.image_size`` and the
+    dataset's statistics (``model_data_settings``)."""
+    cfg, model_stats = model_data_settings(cfg, model)
     if cfg.noise_type not in ("none", "symmetric", "asymmetric", "file"):
         raise DataError(f"unknown data.noise_type {cfg.noise_type!r}; choose none, symmetric, asymmetric "
                         "or file")
@@ -237,16 +258,15 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
             true = label_file.clean
 
     train_idx = balanced_subset(given, cfg.train_subset, num_classes, seed)
-    test_idx = balanced_subset(raw.test_labels, cfg.test_subset, num_classes, seed)
-    train_images, test_images = raw.train_images, raw.test_images
+    train_images, test_images, test_labels = raw.train_images, raw.test_images, raw.test_labels
     if len(train_idx) < len(given):
         train_images = train_images.subset(train_idx)
         given, noisy = given[train_idx], noisy[train_idx]
         true = true[train_idx] if true is not None else None
-    test_labels = raw.test_labels
-    if len(test_idx) < len(test_labels):
-        test_images, test_labels = test_images.subset(test_idx), test_labels[test_idx]
-    train_images, test_images = _decode_or_verify(cfg, train_images, test_images)
+    if test_labels is not None:
+        test_idx = balanced_subset(test_labels, cfg.test_subset, num_classes, seed)
+        if len(test_idx) < len(test_labels):
+            test_images, test_labels = test_images.subset(test_idx), test_labels[test_idx]
 
     # Synthetic noise is drawn on the samples actually trained on, so exactly round(r*N) are resampled.
     if cfg.noise_type == "symmetric":
@@ -256,12 +276,28 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         noisy = asymmetric_noise(given, _asymmetric_scheme(cfg, raw.class_names), cfg.noise_rate, seed)
         true = given
 
-    mean, std = (tuple(float(v) for v in s) for s in raw.stats)
-    test_tf = make_transform("test", cfg.image_size, mean, std)
     noisy = np.ascontiguousarray(noisy, dtype=np.int64)
+    val_images, val_labels = raw.val_images, raw.val_labels
+    if cfg.val_fraction > 0:
+        if val_images is not None:
+            raise DataError(f"data.val_fraction={cfg.val_fraction} and a validation split of the dataset "
+                            f"({'data.val_list' if cfg.val_list else 'the val/ folder'}) are both given; "
+                            "set data.val_fraction=0 to use the given one, or remove it")
+        keep, held = validation_split(noisy, cfg.val_fraction, seed)
+        val_images, val_labels = train_images.subset(held), noisy[held]
+        train_images, noisy = train_images.subset(keep), noisy[keep]
+        true = true[keep] if true is not None else None
+    train_images, test_images, val_images = _decode_or_verify(cfg, train_images, test_images, val_images)
+
+    mean, std = (tuple(float(v) for v in s) for s in (model_stats or raw.stats))
+    test_tf = make_transform("test", cfg.image_size, mean, std)
+
+    def split(images: ImageSource | None, labels: np.ndarray | None) -> IndexedDataset | None:
+        return None if images is None else IndexedDataset(images, labels, test_tf, seed)
+
     return DataBundle(
         train=IndexedDataset(train_images, noisy, test_tf, seed),
-        test=IndexedDataset(test_images, test_labels, test_tf, seed),
+        test=split(test_images, test_labels),
         num_classes=num_classes,
         noisy_labels=noisy,
         true_labels=None if true is None else np.ascontiguousarray(true, dtype=np.int64),
@@ -270,5 +306,23 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         channels=3,
         image_size=cfg.image_size,
         class_names=list(raw.class_names),
+        val=split(val_images, val_labels),
         augment_on=cfg.augment_on,
     )
+
+
+def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, validation) indices: ``fraction`` of the samples, stratified by ``labels`` (the
+    noisy labels the user has), fixed by the seed."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels)
+    if counts[counts > 0].min() < 2 or round(fraction * len(labels)) < np.count_nonzero(counts):
+        raise DataError(f"data.val_fraction={fraction}: {len(labels)} training samples in "
+                        f"{np.count_nonzero(counts)} classes (smallest: {counts[counts > 0].min()}) are too few "
+                        "for a stratified validation split with every class; raise data.val_fraction, or give "
+                        "a val/ folder or data.val_list")
+    rng = np.random.default_rng([seed, 0x7A1])  # its own stream: independent of the noise and subsets
+    train, val = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels,
+                                  random_state=int(rng.integers(2**31)))
+    return np.sort(train), np.sort(val)

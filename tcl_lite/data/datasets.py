@@ -223,7 +223,9 @@ def load_cifar(name: str, root: str, train: bool, download: bool,
     return images.contiguous(), labels, list(ds.classes)
 
 
-_FOLDER_LAYOUT = "<root>/train/<class>/<image> and <root>/test/<class>/<image>, with the same class folders"
+_FOLDER_LAYOUT = ("<root>/train/<class>/<image>, optionally <root>/val/<class>/<image> and "
+                  "<root>/test/<class>/<image> with the same class folders")
+OPTIONAL_SPLITS = ("val", "test")
 
 
 def _class_folders(split_dir: Path) -> list[str]:
@@ -241,29 +243,32 @@ def _images_under(folder: Path) -> list[str]:
 
 
 def scan_image_folder(root: str) -> tuple[dict[str, tuple[list[str], np.ndarray]], list[str]]:
-    """``{"train": (paths, labels), "test": (paths, labels)}`` and the class names (sorted folders)."""
+    """``{"train": (paths, labels), "val": ..., "test": ...}`` (val and test only when their folders
+    exist) and the class names (the sorted folders of train/)."""
     base = Path(root)
     if not base.is_dir():
         raise DataError(f"image folder data.root={root!r} does not exist; set data.root to a folder laid "
                         f"out as {_FOLDER_LAYOUT}")
+    if not (base / "train").is_dir():
+        raise DataError(f"image folder {str(base / 'train')!r} is missing; data.root={root!r} must be laid "
+                        f"out as {_FOLDER_LAYOUT}")
+    present = ["train"] + [s for s in OPTIONAL_SPLITS if (base / s).is_dir()]
     classes_of = {}
-    for split in ("train", "test"):
-        if not (base / split).is_dir():
-            raise DataError(f"image folder {str(base / split)!r} is missing; data.root={root!r} must be laid "
-                            f"out as {_FOLDER_LAYOUT}")
+    for split in present:
         classes_of[split] = _class_folders(base / split)
         if not classes_of[split]:
             raise DataError(f"image folder {str(base / split)!r} has no class folders; expected "
                             f"{_FOLDER_LAYOUT}")
     classes = classes_of["train"]
-    if classes_of["test"] != classes:
-        only_train = sorted(set(classes) - set(classes_of["test"]))
-        only_test = sorted(set(classes_of["test"]) - set(classes))
-        raise DataError(f"class folders of {str(base / 'test')!r} differ from {str(base / 'train')!r} "
-                        f"(only in train: {only_train[:10]}, only in test: {only_test[:10]}); "
-                        f"expected {_FOLDER_LAYOUT}")
+    for split in present[1:]:
+        if classes_of[split] != classes:
+            only_train = sorted(set(classes) - set(classes_of[split]))
+            only_other = sorted(set(classes_of[split]) - set(classes))
+            raise DataError(f"class folders of {str(base / split)!r} differ from {str(base / 'train')!r} "
+                            f"(only in train: {only_train[:10]}, only in {split}: {only_other[:10]}); "
+                            f"expected {_FOLDER_LAYOUT}")
     splits = {}
-    for split in ("train", "test"):
+    for split in present:
         paths: list[str] = []
         labels: list[int] = []
         for k, name in enumerate(classes):
@@ -271,7 +276,7 @@ def scan_image_folder(root: str) -> tuple[dict[str, tuple[list[str], np.ndarray]
             if not found:
                 raise DataError(f"class folder {str(base / split / name)!r} holds no images "
                                 f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder from "
-                                "both train/ and test/")
+                                f"every split ({', '.join(present)})")
             paths += found
             labels += [k] * len(found)
         splits[split] = (paths, np.asarray(labels, dtype=np.int64))

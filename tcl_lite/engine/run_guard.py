@@ -34,7 +34,7 @@ FINGERPRINT = "data_fingerprint.json"
 # of the files themselves.
 DATA_KEYS = ("seed", "data.dataset", "data.image_size", "data.digits_test_fraction", "data.train_list",
              "data.test_list", "data.num_classes", "data.noise_type", "data.noise_rate", "data.noise_file",
-             "data.noise_key", "data.train_subset", "data.test_subset")
+             "data.noise_key", "data.train_subset", "data.test_subset", "data.val_fraction", "data.val_list")
 ASIDE_PREFIX = "previous-"
 
 

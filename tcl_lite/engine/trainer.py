@@ -18,7 +18,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from tcl_lite.config import Config, ConfigError, parse_time_budget, save_config, to_dict
 from tcl_lite.data import build_data
 from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager, TrainerState
-from tcl_lite.engine.evaluate import evaluate
+from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, write_data_info
 from tcl_lite.engine.gpu_check import check_gpu
 from tcl_lite.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, weights_finite
 from tcl_lite.engine.oom import step_adapting_to_oom
@@ -110,7 +110,7 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
 
     # -- data, model, optimizer ---------------------------------------------------------------
     set_seed(cfg.seed)
-    data = build_data(cfg.data, cfg.seed)
+    data = build_data(cfg.data, cfg.seed, cfg.model)  # a pretrained timm model sets size + mean/std
     guard.check_data_labels(resume_from, data.noisy_labels)
     method_cls = get_method(cfg.method)
     model = build_model(cfg.model, data.num_classes, in_channels=data.channels, image_size=data.image_size,
@@ -128,9 +128,9 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
         num_workers=cfg.data.num_workers, pin_memory=accelerator.device.type == "cuda",
         # A private generator: creating the iterator must not consume the global RNG.
         generator=torch.Generator().manual_seed(cfg.seed))
-    test_loader = torch.utils.data.DataLoader(data.test, batch_size=cfg.train.eval_batch_size,
-                                              num_workers=cfg.data.num_workers)
-    model, optimizer, train_loader, test_loader = accelerator.prepare(model, optimizer, train_loader, test_loader)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    # Validation selects `best`; the test set is only reported. Either may be absent.
+    eval_loaders = eval_split_loaders(accelerator, data, cfg, log)
     method = method_cls(TrainContext(cfg, accelerator, model, optimizer, data, out))
     guard.take(ckpts, model, optimizer)  # the lock, before anything is written
 
@@ -154,6 +154,7 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
         log.open(out / "train.log")
         status.start(cfg.train.epochs, log, epoch=state.epoch, step=state.global_step)
         np.save(out / "noisy_labels.npy", data.noisy_labels)
+        write_data_info(out, data)  # classes and normalisation, for predict / export-model
         if data.true_labels is not None:
             np.save(out / "true_labels.npy", data.true_labels)
         if resume_from is None:
@@ -254,7 +255,8 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
         state.epoch, state.step_in_epoch = epoch + 1, 0
         timing = clock.text(state.epoch, (steps_per_epoch - first_step) / steps_per_epoch)
         if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
-            metrics.update(evaluate(accelerator, method.eval_models(), test_loader))
+            for split, loader in eval_loaders.items():
+                metrics.update(evaluate(accelerator, method.eval_models(), loader, split))
             metrics.update(method.after_evaluation(metrics))
             record = {"epoch": state.epoch, "step": state.global_step, **metrics,
                       "train_loss": loss_sum.item() / max(1, loss_n), "lr": lr, "time": round(stopper.elapsed(), 2),

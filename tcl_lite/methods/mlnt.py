@@ -106,7 +106,7 @@ def resolve_feature_checkpoint(spec: str, log: Any = print) -> Path:
     if not path.is_dir():
         raise CheckpointError(f"{key}: no such file or directory; give the run directory of a CE run, one "
                               "of its checkpoint folders or a model.safetensors. Train it first, e.g. python "
-                              "train.py --config <this preset> method=ce checkpoint.best_metric=test_acc "
+                              "train.py --config <this preset> method=ce "
                               f"output_dir={spec}")
     if (path / "model.safetensors").is_file():
         if (path / "manifest.json").is_file():
@@ -292,10 +292,10 @@ class MLNT(Method):
         return {"": self.ctx.model, "teacher": _Autocast(self.teacher, self.ctx.accelerator)}
 
     def after_evaluation(self, metrics: dict[str, float]) -> dict[str, float]:
-        """The best of student and teacher (``checkpoint.best_metric: best_test_acc``); ."""
-        if "test_acc" in metrics and "teacher_test_acc" in metrics:
-            return {"best_test_acc": max(metrics["test_acc"], metrics["teacher_test_acc"])}
-        return {}
+        """The best of student and teacher per split (``checkpoint.best_metric: best_val_acc``; the test
+        split's ``best_test_acc`` is only reported)."""
+        return {f"best_{split}_acc": max(metrics[f"{split}_acc"], metrics[f"teacher_{split}_acc"])
+                for split in ("val", "test") if f"{split}_acc" in metrics and f"teacher_{split}_acc" in metrics}
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> StateDict:

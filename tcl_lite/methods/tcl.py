@@ -169,9 +169,10 @@ class TCL(Method):
         # The reference's kNN monitor votes with the true train labels (a probe of the representation);
         # without them, the noisy ones.
         bank_labels = torch.as_tensor(data.true_labels if data.true_labels is not None else data.noisy_labels)
-        test_v, test_y = collect_projections(ctx.accelerator, ctx.model, ctx.loader(data.test), len(data.test))
-        metrics["knn_acc"] = knn_accuracy(test_v, test_y, det.features, bank_labels, self.num_classes,
-                                          t.knn_k, t.knn_t, device=ctx.device)
+        if data.test is not None:  # a dataset without a test split has no kNN accuracy to report
+            test_v, test_y = collect_projections(ctx.accelerator, ctx.model, ctx.loader(data.test), len(data.test))
+            metrics["knn_acc"] = knn_accuracy(test_v, test_y, det.features, bank_labels, self.num_classes,
+                                              t.knn_k, t.knn_t, device=ctx.device)
         metrics["clean_scale"] = self.clean_scale
         return metrics
 

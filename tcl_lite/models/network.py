@@ -178,8 +178,9 @@ class Network(nn.Module):
         return NetworkOutput(self.classifier(features), proj, features)
 
 
-def build_encoder(cfg: ModelConfig, *, in_channels: int = 3) -> Encoder:
-    """The encoder named by ``cfg.arch``, with ``cfg.norm`` layers and ``in_channels`` inputs."""
+def build_encoder(cfg: ModelConfig, *, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """The encoder named by ``cfg.arch``, with ``cfg.norm`` layers and ``in_channels`` inputs
+    (``image_size``: only timm models with a fixed input size, such as ViTs, are built for it)."""
     # Imported here: the encoder modules import Encoder from this module.
     from tcl_lite.models.preact_resnet import preact_resnet18, preact_resnet18_he
     from tcl_lite.models.tiny_cnn import TinyCNN
@@ -188,8 +189,16 @@ def build_encoder(cfg: ModelConfig, *, in_channels: int = 3) -> Encoder:
     norm2d_factory(cfg.norm)  # reject a bad norm before building anything
     if in_channels < 1:
         raise ModelError(f"in_channels must be >= 1, got {in_channels}")
+    if cfg.arch.startswith("timm:"):
+        from tcl_lite.models.timm_backbone import TimmEncoder
+
+        return TimmEncoder(cfg.arch, in_channels=in_channels, image_size=image_size, pretrained=cfg.pretrained,
+                           pretrained_path=cfg.pretrained_path)
+    if cfg.pretrained_path:
+        raise ModelError(f"model.pretrained_path is for timm models (model.arch=timm:<name>), not "
+                         f"model.arch={cfg.arch}; clear it")
     if cfg.pretrained and cfg.arch not in TORCHVISION_ARCHS:
-        raise ModelError(f"model.pretrained=true is only available for {', '.join(TORCHVISION_ARCHS)}, "
+        raise ModelError(f"model.pretrained=true is only available for {', '.join(TORCHVISION_ARCHS)} and timm:<name>, "
                          f"not model.arch={cfg.arch}; set model.pretrained=false")
     if cfg.arch == "tiny_cnn":
         return TinyCNN(width=cfg.width, norm=cfg.norm, in_channels=in_channels)
@@ -200,15 +209,16 @@ def build_encoder(cfg: ModelConfig, *, in_channels: int = 3) -> Encoder:
     if cfg.arch in TORCHVISION_ARCHS:
         return TorchvisionResNet(cfg.arch, norm=cfg.norm, in_channels=in_channels, pretrained=cfg.pretrained)
     raise ModelError(f"model.arch={cfg.arch!r} is not one of tiny_cnn, preact_resnet18, preact_resnet18_he, "
-                     f"{', '.join(TORCHVISION_ARCHS)}")
+                     f"{', '.join(TORCHVISION_ARCHS)}, timm:<name>")
 
 
 def build_model(cfg: ModelConfig, num_classes: int, *, in_channels: int = 3, image_size: int = 32,
                 with_projector: bool = False, activation_checkpointing: bool = False) -> Network:
     """Encoder + classifier (+ projector) as configured.
 
-    ``image_size`` is only checked: every encoder ends in adaptive average pooling, so the
-    architecture does not depend on it (tiny_cnn and the preact_resnet18 forms run from 8 px; the
+    ``image_size`` is only checked (and given to timm models of a fixed input size, e.g. ViTs):
+    every other encoder ends in adaptive average pooling, so the architecture does not depend on it
+    (tiny_cnn and the preact_resnet18 forms run from 8 px; the
     torchvision ResNets down-sample 32x and are meant for >= 32 px, where their maps are 1x1).
     """
     from tcl_lite.models.heads import build_classifier, build_projector  # heads import ModelError from here
@@ -217,7 +227,7 @@ def build_model(cfg: ModelConfig, num_classes: int, *, in_channels: int = 3, ima
         raise ModelError(f"num_classes must be >= 1, got {num_classes}")
     if image_size < 1:
         raise ModelError(f"image_size must be >= 1, got {image_size}")
-    encoder = build_encoder(cfg, in_channels=in_channels)
+    encoder = build_encoder(cfg, in_channels=in_channels, image_size=image_size)
     encoder.activation_checkpointing = activation_checkpointing
     classifier = build_classifier(cfg.head, encoder.out_dim, num_classes, norm=cfg.norm, dropout=cfg.dropout)
     projector = build_projector(encoder.out_dim, cfg.proj_dim, norm=cfg.norm) if with_projector else None

@@ -32,6 +32,7 @@ _STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.f
           "xtick.labelsize": 10, "ytick.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3}
 # Accuracy-like series of metrics.jsonl: key -> legend label. Only the keys a run logged are drawn.
 ACCURACY_SERIES = {
+    "val_acc": "validation accuracy (on its noisy labels)",
     "test_acc": "test accuracy",
     "teacher_test_acc": "teacher test accuracy (MLNT)",
     "knn_acc": "kNN test accuracy (TCL)",

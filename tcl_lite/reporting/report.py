@@ -169,6 +169,29 @@ def _change_summary(s: PerSample) -> list[str]:
     return lines
 
 
+def label_issues_section(run_dir: Path, out_dir: Path) -> list[str]:
+    """The gallery written by ``tcl-lite issues`` (copied next to report.md) and its precision@N."""
+    import json
+    import shutil
+
+    gallery, summary = run_dir / "issues" / "label_issues.png", run_dir / "issues" / "summary.json"
+    if not gallery.is_file() or not summary.is_file():
+        return ["## Label issues", "", f"Run `tcl-lite issues {run_dir}` to rank every training label by how likely "
+                "it is wrong and draw the gallery of the suspects; the report then embeds it.", ""]
+    if out_dir.resolve() != gallery.parent.resolve():
+        shutil.copyfile(gallery, out_dir / "label_issues.png")
+    s = json.loads(summary.read_text())
+    lines = ["## Label issues", "", f"{s['samples']} training samples ranked by `{s['method']}`'s score (checkpoint "
+             f"`{Path(s['checkpoint']).name}`); the full ranking is `{run_dir / 'issues' / 'label_issues.csv'}`.", ""]
+    if s.get("precision_at_top") is not None:
+        ks = sorted(int(k.rsplit("_", 1)[1]) for k in s if k.startswith("precision_at_") and k[13:].isdigit())
+        cells = ", ".join(f"precision@{k} **{s[f'precision_at_{k}']:.3f}**" for k in ks)
+        lines += [f"- Against the true labels: {cells}, precision@{s['top']} {s['precision_at_top']:.3f}; a random "
+                  f"ranking scores the noise rate, {s['noise_rate']:.3f}.", ""]
+    return lines + ["![label issues](label_issues.png)", "", f"*The {s['shown_suspects']} most likely wrong labels "
+                    "(given → suggested) and the labels the method trusts most.*", ""]
+
+
 def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the figures, ``report.md`` and (TCL) ``cleaned_labels.csv`` of a run; returns the report folder."""
     run_dir = Path(run_dir)
@@ -180,7 +203,8 @@ def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                           "finished epoch (train longer, or resume the run)")
     out_dir = Path(out) if out else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (*plots.FIGURE_PIXELS, "report.md", "cleaned_labels.csv"):  # a re-run must not show old files
+    # a re-run must not show old files
+    for stale in (*plots.FIGURE_PIXELS, "report.md", "cleaned_labels.csv", "label_issues.png"):
         (out_dir / stale).unlink(missing_ok=True)
 
     method = str(cfg.get("method", "unknown"))
@@ -232,6 +256,10 @@ def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
              f"| final test accuracy | {_pct(last.get('test_acc'))} (epoch {last.get('epoch')}) |",
              f"| best test accuracy | {_pct(best['test_acc']) if best else 'n/a'}"
              + (f" (epoch {best['epoch']})" if best else "") + " |"]
+    best_val = _best(records, "val_acc")
+    if best_val:  # the validation split is what selected checkpoints/best
+        lines.append(f"| best validation accuracy (noisy labels; selects `best`) | {_pct(best_val['val_acc'])} "
+                     f"(epoch {best_val['epoch']}; test accuracy there {_pct(best_val.get('test_acc'))}) |")
     for key, label in (("teacher_test_acc", "final teacher test accuracy"), ("knn_acc", "final kNN accuracy"),
                        ("label_correction_acc", "final label correction accuracy (train)")):
         row = _last_with(records, key)
@@ -260,6 +288,7 @@ def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     else:
         lines += ["## Labels", "", NEEDS_TCL.format(method=method), ""]
 
+    lines += label_issues_section(run_dir, out_dir)
     lines += ["## Figures", ""]
     for file, caption in figures:
         lines += [f"![{Path(file).stem}]({file})", "", f"*{caption}*", ""]

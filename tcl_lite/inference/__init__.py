@@ -1,0 +1,1 @@
+"""Using trained runs: label issues, predictions, exported models, audits."""

@@ -1,0 +1,136 @@
+"""``tcl-lite export-model RUN_DIR --out DIR`` and ``tcl_lite.load_model(DIR)``.
+
+An exported model is a folder of two files: ``model.safetensors`` (the encoder and the classifier
+head; the training-only projector is left out) and ``model.json`` (architecture, class names, image
+size, normalisation, where it came from). ``load_model`` rebuilds the classifier from these alone:
+no run directory, no config file, no dataset, nothing unpickled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+FORMAT = "tcl_lite-model"
+# The ModelConfig fields that shape the network (pretrained* only say where weights came from).
+_ARCH_FIELDS = ("arch", "width", "norm", "head", "proj_dim", "dropout")
+
+
+class ExportedClassifier(nn.Module):
+    """Encoder + classifier head; ``forward(images) -> logits``. ``meta`` holds class names, image
+    size and normalisation; ``transform`` turns a uint8 [3, S, S] image into the model's input."""
+
+    def __init__(self, encoder: nn.Module, classifier: nn.Module, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.classifier = classifier
+        self.meta = meta
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    def transform(self, image: Tensor) -> Tensor:
+        from tcl_lite.data.datasets import resize_center_crop
+        from tcl_lite.data.transforms import make_transform
+
+        tf = make_transform("test", self.image_size, self.meta["mean"], self.meta["std"])
+        return tf(resize_center_crop(image, self.image_size))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.classifier(self.encoder(images))
+
+
+def _build(meta: dict[str, Any]) -> ExportedClassifier:
+    from tcl_lite.config import ModelConfig
+    from tcl_lite.models import build_model
+
+    model_cfg = ModelConfig(**{k: meta["model"][k] for k in _ARCH_FIELDS})
+    net = build_model(model_cfg, int(meta["num_classes"]), in_channels=int(meta.get("channels", 3)),
+                      image_size=int(meta["image_size"]))
+    return ExportedClassifier(net.encoder, net.classifier, meta)
+
+
+def load_model(path: str | Path) -> ExportedClassifier:
+    """The classifier written by ``export-model`` to ``path``, in eval mode on the CPU."""
+    path = Path(path)
+    if not (path / "model.json").is_file() or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{path} is not an exported model: expected model.json and model.safetensors "
+                                "written by `tcl-lite export-model RUN_DIR --out DIR`")
+    meta = json.loads((path / "model.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path / 'model.json'} is not a {FORMAT} file (format: {meta.get('format')!r})")
+    model = _build(meta)
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return model.eval()
+
+
+def classifier_from_run(run_dir: str | Path, checkpoint: str = "auto") -> ExportedClassifier:
+    """The run's classifier at ``checkpoint`` (auto: best when kept, else final), with its metadata."""
+    from tcl_lite.inference.run_loading import choose_checkpoint, load_network, run_config, run_data
+
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    ckpt = choose_checkpoint(run_dir, checkpoint)
+    info_file = run_dir / "data.json"
+    if info_file.is_file():
+        info = json.loads(info_file.read_text())
+    else:  # a run from before data.json: rebuild the data (the dataset must still be there)
+        data = run_data(run_dir, cfg)
+        info = {"class_names": data.class_names, "num_classes": data.num_classes, "image_size": data.image_size,
+                "channels": data.channels, "mean": list(data.mean), "std": list(data.std)}
+    net = load_network(cfg, ckpt, info["num_classes"], info["image_size"])
+    meta = {"format": FORMAT, "version": 1, "model": {k: getattr(cfg.model, k) for k in _ARCH_FIELDS},
+            **{k: info[k] for k in ("class_names", "num_classes", "image_size", "channels", "mean", "std")},
+            "source": {"run_dir": str(run_dir.resolve()), "checkpoint": ckpt.name, "method": cfg.method}}
+    return ExportedClassifier(net.encoder, net.classifier, meta).eval()
+
+
+def export_model(run_dir: str | Path, out: str | Path, checkpoint: str = "auto") -> Path:
+    """Write ``out/model.safetensors`` and ``out/model.json``; an existing export is never overwritten."""
+    out = Path(out)
+    model = classifier_from_run(run_dir, checkpoint)
+    if (out / "model.safetensors").exists() or (out / "model.json").exists():
+        raise FileExistsError(f"{out} already holds an exported model; choose another --out or remove it first")
+    out.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for name, write in (("model.safetensors", lambda p: save_file(weights, p)),
+                        ("model.json", lambda p: Path(p).write_text(json.dumps(model.meta, indent=1)))):
+        tmp = out / f".tmp-{name}"
+        write(str(tmp))
+        os.replace(tmp, out / name)  # atomic: a crash leaves no half-written file under the final name
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tcl-lite export-model",
+                                description="Export a run's classifier as safetensors + JSON, for tcl_lite.load_model.")
+    p.add_argument("run_dir", help="run directory written by train.py")
+    p.add_argument("--out", required=True, help="folder to write model.safetensors and model.json to")
+    p.add_argument("--checkpoint", default="auto", help="auto (best when kept, else final), best, final or a folder")
+    args = p.parse_args(argv)
+    from tcl_lite.inference.issues_cli import user_errors
+
+    try:
+        out = export_model(args.run_dir, args.out, args.checkpoint)
+    except (*user_errors(), FileExistsError) as e:
+        print(f"tcl-lite export-model: error: {e}", file=sys.stderr)
+        return 2
+    meta = json.loads((out / "model.json").read_text())
+    print(f"wrote {out}/model.safetensors and model.json ({meta['model']['arch']}, {meta['num_classes']} classes, "
+          f"{meta['image_size']} px, from {meta['source']['checkpoint']}); load with tcl_lite.load_model({str(out)!r})")
+    return 0
+
+
+__all__ = ["ExportedClassifier", "classifier_from_run", "export_model", "load_model"]
