@@ -260,7 +260,7 @@ def _loader(row: Row, ctx: SimpleNamespace) -> None:
                    f", {r['workers']} workers, process pinned to {r['cores']} cores)")
     step = ctx.results.get("tcl_samples_per_s")
     if step:
-        v = starvation_verdict(r["samples_per_s"], step)
+        v = starvation_verdict(r["samples_per_s"], step, in_memory=spec["in_memory"])
         row.figures += (f"; TCL step {step:.0f} samples/s: " + (f"STARVES the GPU (busy <= {v['gpu_busy_bound']:.0%})"
                                                                  if v["starved"] else "keeps up"))
         row.notes = v["fix"] + " (compared with this GPU's TCL step: a slower GPU, e.g. a T4, needs fewer samples/s)"
