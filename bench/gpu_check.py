@@ -38,7 +38,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from common import CIFAR_TARBALL, OUT, machine_info, markdown_table
-from gpu_checks import FAIL, MEMORY_CONFIGS, PAYLOAD, SECTIONS, THROUGHPUT_METHODS, Row, run_section
+from gpu_checks import FAIL, MEMORY_CONFIGS, PAYLOAD, SECTIONS, THROUGHPUT_METHODS, Row, run_child, run_section
 
 
 def sizes(toy: bool) -> SimpleNamespace:
@@ -91,6 +91,8 @@ def write_outputs(rows: list[Row], out: Path, header: str) -> tuple[Path, Path]:
 
 
 # -- child processes (started by gpu_checks.run_child): one measurement in a fresh process ---------------
+# Every CUDA allocation happens in a child: the parent holds no GPU memory that a child's measurement of
+# "everything else on the GPU" (the fit rows' CUDA context) would count.
 
 def child_step(spec: dict[str, Any]) -> dict[str, Any]:
     from step_memory import measure_step
@@ -99,6 +101,26 @@ def child_step(spec: dict[str, Any]) -> dict[str, Any]:
 
     cfg = load_config(spec.get("config_file"), spec["overrides"])
     return measure_step(cfg, steps=spec["steps"], num_classes=spec.get("num_classes", 10), label=spec["label"])
+
+
+def child_device(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return {"name": props.name, "capability": [props.major, props.minor], "total_gib": props.total_memory / 2**30}
+
+
+def child_exactness(spec: dict[str, Any]) -> dict[str, Any]:
+    from gpu_probes import cache_exactness
+
+    return cache_exactness(**spec)
+
+
+def child_optim8bit(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from gpu_probes import optimizer_8bit
+
+    return optimizer_8bit(spec["name"], torch.device(spec["device"]))
 
 
 def child_loader(spec: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             needs_data = not args.toy and {"loader", "resume"} & set(args.only.split(","))
             ctx = SimpleNamespace(cuda=cuda, sizes=s, args=args, scratch=scratch, out=args.out.resolve(), results={},
-                                  data_root=resolve_cifar(args.data, scratch) if needs_data else None)
+                                  data_root=resolve_cifar(args.data, scratch) if needs_data else None,
+                                  device=run_child("device", {}) if cuda else None)
             for section in SECTIONS:
                 chosen = [r for r in rows if r.section == section]
                 if section in args.only.split(","):
@@ -192,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1].startswith("--child-"):
-        child = {"--child-step": child_step, "--child-loader": child_loader}[sys.argv[1]]
+        child = {"--child-step": child_step, "--child-loader": child_loader, "--child-exactness": child_exactness,
+                 "--child-optim8bit": child_optim8bit, "--child-device": child_device}[sys.argv[1]]
         print(json.dumps(child(json.loads(sys.argv[2]))))
         sys.exit(0)
     sys.exit(main())

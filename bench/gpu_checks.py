@@ -65,20 +65,17 @@ def notebook_device_settings(found: tuple[str, float, float], heavy: bool = True
     return namespace["device_settings"](found, heavy)
 
 
-def autocast_precision(cuda: bool) -> str:
-    """What the notebook picks: bf16 from compute capability 8 (A100, L4, H100), fp16 before (T4); CPU: none."""
-    import torch
-
-    if not cuda:
+def autocast_precision(device: dict[str, Any] | None) -> str:
+    """What the notebook picks: bf16 from compute capability 8 (A100, L4, H100), fp16 before (T4); CPU: none.
+    ``device``: ``gpu_check.child_device``'s answer (the parent process never initialises CUDA itself)."""
+    if device is None:
         return "no"
-    return "bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16"
+    return "bf16" if device["capability"][0] >= 8 else "fp16"
 
 
-def bf16_unsupported(cuda: bool) -> str:
+def bf16_unsupported(device: dict[str, Any] | None) -> str:
     """Why bf16 autocast is not measured here ('' when it is): before compute capability 8 (T4) it is emulated."""
-    import torch
-
-    if cuda and torch.cuda.get_device_capability()[0] < 8:
+    if device is not None and device["capability"][0] < 8:
         return "no native bf16 on this GPU (compute capability < 8, e.g. a T4: the notebook uses fp16 there)"
     return ""
 
@@ -105,17 +102,20 @@ def run_section(section: str, rows: list[Row], ctx: SimpleNamespace) -> None:
 # -- the sections ------------------------------------------------------------------------------------------
 
 def _exactness(row: Row, ctx: SimpleNamespace) -> None:
-    from gpu_probes import cache_exactness, exactness_ok
+    from gpu_probes import exactness_ok
 
     precision, s = row.check.rsplit(", ", 1)[1], ctx.sizes
     if precision == "fp16" and not ctx.cuda:
         row.notes = "fp16 autocast and its GradScaler need CUDA"
         return
-    if precision == "bf16" and bf16_unsupported(ctx.cuda):
-        row.notes = bf16_unsupported(ctx.cuda)
+    if precision == "bf16" and bf16_unsupported(ctx.device):
+        row.notes = bf16_unsupported(ctx.device)
         return
-    r = cache_exactness(precision, arch=s.arch, image_size=s.image_size, batch=s.batch, micro=s.micro, width=s.width,
-                        cpu=not ctx.cuda)
+    r = run_child("exactness", {"precision": precision, "arch": s.arch, "image_size": s.image_size, "batch": s.batch,
+                                "micro": s.micro, "width": s.width, "cpu": not ctx.cuda})
+    if "error" in r:
+        row.status, row.notes = FAIL, r["error"]
+        return
     row.status = PASS if exactness_ok(r) else FAIL
     row.figures = (f"{r['micro_batches']} micro-batches vs 1: loss rel diff {r['loss_rel']:.1e}, gradient rel diff "
                    f"{r['grad_rel']:.1e}; the precision's own rounding (single batch vs fp32): loss "
@@ -126,10 +126,12 @@ def _exactness(row: Row, ctx: SimpleNamespace) -> None:
 
 
 def _optim8bit(row: Row, ctx: SimpleNamespace) -> None:
-    import torch
-    from gpu_probes import optimizer_8bit, optimizer_8bit_ok
+    from gpu_probes import optimizer_8bit_ok
 
-    r = optimizer_8bit(row.check.split()[-1], torch.device("cuda" if ctx.cuda else "cpu"))
+    r = run_child("optim8bit", {"name": row.check.split()[-1], "device": "cuda" if ctx.cuda else "cpu"})
+    if "error" in r:
+        row.status, row.notes = FAIL, r["error"]
+        return
     row.status = PASS if optimizer_8bit_ok(r) else FAIL
     row.figures = (f"{r['optimizer']} on {r['device']}; large-tensor state {'/'.join(r['state_dtypes'])}; loss "
                    f"{r['loss_first']:.3f} -> {r['loss_last']:.3f} (32-bit: {r['loss_last_32bit']:.3f}); state "
@@ -146,8 +148,8 @@ def _memory(row: Row, ctx: SimpleNamespace) -> None:
     if config == "+fp16" and not ctx.cuda:
         row.notes = "fp16 autocast needs CUDA"
         return
-    if config == "+bf16" and bf16_unsupported(ctx.cuda):
-        row.notes = bf16_unsupported(ctx.cuda)
+    if config == "+bf16" and bf16_unsupported(ctx.device):
+        row.notes = bf16_unsupported(ctx.device)
         return
     shape = SimpleNamespace(method="tcl", arch=s.arch, norm="group", width=s.width, image_size=s.image_size,
                             batch=s.batch, micro=s.micro)
@@ -185,10 +187,8 @@ def _fit(row: Row, ctx: SimpleNamespace) -> None:
     if row.setting.startswith("notebook"):
         found = ("Tesla T4", 15.0, 7.5)
         if row.check == "fits this GPU":  # the notebook's table row for this very GPU, against all its memory
-            import torch
-
-            props = torch.cuda.get_device_properties(0)
-            found, budget = (props.name, props.total_memory / 2**30, props.major + props.minor / 10), None
+            dev = ctx.device
+            found, budget = (dev["name"], dev["total_gib"], dev["capability"][0] + dev["capability"][1] / 10), None
         label, overrides = notebook_device_settings(found, heavy=True)
         config_file = ROOT / "configs" / "cifar10_tcl.yaml"
         row.setting = f"notebook settings for {label} on configs/cifar10_tcl.yaml: {' '.join(overrides)}"
@@ -204,7 +204,8 @@ def _fit(row: Row, ctx: SimpleNamespace) -> None:
     v = fit_verdict(peak_allocated_mib=r["base_mib"] + r["peak_mib"], reserved_peak_mib=r["reserved_peak_mib"],
                     context_mib=r["context_mib"], extras_mib=extras, budget_mib=budget or r["device_total_mib"])
     row.status = PASS if v["fits"] else FAIL
-    row.figures = (f"needs {v['required_mib']:.0f} of {v['budget_mib']:.0f} MiB: CUDA context {r['context_mib']:.0f} "
+    row.figures = (f"needs {v['required_mib']:.0f} of {v['budget_mib']:.0f} MiB: CUDA context (and anything else on "
+                   f"the GPU) {r['context_mib']:.0f} "
                    f"+ allocator reserve at the peak {r['reserved_peak_mib']:.0f} (allocated peak "
                    f"{r['base_mib'] + r['peak_mib']:.0f}) + detection bank {extras:.0f}; headroom "
                    f"{v['headroom_mib']:.0f} MiB: {v['verdict']}; B={cfg.train.batch_size} in "
@@ -220,7 +221,7 @@ def _throughput(row: Row, ctx: SimpleNamespace) -> None:
     if method not in METHODS:
         row.status, row.notes = NOT_AVAILABLE, f"no method named {method!r} in tcl_lite.methods yet"
         return
-    batch, precision = s.mlnt_batch if method == "mlnt" else s.batch, autocast_precision(ctx.cuda)
+    batch, precision = s.mlnt_batch if method == "mlnt" else s.batch, autocast_precision(ctx.device)
     overrides = [f"method={method}", f"model.arch={s.arch}", f"model.width={s.width}", "model.norm=batch",
                  f"data.image_size={s.image_size}", f"train.batch_size={batch}", "train.gradient_accumulation_steps=1",
                  f'train.mixed_precision="{precision}"', f"train.cpu={str(not ctx.cuda).lower()}", "optim.name=sgd"]
@@ -260,7 +261,7 @@ def _loader(row: Row, ctx: SimpleNamespace) -> None:
                    f", {r['workers']} workers, process pinned to {r['cores']} cores)")
     step = ctx.results.get("tcl_samples_per_s")
     if step:
-        v = starvation_verdict(r["samples_per_s"], step)
+        v = starvation_verdict(r["samples_per_s"], step, in_memory=spec["in_memory"])
         row.figures += (f"; TCL step {step:.0f} samples/s: " + (f"STARVES the GPU (busy <= {v['gpu_busy_bound']:.0%})"
                                                                  if v["starved"] else "keeps up"))
         row.notes = v["fix"] + " (compared with this GPU's TCL step: a slower GPU, e.g. a T4, needs fewer samples/s)"
@@ -282,9 +283,10 @@ def _resume(row: Row, ctx: SimpleNamespace) -> None:
         row.notes = "no CIFAR-10 data: pass --data PATH (the JPEG tarball or its folder)"
         return
     else:  # 5000 / 256 = 19 steps per epoch; killed at the checkpoint of step 25, mid-epoch 2
+        precision = autocast_precision(ctx.device)
         args = ["--config", "configs/cifar10_tcl_sym50.yaml", "data.dataset=imagefolder",
                 f"data.root={ctx.data_root}", "data.train_subset=5000", "data.test_subset=1000", "train.epochs=3",
-                "tcl.warmup_epochs=1", "optim.warmup_epochs=1", f"train.mixed_precision={autocast_precision(True)}",
+                "tcl.warmup_epochs=1", "optim.warmup_epochs=1", f"train.mixed_precision={precision}",
                 "checkpoint.every_steps=5", "data.num_workers=2", "train.log_every=5"]
         epochs, kill_at = 3, 24
     run_dir = ctx.out / "gpu_check_runs" / f"resume_{time.strftime('%Y%m%d_%H%M%S')}"

@@ -246,14 +246,20 @@ def pin_to_cores(cores: int) -> int:
     return min(cores, len(available))
 
 
-def starvation_verdict(loader_samples_per_s: float, step_samples_per_s: float) -> dict[str, Any]:
-    """Whether the loader keeps up with the training step; the GPU's busy fraction it allows. Pure."""
+def starvation_verdict(loader_samples_per_s: float, step_samples_per_s: float, *,
+                       in_memory: bool = False) -> dict[str, Any]:
+    """Whether the loader keeps up with the training step; the GPU's busy fraction it allows; the fix. Pure."""
     bound = min(1.0, loader_samples_per_s / step_samples_per_s) if step_samples_per_s > 0 else float("nan")
     starved = loader_samples_per_s < step_samples_per_s
-    fix = ("the loader is the bottleneck: keep the images decoded in memory (data.dataset=cifar10 holds uint8 "
-           "tensors; an image folder decodes every JPEG each epoch) and move the augmentations to the GPU "
-           "(batched torchvision v2 transforms on device tensors); more workers do not help on 2 vCPUs"
-           if starved else "the loader keeps up: no change needed")
+    on_gpu = ("move the augmentations to the GPU (batched torchvision v2 transforms on device tensors); more "
+              "workers do not help on 2 vCPUs")
+    if not starved:
+        fix = "the loader keeps up: no change needed"
+    elif in_memory:
+        fix = f"the CPU augmentations are the bottleneck even without decoding: {on_gpu}"
+    else:
+        fix = (f"the loader is the bottleneck: keep the images decoded in memory (data.dataset=cifar10 holds uint8 "
+               f"tensors; an image folder decodes every JPEG each epoch) and {on_gpu}")
     return {"starved": starved, "gpu_busy_bound": bound, "fix": fix}
 
 

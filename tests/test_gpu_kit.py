@@ -114,7 +114,9 @@ def test_loader_throughput_on_the_digits_with_tcl_views():
 
 def test_starvation_verdict():
     slow = gpu_probes.starvation_verdict(500.0, 2000.0)
-    assert slow["starved"] and slow["gpu_busy_bound"] == 0.25 and "in memory" in slow["fix"]
+    assert slow["starved"] and slow["gpu_busy_bound"] == 0.25 and "decoded in memory" in slow["fix"]
+    slow_in_memory = gpu_probes.starvation_verdict(500.0, 2000.0, in_memory=True)
+    assert "decoded in memory" not in slow_in_memory["fix"] and "to the GPU" in slow_in_memory["fix"]
     fast = gpu_probes.starvation_verdict(3000.0, 2000.0)
     assert not fast["starved"] and fast["gpu_busy_bound"] == 1.0
 
