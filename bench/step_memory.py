@@ -11,7 +11,8 @@ Each configuration runs in a fresh subprocess (no allocator state carried over):
 * ``+ckpt``      the same with per-stage activation checkpointing;
 * ``+8bit``      the same with bitsandbytes' SGD8bit (smaller optimizer state: it shows in the baseline
                  column, not in the peak above it);
-* ``+bf16``      the same in bf16 autocast.
+* ``+bf16``      the same in bf16 autocast;
+* ``+fp16``      (GPU only, ``--configs ...,+fp16``) ``+8bit`` in fp16 autocast with Accelerate's loss scaler.
 
 Memory: peak above the pre-step baseline -- on the CPU the process peak RSS (VmHWM reset with
 clear_refs after malloc_trim, as ``bench/mlnt_memory.py``), on a GPU ``torch.cuda.max_memory_allocated``.
@@ -42,47 +43,67 @@ from typing import Any
 from common import OUT, ROOT, markdown_table, print_header, reset_cpu_peak, status_kib
 
 CONFIGS = ("naive", "exact", "+ckpt", "+8bit", "+bf16")
+# fp16 needs CUDA: not in the default list; ``+fp16`` is ``+8bit`` in fp16 autocast (an alternative to +bf16).
+GPU_CONFIGS = ("+fp16",)
 
 
 def _settings(name: str) -> dict[str, Any]:
     """Cumulative settings: each configuration adds one saving to the one before it."""
+    if name in GPU_CONFIGS:
+        return {**_settings("+bf16"), "precision": name.removeprefix("+")}
     order = CONFIGS.index(name)
     return {"accumulate": order >= 1, "checkpointing": order >= 2, "optim": "sgd8bit" if order >= 3 else "sgd",
             "precision": "bf16" if order >= 4 else "no"}
 
 
-def child(args: argparse.Namespace) -> dict[str, Any]:
+def step_overrides(args: argparse.Namespace, config: str) -> list[str]:
+    """The config overrides of one configuration (``args``: this script's options)."""
+    import torch
+
+    s = _settings(config)
+    cuda = torch.cuda.is_available()
+    n_micro = args.batch // args.micro if s["accumulate"] else 1
+    return [
+        f"method={args.method}", f"model.arch={args.arch}", f"model.norm={args.norm}", "model.dropout=0",
+        f"model.width={args.width}", f"data.image_size={args.image_size}", f"optim.name={s['optim']}",
+        f"train.batch_size={args.batch}", f"train.gradient_accumulation_steps={n_micro}",
+        f"train.activation_checkpointing={str(s['checkpointing']).lower()}",
+        f'train.mixed_precision="{s["precision"]}"', f"train.cpu={str(not cuda).lower()}", "tcl.gradient_mode=exact"]
+
+
+def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
+    """Model, optimizer, method and one fixed synthetic batch as ``cfg`` says, on Accelerate's device.
+
+    Returns ``acc, model, optimizer, method, n_micro`` and ``step()`` (forward + backward of the
+    whole batch, no optimizer step). A fresh Accelerator each time: in-process callers
+    (``gpu_check.py``, tests) build several with different precisions.
+    """
     import numpy as np
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
 
-    from tcl_lite.config import load_config
     from tcl_lite.engine.optim import build_optimizer
     from tcl_lite.engine.trainer import split_batch
     from tcl_lite.methods import get_method
     from tcl_lite.methods.base import StepInfo, TrainContext
     from tcl_lite.models import build_model
 
-    s = _settings(args.config)
-    cuda = torch.cuda.is_available()
-    n_micro = args.batch // args.micro if s["accumulate"] else 1
-    cfg = load_config(None, [
-        f"method={args.method}", f"model.arch={args.arch}", f"model.norm={args.norm}", "model.dropout=0",
-        f"model.width={args.width}", f"data.image_size={args.image_size}", f"optim.name={s['optim']}",
-        f"train.batch_size={args.batch}", f"train.gradient_accumulation_steps={n_micro}",
-        f"train.activation_checkpointing={str(s['checkpointing']).lower()}",
-        f'train.mixed_precision="{s["precision"]}"', f"train.cpu={str(not cuda).lower()}", "tcl.gradient_mode=exact"])
-    acc = Accelerator(cpu=not cuda, mixed_precision=s["precision"])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    acc = Accelerator(cpu=cfg.train.cpu, mixed_precision=cfg.train.mixed_precision)
+    batch_size, n_micro, size = cfg.train.batch_size, cfg.train.gradient_accumulation_steps, cfg.data.image_size
     torch.manual_seed(0)
-    method_cls = get_method(args.method)
-    model = build_model(cfg.model, args.num_classes, in_channels=3, image_size=args.image_size,
-                        with_projector=method_cls.needs_projector, activation_checkpointing=s["checkpointing"])
+    method_cls = get_method(cfg.method)
+    model = build_model(cfg.model, num_classes, in_channels=3, image_size=size,
+                        with_projector=method_cls.needs_projector,
+                        activation_checkpointing=cfg.train.activation_checkpointing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bitsandbytes on CPU may warn about its build
         optimizer = build_optimizer(cfg.optim, model, 1e-3)
     model, optimizer = acc.prepare(model, optimizer)
-    n_train = max(args.batch, 1024)
-    data = SimpleNamespace(num_classes=args.num_classes, channels=3, image_size=args.image_size,
+    n_train = max(batch_size, 1024)
+    data = SimpleNamespace(num_classes=num_classes, channels=3, image_size=size,
                            noisy_labels=np.zeros(n_train, dtype=np.int64), true_labels=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLNT without a feature checkpoint: the student's initial weights
@@ -90,30 +111,46 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     g = torch.Generator().manual_seed(1)
     views = len(method_cls.views)
-    images = [torch.randn(args.batch, 3, args.image_size, args.image_size, generator=g).to(acc.device)
-              for _ in range(views)]
+    images = [torch.randn(batch_size, 3, size, size, generator=g).to(acc.device) for _ in range(views)]
     batch = {"image": images if views > 1 else images[0],
-             "label": torch.randint(0, args.num_classes, (args.batch,), generator=g).to(acc.device),
-             "index": torch.arange(args.batch, device=acc.device)}
+             "label": torch.randint(0, num_classes, (batch_size,), generator=g).to(acc.device),
+             "index": torch.arange(batch_size, device=acc.device)}
     # A step of the second epoch: past MLNT's start_iter (its meta loss, the part worth measuring, is
     # on) and inside TCL's target warm-up (same graph as after it; only the targets differ).
     info = StepInfo(1, 0, 0, 10**6)
 
     def step() -> dict[str, Any]:
         torch.manual_seed(2)  # the same mixup lambda and permutation (and MLNT synthetic labels) everywhere
-        logs = method.training_step(split_batch(batch, n_micro), info)
-        return logs
+        return method.training_step(split_batch(batch, n_micro), info)
 
+    return SimpleNamespace(acc=acc, model=model, optimizer=optimizer, method=method, n_micro=n_micro, step=step)
+
+
+def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[str, Any]:
+    """Peak memory above the pre-step baseline and median time of ``steps`` optimizer steps of ``cfg``."""
+    import torch
+
+    rig = build_step(cfg, num_classes)
+    model, optimizer, step = rig.model, rig.optimizer, rig.step
+    cuda = rig.acc.device.type == "cuda"
     # Warm-up step from the initial weights: its loss and gradient norm are the agreement check; it
     # also allocates the optimizer state, so the baseline below holds it.
     logs = step()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x.float()) for x in grads])))
+    if rig.acc.scaler is not None:  # fp16: the gradients carry the loss scale
+        grad_norm /= float(rig.acc.scaler.get_scale())
     loss = float(logs["loss"])
     optimizer.step()
+    for _ in range(8):  # fp16: a step skipped for an overflow allocates no state; repeat at the lowered scale
+        if not getattr(optimizer, "step_was_skipped", False):
+            break
+        optimizer.zero_grad(set_to_none=False)
+        step()
+        optimizer.step()
     optimizer.zero_grad(set_to_none=False)
-    state_bytes = sum(t.numel() * t.element_size() for st in optimizer.state.values() for t in st.values()
-                      if torch.is_tensor(t))
+    states = [t for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)]
+    state_bytes = sum(t.numel() * t.element_size() for t in states)
 
     if cuda:
         torch.cuda.synchronize()
@@ -122,7 +159,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     else:
         base = reset_cpu_peak()
     times = []
-    for _ in range(args.steps):
+    for _ in range(steps):
         t0 = time.perf_counter()
         step()
         optimizer.step()
@@ -131,9 +168,24 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() if cuda else status_kib("VmHWM") * 1024) - base
-    return {"config": args.config, "micro_batches": n_micro, "peak_mib": peak / 2**20, "base_mib": base / 2**20,
-            "optim_state_mib": state_bytes / 2**20, "seconds": statistics.median(times), "loss": loss,
-            "grad_norm": grad_norm, "device": f"cuda:{torch.cuda.get_device_name()}" if cuda else "cpu (peak RSS)"}
+    out = {"config": label, "micro_batches": rig.n_micro, "peak_mib": peak / 2**20, "base_mib": base / 2**20,
+           "optim_state_mib": state_bytes / 2**20, "seconds": statistics.median(times), "loss": loss,
+           "grad_norm": grad_norm, "device": f"cuda:{torch.cuda.get_device_name()}" if cuda else "cpu (peak RSS)",
+           "batch": cfg.train.batch_size, "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__,
+           "state_dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in states})}
+    if cuda:  # what a whole GPU must hold: the allocator's reserve at the peak and the CUDA context
+        free, total = torch.cuda.mem_get_info()
+        out |= {"reserved_peak_mib": torch.cuda.max_memory_reserved() / 2**20,
+                "context_mib": (total - free - torch.cuda.memory_reserved()) / 2**20,
+                "device_total_mib": total / 2**20}
+    return out
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    from tcl_lite.config import load_config
+
+    cfg = load_config(None, step_overrides(args, args.config))
+    return measure_step(cfg, steps=args.steps, num_classes=args.num_classes, label=args.config)
 
 
 def _run(args: argparse.Namespace, config: str) -> dict[str, Any]:
@@ -159,7 +211,7 @@ def main() -> None:
     p.add_argument("--micro", type=int, default=32, help="micro-batch size m (B/m micro-batches)")
     p.add_argument("--steps", type=int, default=2, help="measured steps per configuration (median time)")
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS + GPU_CONFIGS)}")
     p.add_argument("--json", type=Path, help="also write the results here (default bench/out/step_memory_*.json)")
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

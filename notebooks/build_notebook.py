@@ -3,9 +3,10 @@
 The notebook is generated so that it can be reviewed as plain Python and diffs stay readable; edit
 this file, not the .ipynb, and re-run it (``tests/test_notebook.py`` checks that the two agree).
 
-Runtime -> Run all does everything: get the code (a checkout next to the notebook, or a clone),
-install without touching the preinstalled torch, pick settings for the device, keep the run on
-Google Drive (Colab) or in /kaggle/working (Kaggle), train with ``--resume`` and show the report.
+Runtime -> Run all does everything: get the code (the checkout the notebook sits in, a copy attached as
+Kaggle input, or ``pip install git+REPO_URL``), install without touching the preinstalled torch, pick
+settings for the device, keep the run on Google Drive (Colab) or in /kaggle/working (Kaggle), train
+with ``--resume`` and show the report.
 Every platform branch is chosen by detection, so the same file runs on Colab, Kaggle, a laptop and
 in CI (nbclient) unchanged.
 """
@@ -19,10 +20,8 @@ from pathlib import Path
 import nbformat
 
 NOTEBOOK = Path(__file__).with_name("tcl_lite_colab.ipynb")
-# Where Colab/Kaggle clone the code from when the notebook does not sit inside a checkout.
-REPO_URL = "https://github.com/tcl-lite/tcl_lite.git"
 
-INTRO = f"""\
+INTRO = """\
 # tcl_lite: noisy-label training on one free GPU (or a CPU)
 
 **Runtime → Run all** trains an image classifier on noisily labelled data with TCL, MLNT or plain
@@ -35,41 +34,47 @@ estimated noise rate and where the corrected labels go, plus `cleaned_labels.csv
   last checkpoint (on Colab keep *USE_DRIVE* on, so the run survives the VM; on Kaggle attach the
   previous version's output as input).
 - On a CPU the notebook trains a tiny preset on the embedded digits (a few minutes, no download).
-
-Code: {REPO_URL}
+- **Opened from a link or uploaded?** Then no copy of the code sits beside this notebook: set *REPO_URL*
+  in the form to the address of the repository the notebook comes from (e.g. `https://github.com/<owner>/<repo>`)
+  and the notebook runs `pip install "git+REPO_URL"`.
 """
 
-PARAMETERS = f"""\
-#@title Settings {{ display-mode: "form" }}
+PARAMETERS = """\
+#@title Settings { display-mode: "form" }
 # This is the "parameters" cell (papermill convention): CI and papermill inject overrides after it.
 DATASET = "cifar10"  #@param ["cifar10", "cifar100", "digits"]
 NOISE_TYPE = "symmetric"  #@param ["symmetric", "asymmetric", "none"]
-NOISE_RATE = 0.5  #@param {{type:"slider", min:0.0, max:0.9, step:0.05}}
+NOISE_RATE = 0.5  #@param {type:"slider", min:0.0, max:0.9, step:0.05}
 METHOD = "tcl"  #@param ["tcl", "ce", "mlnt"]
-EPOCHS = 0  #@param {{type:"integer"}}
-TIME_BUDGET = ""  #@param {{type:"string"}}
-USE_DRIVE = True  #@param {{type:"boolean"}}
-RUN_NAME = "run1"  #@param {{type:"string"}}
+EPOCHS = 0  #@param {type:"integer"}
+TIME_BUDGET = ""  #@param {type:"string"}
+USE_DRIVE = True  #@param {type:"boolean"}
+RUN_NAME = "run1"  #@param {type:"string"}
 #@markdown ---
-#@markdown **Advanced.** EPOCHS 0 = the preset's (200 on CIFAR, 10 for the CPU preset). TIME_BUDGET e.g.
-#@markdown `5h` stops cleanly with a checkpoint (empty: none, on Kaggle the time left in the session).
+#@markdown **Advanced.** EPOCHS 0 = the preset's (200 on CIFAR, 10 for the CPU preset): the time per epoch and
+#@markdown an ETA are printed after the first epoch. TIME_BUDGET e.g. `5h` stops cleanly with a checkpoint
+#@markdown (empty: none, on Kaggle the time left in the session). REPO_URL: where to `pip install` the code from
+#@markdown when this notebook is not inside a checkout (the repository's address, e.g. from the Colab badge).
 #@markdown PRESET `tiny` forces the small CPU preset anywhere; EXTRA_ARGS are more `key=value` config overrides.
-REPO_URL = "{REPO_URL}"  #@param {{type:"string"}}
-INSTALL = True  #@param {{type:"boolean"}}
+REPO_URL = ""  #@param {type:"string"}
+INSTALL = True  #@param {type:"boolean"}
 PRESET = "auto"  #@param ["auto", "tiny"]
-EXTRA_ARGS = ""  #@param {{type:"string"}}
-RUNS_ROOT = ""  #@param {{type:"string"}}
+EXTRA_ARGS = ""  #@param {type:"string"}
+RUNS_ROOT = ""  #@param {type:"string"}
 """
 
 SETUP_MD = """\
 ## 1. Where are we? Get the code and install it
 
 Colab is detected by the `google.colab` module, Kaggle by `/kaggle/working` or `KAGGLE_KERNEL_RUN_TYPE`.
-The code is the checkout this notebook sits in (`train.py` next to it or in its parent), a copy attached
-as Kaggle input, or else a clone of `REPO_URL`. `pip install -r requirements.txt` keeps the torch the
-platform preinstalled (its torch entries are lower bounds)."""
+The code, in this order: the checkout this notebook sits in (`train.py` next to it or in its parent); a copy
+of the repository attached as Kaggle input; else `pip install "git+REPO_URL"` when REPO_URL is set; else the
+cell stops and says what to set. Both installs keep the torch the platform preinstalled (the dependencies'
+torch entries are lower bounds). Training then runs as `python -m tcl_lite train ...`."""
 
 SETUP = """\
+import importlib
+import json
 import os
 import re
 import shlex
@@ -137,16 +142,35 @@ def stream(cmd: list, cwd: Path) -> str:
     return "".join(lines)
 
 
+def install_from_url(url: str) -> None:
+    \"\"\"pip install the repository at `url` (https://..., git+..., file://..., or a local path to a clone).\"\"\"
+    if "://" not in url and not url.startswith("git+") and Path(url).expanduser().exists():
+        url = Path(url).expanduser().resolve().as_uri()  # pip wants a URL: file:///path/to/clone
+    stream([sys.executable, "-m", "pip", "install", "-q", url if url.startswith("git+") else f"git+{url}"],
+           cwd=Path.cwd())
+    importlib.invalidate_caches()  # the new package is importable in this kernel without a restart
+
+
+NO_CODE = \"\"\"No tcl_lite code found: this notebook does not sit inside a checkout of the repository and no copy
+is attached under /kaggle/input. Set REPO_URL in the Settings form (the first code cell) to the repository's
+address, e.g. https://github.com/<owner>/<repo> (the repository this notebook comes from), then Runtime -> Run
+all again; on Kaggle turn Internet on, or attach the repository as a dataset instead.\"\"\"
+
 REPO = find_checkout()
-if REPO is None:
-    # Kaggle: clone outside /kaggle/working, which is saved as the notebook's output.
-    REPO = Path("/tmp/tcl_lite" if ON_KAGGLE else "tcl_lite").resolve()
-    if not is_checkout(REPO):  # a re-run after a disconnect on the same VM reuses the clone
-        stream(["git", "clone", "--depth", "1", REPO_URL, REPO], cwd=Path.cwd())
-if INSTALL:
-    stream([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"], cwd=REPO)
-sys.path.insert(0, str(REPO))  # only tcl_lite.config is imported here (light: no torch), to read the presets
-print(f"platform: {PLATFORM}; code: {REPO}")
+if REPO is not None:  # a checkout (or a Kaggle input copy of one): run the code where it is
+    if INSTALL:
+        stream([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"], cwd=REPO)
+    sys.path.insert(0, str(REPO))  # only tcl_lite.config is imported here (light: no torch), to read the presets
+    WORKDIR, CODE = REPO, f"the checkout {REPO}"
+elif REPO_URL.strip():
+    if INSTALL:
+        install_from_url(REPO_URL.strip())
+    WORKDIR, CODE = Path.cwd().resolve(), f"pip install git+{REPO_URL.strip()}"
+else:
+    raise SystemExit(NO_CODE)
+import tcl_lite  # noqa: E402 - installed or found only now
+
+print(f"platform: {PLATFORM}; code: {CODE} ({Path(tcl_lite.__file__).parent})")
 """
 
 STORAGE_MD = """\
@@ -159,7 +183,8 @@ STORAGE_MD = """\
   the run in `/kaggle/working/runs/RUN_NAME`. A previous version's output attached as input is copied
   there first, so the new version continues it. `train.time_budget` (by default the session's time left,
   minus 30 minutes) makes training checkpoint and exit before Kaggle's limit can kill it mid-save.
-- Elsewhere: `runs/RUN_NAME` in the checkout (or under `RUNS_ROOT`)."""
+- Elsewhere: `runs/RUN_NAME` in the checkout, or in the current folder after a pip install (or under
+  `RUNS_ROOT`)."""
 
 STORAGE = """\
 if IN_COLAB and USE_DRIVE:
@@ -176,7 +201,7 @@ elif IN_COLAB:
 elif ON_KAGGLE:
     runs_root = Path("/kaggle/working/runs")
 else:
-    runs_root = REPO / "runs"
+    runs_root = WORKDIR / "runs"
 runs_root = runs_root.resolve()
 runs_root.mkdir(parents=True, exist_ok=True)
 RUN_DIR = runs_root / RUN_NAME
@@ -233,15 +258,21 @@ SETTINGS_MD = """\
 ## 3. Device → settings
 
 The GPU is named by `nvidia-smi` (asking torch here would hold a CUDA context, and GPU memory, in this
-kernel for the whole session). The CIFAR presets train a batch of 256 (TCL: 6 images per sample per step);
-what changes per device is only how that batch is computed, never the objective:
+kernel for the whole session). `tcl-lite gpu-check` (a separate process) then asks the platform's torch
+whether it has kernels for that GPU's compute capability, and stops with the accelerator to pick instead if
+not: e.g. Kaggle's P100 (compute capability 6.0) under torch builds for CUDA 12.8 and later, which have no
+sm_60 kernels. The CIFAR presets train a batch of 256 (TCL: 6 images per sample per step); what changes per
+device is only how that batch is computed, never the objective:
 
 | device | `train.mixed_precision` | `train.gradient_accumulation_steps` (TCL/MLNT) | `train.activation_checkpointing` |
 | --- | --- | --- | --- |
-| A100, L4 | bf16 | 1 | off |
-| T4, P100 | fp16 (no bf16) | 2 | off |
+| A100, L4 (Colab) | bf16 | 1 | off |
+| T4 (Colab "T4 GPU", Kaggle "GPU T4 x2") | fp16 (no bf16) | 2 | off |
 | other GPU | bf16 if compute capability ≥ 8, else fp16 | 1 (≥ 20 GiB), 2 (≥ 12), 4 (≥ 8), else 8 | on below 12 GiB |
 | CPU | no | 1 | off — and a tiny preset on the embedded digits |
+
+Not recommended: Kaggle's "GPU P100", which current torch builds cannot use (the check above stops there and
+names T4 instead).
 
 Micro-batches keep the effective batch (TCL's `gradient_mode=exact` computes the full-batch loss through a
 gradient cache), and `train.auto_micro_batch` splits a step further should it still run out of memory."""
@@ -295,15 +326,22 @@ def device_settings(found: tuple[str, float, float] | None, heavy: bool) -> tupl
 
 
 found_gpu = gpu()
+if found_gpu is not None:  # can the platform's torch use this GPU? Asked in a subprocess: no CUDA context here
+    check = subprocess.run([sys.executable, "-m", "tcl_lite", "gpu-check"], cwd=WORKDIR, capture_output=True,
+                           text=True)
+    print(check.stdout.strip())
+    if check.returncode != 0:
+        raise SystemExit(check.stderr.strip() or f"tcl-lite gpu-check failed with exit code {check.returncode}")
 tiny = PRESET == "tiny" or found_gpu is None
 dataset = "digits" if tiny else DATASET
 if dataset != DATASET:
     print(f"no GPU (or PRESET=tiny): training the tiny preset on the embedded digits instead of {DATASET}")
+# presets by name: found in a checkout's configs/ or in the installed package alike
 if dataset == "digits":
-    preset = "configs/digits_mlnt.yaml" if METHOD == "mlnt" else "configs/digits_ce.yaml"
+    preset = "digits_mlnt" if METHOD == "mlnt" else "digits_ce"
 else:
-    preset = f"configs/{dataset}_tcl.yaml" if METHOD == "tcl" else "configs/cifar10_ce.yaml"
-base = load_config(REPO / preset)
+    preset = f"{dataset}_tcl" if METHOD == "tcl" else "cifar10_ce"
+base = load_config(preset)
 epochs = EPOCHS or (10 if tiny else base.train.epochs)
 overrides = [f"method={METHOD}", f"data.dataset={dataset}", f"data.noise_type={NOISE_TYPE}",
              f"data.noise_rate={NOISE_RATE}", f"train.epochs={epochs}",
@@ -317,13 +355,16 @@ if METHOD == "mlnt":  # MLNT's frozen feature network: a CE run with the same se
 DEVICE, device_overrides = device_settings(found_gpu, heavy=METHOD != "ce")
 overrides += device_overrides + data_overrides + shlex.split(EXTRA_ARGS)  # EXTRA_ARGS last: they win
 try:  # every key and value checked now, not after the install and the data download
-    cfg = load_config(REPO / preset, overrides)
+    cfg = load_config(preset, overrides)
 except ConfigError as e:
     raise SystemExit(f"bad setting: {e}") from None
 print(f"device: {DEVICE}\\npreset: {preset}\\noverrides: {' '.join(overrides)}")
 print(f"-> {cfg.method} on {cfg.data.dataset}, {cfg.data.noise_type} noise {cfg.data.noise_rate}, {cfg.train.epochs} "
       f"epoch(s), batch {cfg.train.batch_size} in {cfg.train.gradient_accumulation_steps} micro-batch(es), "
       f"{cfg.train.mixed_precision} precision")
+if not EPOCHS:
+    print(f"EPOCHS is 0: the preset's {cfg.train.epochs} epochs. The time per epoch and an ETA are printed after the "
+          "first epoch; interrupt the training cell (a checkpoint is saved) and set EPOCHS to train less.")
 """
 
 TRAIN_MD = """\
@@ -331,26 +372,39 @@ TRAIN_MD = """\
 
 Always with `--resume`: the first run starts, every later run (after a disconnect, a time budget or a
 new Kaggle version) continues from the newest valid checkpoint. Interrupting this cell saves a
-checkpoint too. To train longer, raise EPOCHS and run all again."""
+checkpoint too. To train longer, raise EPOCHS and run all again. Every epoch line ends with the time per
+epoch and an ETA; `RUN_DIR/train.log` keeps every line with a timestamp, and `RUN_DIR/status.json` says how
+the run ended (`finished`, `stopped_time_budget`, `stopped_signal`, `failed`), which is what this cell reads."""
 
 TRAIN = """\
+def run_state(run_dir: Path) -> str:
+    \"\"\"The state the trainer wrote to RUN_DIR/status.json (running, finished, stopped_time_budget, ...).\"\"\"
+    try:
+        return json.loads((run_dir / "status.json").read_text())["state"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
 def train(run_dir: Path, args: list[str]) -> str:
-    cmd = [sys.executable, "train.py", "--config", preset, *args]
+    cmd = [sys.executable, "-m", "tcl_lite", "train", "--config", preset, *args]
     if time_budget():
         cmd.append(f"train.time_budget={time_budget()}")
     # --resume last: it takes an optional path, and would swallow a key=value that followed it
-    return stream([*cmd, "--output-dir", run_dir, "--resume"], cwd=REPO)
+    stream([*cmd, "--output-dir", run_dir, "--resume"], cwd=WORKDIR)
+    return run_state(run_dir)
 
 
-log = ""
+state = "finished"
 if METHOD == "mlnt":
     features = runs_root / f"{RUN_NAME}-features"
     print(f"MLNT's feature network first: a CE run in {features}")
-    log = train(features, [*overrides, "method=ce", "checkpoint.best_metric=test_acc"])
-if "time budget or SIGTERM" not in log:
-    log = train(RUN_DIR, overrides)
-if "time budget or SIGTERM" in log:
-    print("\\nStopped by the time budget before the end: run the notebook again to continue"
+    state = train(features, [*overrides, "method=ce", "checkpoint.best_metric=test_acc"])
+if not state.startswith("stopped"):
+    state = train(RUN_DIR, overrides)
+print(f"run state: {state}")
+if state.startswith("stopped"):
+    print("Stopped before the end (" + ("time budget" if state == "stopped_time_budget" else "signal")
+          + "), with a checkpoint: run the notebook again to continue"
           + (" (Kaggle: attach this version's output as input first)." if ON_KAGGLE else "."))
 """
 
@@ -363,7 +417,7 @@ REPORT_MD = """\
 REPORT = """\
 from IPython.display import Image, Markdown, display
 
-stream([sys.executable, "-m", "tcl_lite", "report", RUN_DIR], cwd=REPO)
+stream([sys.executable, "-m", "tcl_lite", "report", RUN_DIR], cwd=WORKDIR)
 REPORT_DIR = RUN_DIR / "report"
 # report.md embeds its figures by relative path, which the notebook's Markdown cannot resolve:
 # show the text and the images in the report's order instead.

@@ -1,29 +1,36 @@
-"""``python -m tcl_lite {train,config-docs,export,report} ...``."""
+"""``tcl-lite COMMAND ...`` (installed) or ``python -m tcl_lite COMMAND ...`` (also ``accelerate launch -m
+tcl_lite train ...``). A command is a ``main(argv) -> exit code`` function, imported only when it runs."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
+# name -> (module, function): a new command is one line here (and, optionally, one in DESCRIPTIONS).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("tcl_lite.cli", "main_train"),
+    "report": ("tcl_lite.reporting.report", "main"),
+    "export": ("tcl_lite.detection.export", "main"),
+    "config-docs": ("tcl_lite.__main__", "main_config_docs"),
+    "gpu-check": ("tcl_lite.engine.gpu_check", "main"),
+}
+DESCRIPTIONS = {
+    "train": "train or resume a run (the options of train.py)",
+    "report": "figures, report.md and cleaned labels of a run directory",
+    "export": "TCL's clean probabilities and corrected labels of a run or checkpoint",
+    "config-docs": "the table of every config key (--readme FILE rewrites the README's)",
+    "gpu-check": "whether the installed torch can use the visible GPU",
+}
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("train", "config-docs", "export", "report")
-    if not argv or argv[0] not in commands:
-        print(f"usage: python -m tcl_lite {{{','.join(commands)}}} ...", file=sys.stderr)
-        return 2
-    command, rest = argv[0], argv[1:]
-    if command == "train":
-        from tcl_lite.cli import main_train
 
-        return main_train(rest)
-    if command == "export":  # TCL's clean probabilities and corrected labels of a run or checkpoint
-        from tcl_lite.detection.export import main as main_export
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {DESCRIPTIONS.get(name, '')}" for name in COMMANDS]
+    return "usage: tcl-lite COMMAND [options]   (or: python -m tcl_lite COMMAND ...)\ncommands:\n" + "\n".join(
+        lines) + "\n'tcl-lite COMMAND --help' shows a command's options."
 
-        return main_export(rest)
-    if command == "report":  # figures, report.md and cleaned labels of a run directory
-        from tcl_lite.reporting.report import main as main_report
 
-        return main_report(rest)
+def main_config_docs(rest: list[str]) -> int:
     from tcl_lite.config import config_docs
 
     if rest[:1] == ["--readme"]:  # rewrite the table between the README's markers
@@ -38,6 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(config_docs())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage())
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        if argv:
+            print(f"tcl-lite: unknown command {argv[0]!r}", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 2
+    module, function = COMMANDS[argv[0]]
+    return getattr(importlib.import_module(module), function)(argv[1:])
 
 
 if __name__ == "__main__":

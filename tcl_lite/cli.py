@@ -12,9 +12,10 @@ from tcl_lite.config import ConfigError, load_config
 def _user_errors() -> tuple[type[Exception], ...]:
     from tcl_lite.data import DataError
     from tcl_lite.engine.checkpoint import CheckpointError
+    from tcl_lite.engine.nonfinite import NonFiniteLossError
     from tcl_lite.models import ModelError
 
-    return ConfigError, DataError, ModelError, CheckpointError
+    return ConfigError, DataError, ModelError, CheckpointError, NonFiniteLossError
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -22,11 +23,17 @@ def train_parser() -> argparse.ArgumentParser:
         prog="train.py", description="Train an image classifier on noisy labels (CE, TCL, MLNT).",
         epilog="Examples: python train.py | python train.py method=tcl train.epochs=5 | "
                "accelerate launch train.py --config configs/cifar10_tcl_sym50.yaml --resume")
-    p.add_argument("--config", help="YAML preset (see configs/); default: the embedded digits run")
+    p.add_argument("--config", help="a preset by name (e.g. digits_tcl, cifar10_tcl_sym50: the files of configs/) or "
+                                    "a YAML file; default: the embedded digits run")
     p.add_argument("--output-dir", help="run directory (overrides output_dir)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from the newest valid checkpoint of the run directory, or from PATH "
                         "(a checkpoint or a run directory); starts a new run when there is none yet")
+    p.add_argument("--restart", action="store_true",
+                   help="start afresh in a run directory that holds checkpoints: its files are moved to "
+                        "OUTPUT/previous-<time>/ (nothing is deleted)")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="resume even though data-defining settings (seed, data.*) differ from the run's")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, dotted keys")
     return p
 
@@ -63,7 +70,7 @@ def main_train(argv: list[str] | None = None) -> int:
         cfg = resolve_config(args)
         from tcl_lite.engine import train
 
-        train(cfg, resume=args.resume)
+        train(cfg, resume=args.resume, restart=args.restart, allow_data_change=args.allow_data_change)
     except _user_errors() as e:
         print(f"tcl_lite: error: {e}", file=sys.stderr)
         return 2

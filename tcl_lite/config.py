@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -21,6 +22,20 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration problem, named by its dotted key."""
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader plus YAML 1.2's floats: ``1e-3``, ``1E6`` (YAML 1.1 needs a dot there)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"), list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> Python values, with every float a user would type read as a float."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass: builds plain values only
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
@@ -59,6 +74,9 @@ class DataConfig:
                             "seed); 0 = all.", ge=0)
     test_subset: int = opt(0, "Use only this many test samples (class-balanced); 0 = all.", ge=0)
     num_workers: int = opt(0, "DataLoader worker processes (2 on Colab/Kaggle).", ge=0)
+    verify_images: int = opt(100000, "Image folders and file lists with at most this many images (after "
+                             "the subsets) have every image opened before the run directory is created, "
+                             "so a corrupt file stops the run at once; 0 = never.", ge=0)
     augment_on: str = opt("auto", "Where training views are made: `workers` (each sample in the DataLoader "
                           "workers, torchvision v2), `device` (workers only decode; the whole batch on the "
                           "training device, same parameter distributions); `auto` = device on a GPU, "
@@ -71,9 +89,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("tiny_cnn", "Encoder. `preact_resnet18` is the reference CIFAR encoder; "
-                    "torchvision ResNets for larger images.",
-                    choices=("tiny_cnn", "preact_resnet18", "resnet18", "resnet34", "resnet50"))
+    arch: str = opt("tiny_cnn", "Encoder. `preact_resnet18` is the TCL reference's own PreAct ResNet-18 "
+                    "(stem BN, identity branch = the pre-activated tensor), the CIFAR encoder the paper "
+                    "trained; `preact_resnet18_he` is He et al.'s form (tcl_lite's preact_resnet18 before "
+                    "model layout 2); torchvision ResNets for larger images.",
+                    choices=("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "resnet18", "resnet34",
+                             "resnet50"))
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
     norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
                     "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))
@@ -123,7 +144,13 @@ class TrainConfig:
     time_budget: str = opt("", "Stop cleanly (checkpoint, exit 0) before this much wall time, "
                            "e.g. `11h30m` on Kaggle; empty = no limit.")
     log_every: int = opt(10, "Refresh the progress line every this many steps.", ge=1)
+    log_with: str = opt("auto", "Experiment trackers (through Accelerate): tensorboard, wandb, a comma-separated "
+                        "list of them, none, or auto (= tensorboard when it is installed). They get per-step "
+                        "loss terms, lr and throughput every `log_every` steps and every evaluation.")
     cpu: bool = opt(False, "Force the CPU even when a GPU is visible.")
+    nonfinite: str = opt("stop", "A step whose loss (or clipped gradient norm) is NaN/inf: `stop` with an "
+                         "error, keeping the last good checkpoint newest; `skip` the optimizer step and count "
+                         "it (metric `nonfinite_steps`).", choices=("stop", "skip"))
 
 
 @dataclass
@@ -138,8 +165,10 @@ class CheckpointConfig:
 
 @dataclass
 class TCLConfig:
-    warmup_epochs: int = opt(20, "Epochs trained on the plain noisy labels before corrected targets.",
-                             ge=0)
+    warmup_epochs: int = opt(19, "Number of epochs trained on the plain noisy labels before the corrected "
+                             "targets. The reference's `warmup=20` trains 19 such epochs (it counts epochs "
+                             "from 1 and tests epoch < warmup) while its lr warm-up spans 20; the CIFAR "
+                             "presets reproduce that with 19 here and optim.warmup_epochs=20.", ge=0)
     temperature: float = opt(0.25, "NT-Xent temperature of the contrastive loss.", gt=0.0)
     align_temperature: float = opt(0.25, "Temperature of the alignment to prototypes.", gt=0.0)
     posterior_temperature: float = opt(0.25, "Shared temperature of the GMM posterior (reference).",
@@ -147,6 +176,9 @@ class TCLConfig:
     sigma: str = opt("shared", "Cluster scale in the posterior: the reference's shared temperature "
                      "or the paper's per-cluster sigma_k (Eq. 4-6).", choices=("shared", "per_cluster"))
     gmm_per_class: bool = opt(False, "Fit one 2-component GMM per noisy class (reference sep_gmm).")
+    gmm_dtype: str = opt("float32", "Precision of the min-max scores and the GMM fit: float32 as the "
+                         "reference; float64 (tcl_lite's earlier default) changes w only at float32 "
+                         "rounding level.", choices=("float32", "float64"))
     clean_scale: float = opt(-1.0, "Scale s1 of the cross-supervision targets t1, t2; -1 = the estimated "
                              "clean fraction mean(w > 0.5) (reference).", ge=-1.0, le=1.0)
     clean_scale2: float = opt(-1.0, "Scale s2 of the mixed-image targets; -1 = the estimated clean fraction "
@@ -227,8 +259,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer():  # `checkpoint.every_steps=1e3`
+            return int(value)
     elif tp is float:
+        value = _number_text(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"config key '{key}': {value!r} is not a finite number")
             return float(value)
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -245,6 +282,16 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return value
     name = getattr(tp, "__name__", str(tp))
     raise ConfigError(f"config key '{key}': expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def _number_text(value: Any) -> Any:
+    """A quoted number (``lr: "1e-3"``) where a float is expected -> that float; anything else as is."""
+    if isinstance(value, str) and not isinstance(value, _BoolWord):
+        try:
+            return float(value.strip().replace("_", ""))
+        except ValueError:
+            return value
+    return value
 
 
 def _check_constraints(key: str, value: Any, meta: dict) -> None:
@@ -306,6 +353,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'train.gradient_accumulation_steps': {t.gradient_accumulation_steps} "
                           f"does not divide train.batch_size={t.batch_size}; choose a divisor")
     parse_time_budget(t.time_budget)
+    from tcl_lite.reporting.trackers import parse_log_with
+
+    parse_log_with(t.log_with)
     if len(cfg.optim.betas) != 2:
         raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
     if cfg.data.dataset == "filelist" and not (cfg.data.train_list and cfg.data.test_list):
@@ -330,7 +380,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r} has no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
@@ -349,7 +399,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     """Defaults <- YAML file (which may name a ``base:`` preset) <- ``key=value`` overrides."""
     values: dict = {}
     if path:
-        values = _read_yaml(Path(path))
+        from tcl_lite.presets import find_preset  # a preset name works from any directory
+
+        values = _read_yaml(find_preset(path))
     for text in overrides:
         keys, value = parse_override(text)
         node = values
@@ -366,14 +418,16 @@ def _read_yaml(path: Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"config file {str(path)!r} does not exist; presets live in configs/ "
                           "(e.g. --config configs/digits_ce.yaml)")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys")
     base = values.pop("base", None)
     if base:
-        base_path = (path.parent / base).resolve()
+        from tcl_lite.presets import find_base
+
+        base_path = find_base(base, path)
         if base_path in _seen:
             raise ConfigError(f"config file {str(path)!r}: 'base' chain loops at {base}")
         values = merge(_read_yaml(base_path, _seen + (base_path,)), values)

@@ -19,7 +19,7 @@ from tcl_lite.models import Encoder, ModelError, Network, NetworkOutput, build_e
 from tcl_lite.models.heads import MLPClassifier, Projector
 from tcl_lite.models.torchvision_resnet import adapt_input_conv, hub_checkpoint_dir
 
-ARCHS = ("tiny_cnn", "preact_resnet18", "resnet18", "resnet34", "resnet50")
+ARCHS = ("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "resnet18", "resnet34", "resnet50")
 
 
 def make(arch: str = "tiny_cnn", num_classes: int = 10, seed: int = 0, **kwargs) -> Network:
@@ -64,23 +64,85 @@ def test_in_channels(arch: str, size: int, channels: int) -> None:
 
 
 def test_out_dims() -> None:
-    expected = {"tiny_cnn": 4 * 32, "preact_resnet18": 512,
+    expected = {"tiny_cnn": 4 * 32, "preact_resnet18": 512, "preact_resnet18_he": 512,
                 "resnet18": 512, "resnet34": 512, "resnet50": 2048}
     for arch in ARCHS:
         assert build_encoder(ModelConfig(arch=arch)).out_dim == expected[arch], arch
     assert build_encoder(ModelConfig(arch="tiny_cnn", width=8)).out_dim == 32
 
 
-def test_preact_resnet18_matches_reference_encoder() -> None:
-    encoder = build_encoder(ModelConfig(arch="preact_resnet18"))
-    params = sum(p.numel() for p in encoder.parameters())
-    assert abs(params - 11.17e6) / 11.17e6 < 0.01, params
-    # CIFAR stem: one 3x3 stride-1 conv, no max-pool; four stages of two blocks.
-    assert isinstance(encoder.stem, nn.Conv2d)
-    assert encoder.stem.stride == (1, 1) and encoder.stem.kernel_size == (3, 3)
+def test_preact_resnet18_is_the_tcl_reference_encoder() -> None:
+    """tcl.md, section Network: stem conv -> BN -> ReLU, [2, 2, 2, 2] blocks, final ReLU(BN), pooling."""
+    model = make("preact_resnet18", num_classes=10, with_projector=True, proj_dim=256)
+    assert sum(p.numel() for p in model.parameters()) == 11_831_518  # the reference's TCL model, K=10
+    encoder = model.encoder
+    stem = list(encoder.stem.children())
+    assert [type(m) for m in stem] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert stem[0].stride == (1, 1) and stem[0].kernel_size == (3, 3) and stem[0].bias is None
     assert not any(isinstance(m, nn.MaxPool2d) for m in encoder.modules())
     assert [len(stage) for stage in encoder.stages] == [2, 2, 2, 2]
     assert isinstance(encoder.pool[0], nn.BatchNorm2d) and isinstance(encoder.pool[1], nn.ReLU)
+    # 1x1 projection shortcuts (no bias, no BN) exactly where the shape changes
+    shortcuts = [type(block.shortcut) for stage in encoder.stages for block in stage]
+    assert shortcuts == [type(None)] * 2 + [nn.Conv2d, type(None)] * 3
+
+
+def _block_reference(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The reference block written out from its own layers: a = relu(bn1(x)), shortcut = a or conv(a)."""
+    a = F.relu(block.bn1(x))
+    shortcut = a if block.shortcut is None else block.shortcut(a)
+    return block.conv2(F.relu(block.bn2(block.conv1(a)))) + shortcut
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+def test_reference_block_adds_the_preactivated_tensor(norm: str) -> None:
+    encoder = make("preact_resnet18", norm=norm).encoder.eval()
+    for m in encoder.modules():  # non-trivial statistics and affine parameters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5)
+    identity_block, projection_block = encoder.stages[0][1], encoder.stages[1][0]
+    x = images(2, 8)
+    with torch.no_grad():
+        x64 = encoder.stem(x)
+        for block in (identity_block, projection_block):
+            expected = _block_reference(block, x64.clone())
+            torch.testing.assert_close(block(x64.clone()), expected, rtol=0, atol=0)
+            # and not He et al.'s form, whose identity branch is x itself (without a norm layer the two
+            # coincide here: the stem's output is already non-negative, so relu(x) = x)
+            if block.shortcut is None and norm != "none":
+                he = block.conv2(F.relu(block.bn2(block.conv1(F.relu(block.bn1(x64)))))) + x64
+                assert (block(x64.clone()) - he).abs().max() > 1e-3
+            x64 = block(x64)
+
+
+def test_preact_resnet18_he_keeps_the_earlier_layout() -> None:
+    he = make("preact_resnet18_he", num_classes=10, with_projector=True).encoder
+    assert isinstance(he.stem, nn.Conv2d)  # no stem norm
+    assert not any(b.preactivated_identity for stage in he.stages for b in stage)
+    # the state-dict keys of tcl_lite's preact_resnet18 before layout 2, so old weights load into it
+    keys = set(he.state_dict())
+    assert {"stem.weight", "pool.0.weight", "stages.1.0.shortcut.weight"} <= keys
+    assert not any(k.startswith("stem.norm") for k in keys)
+    assert sum(p.numel() for p in make("preact_resnet18_he", with_projector=True).parameters()) == 11_831_390
+    block = he.stages[0][1].eval()
+    with torch.no_grad():
+        h = he.stem(images(2, 8))
+        expected = block.conv2(F.relu(block.bn2(block.conv1(F.relu(block.bn1(h)))))) + h
+        torch.testing.assert_close(block(h.clone()), expected, rtol=0, atol=0)
+
+
+def test_final_norm_false_pools_the_last_stage_directly() -> None:
+    from tcl_lite.models.preact_resnet import PreActResNet
+
+    encoder = PreActResNet(final_norm=False).eval()
+    assert [type(m) for m in encoder.pool] == [nn.AdaptiveAvgPool2d, nn.Flatten]
+    x = images(2, 16)
+    with torch.no_grad():
+        h = encoder.stem(x)
+        for stage in encoder.stages:
+            h = stage(h)
+        torch.testing.assert_close(encoder(x), F.avg_pool2d(h, h.shape[-1]).flatten(1))
 
 
 def test_torchvision_split() -> None:
@@ -110,9 +172,10 @@ def train_step(model: Network, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return loss.detach()
 
 
-@pytest.mark.parametrize("arch,size", [("tiny_cnn", 16), ("preact_resnet18", 16)])
-def test_activation_checkpointing_is_exact(arch: str, size: int) -> None:
-    plain = make(arch, with_projector=True)
+@pytest.mark.parametrize("arch,size,norm", [("tiny_cnn", 16, "batch"), ("preact_resnet18", 16, "batch"),
+                                            ("preact_resnet18", 8, "none"), ("preact_resnet18_he", 8, "none")])
+def test_activation_checkpointing_is_exact(arch: str, size: int, norm: str) -> None:
+    plain = make(arch, norm=norm, with_projector=True)
     ckpt = copy.deepcopy(plain)
     ckpt.encoder.activation_checkpointing = True
     plain.train()
@@ -148,19 +211,23 @@ def test_checkpointing_survives_repeated_recomputation() -> None:
         assert torch.equal(b, c)
 
 
-def test_checkpointing_under_functional_call_second_order() -> None:
+@pytest.mark.parametrize("arch,size,weight_names", [
+    ("tiny_cnn", 16, ["encoder.stem.conv.weight", "encoder.stages.1.0.conv.weight"]),
+    ("preact_resnet18", 8, ["encoder.stem.conv.weight", "encoder.stages.1.0.conv1.weight"]),
+])
+def test_checkpointing_under_functional_call_second_order(arch: str, size: int, weight_names: list) -> None:
     # Fast weights (MLNT): backward runs after functional_call has restored the module's own tensors,
     # so the recomputation must use the tensors bound at forward time.
-    plain = make("tiny_cnn", dropout=0.0)
+    plain = make(arch, dropout=0.0)
     ckpt = copy.deepcopy(plain)
     ckpt.encoder.activation_checkpointing = True
-    x = images(8, 16)
+    x = images(8 if arch == "tiny_cnn" else 4, size)
     results = []
     for model in (plain, ckpt):
         fast = {k: 1.5 * v for k, v in model.named_parameters()}
         stats = {k: v.clone() for k, v in model.named_buffers()}
         out = torch.func.functional_call(model, {**fast, **stats}, (x,))
-        weights = [fast["encoder.stem.conv.weight"], fast["encoder.stages.1.0.conv.weight"]]
+        weights = [fast[name] for name in weight_names]
         grads = torch.autograd.grad(out.logits.square().sum(), weights, create_graph=True)
         sum(g.square().sum() for g in grads).backward()
         results.append((grads, [p.grad for p in model.parameters()], stats, list(model.buffers())))

@@ -20,9 +20,10 @@ from .datasets import (
     read_file_list,
     scan_image_folder,
 )
-from .decoded_cache import cache_decoded
+from .decoded_cache import decode_collecting, wants_cache
 from .noise import asymmetric_noise, read_label_file, symmetric_noise
 from .transforms import VIEW_KINDS, MultiView, make_transform
+from .verify import unreadable_images_error, verify_images
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
@@ -169,6 +170,35 @@ def _asymmetric_scheme(cfg: DataConfig, class_names: list[str] | None) -> str:
                     + "; set data.noise_type=symmetric, or noise_type=file with a data.noise_file")
 
 
+def _verify_files(cfg: DataConfig, *sources: ImageSource) -> None:
+    """``data.verify_images``: open every decoded-on-access image now, when there are few enough."""
+    paths = [p for s in sources if isinstance(s, FileImages) for p in s.paths]
+    if not paths:
+        return
+    if len(paths) > cfg.verify_images:
+        if cfg.verify_images:
+            print(f"data.verify_images: {len(paths)} images exceed data.verify_images={cfg.verify_images}; not "
+                  "opening them up front (a corrupt one stops the run when its batch comes up)", flush=True)
+        return
+    verify_images(paths, f"data.root={cfg.root!r}")
+
+
+def _decode_or_verify(cfg: DataConfig, *sources: ImageSource) -> list[ImageSource]:
+    """``data.cache_decoded``: decode the sources that fit into memory once, here in the main process
+    before any DataLoader worker exists; that decoding checks them. The rest: ``data.verify_images``.
+    Either way one error names every unreadable image before the run directory is created."""
+    out, bad = [], []
+    for images in sources:
+        if wants_cache(images, cfg.cache_decoded):
+            images, failed = decode_collecting(images, cfg.num_workers)
+            bad += failed
+        out.append(images)
+    if bad:
+        raise unreadable_images_error(bad, sum(len(s) for s in sources), f"data.root={cfg.root!r}")
+    _verify_files(cfg, *out)
+    return out
+
+
 def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     """Read ``cfg.dataset``, take the subsets, apply the label noise, and wrap it all as a DataBundle."""
     if cfg.noise_type not in ("none", "symmetric", "asymmetric", "file"):
@@ -216,9 +246,7 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     test_labels = raw.test_labels
     if len(test_idx) < len(test_labels):
         test_images, test_labels = test_images.subset(test_idx), test_labels[test_idx]
-    # Decoded once here, in the main process, before any DataLoader worker exists.
-    train_images = cache_decoded(train_images, cfg.cache_decoded, cfg.num_workers)
-    test_images = cache_decoded(test_images, cfg.cache_decoded, cfg.num_workers)
+    train_images, test_images = _decode_or_verify(cfg, train_images, test_images)
 
     # Synthetic noise is drawn on the samples actually trained on, so exactly round(r*N) are resampled.
     if cfg.noise_type == "symmetric":

@@ -12,6 +12,7 @@ import psutil
 import torch
 
 from .datasets import DataError, FileImages, ImageSource, TensorImages
+from .verify import image_problem, unreadable_images_error
 
 _DECODE_BATCH = 256
 
@@ -30,18 +31,41 @@ def wants_cache(images: ImageSource, mode: str) -> bool:
     return mode == "on" or decoded_bytes(images) <= psutil.virtual_memory().available // 4
 
 
-def decode_all(images: FileImages, num_workers: int = 0) -> TensorImages:
-    """Every image of ``images`` decoded (``num_workers`` processes, in order) into one tensor."""
+class _Tolerant(torch.utils.data.Dataset):
+    """``images[i]`` and ``""``, or a blank image and why ``images[i]`` cannot be decoded."""
+
+    def __init__(self, images: FileImages) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        try:
+            return self.images[index], ""
+        except DataError:
+            s = self.images.image_size
+            return torch.zeros((3, s, s), dtype=torch.uint8), image_problem(self.images.paths[index]) or "unreadable"
+
+
+def decode_collecting(images: FileImages, num_workers: int = 0) -> tuple[TensorImages, list[tuple[str, str]]]:
+    """Every image of ``images`` decoded (``num_workers`` processes, in order) into one tensor, and the
+    ``(path, why)`` of those that cannot be decoded, so that one error can name them all."""
     s = images.image_size
     out = torch.empty((len(images), 3, s, s), dtype=torch.uint8)
-    loader = torch.utils.data.DataLoader(images, batch_size=_DECODE_BATCH, shuffle=False, num_workers=num_workers)
-    start = 0
-    for batch in loader:  # a broken image raises its DataError here, before any training
+    loader = torch.utils.data.DataLoader(_Tolerant(images), batch_size=_DECODE_BATCH, shuffle=False,
+                                         num_workers=num_workers)
+    start, bad = 0, []
+    for batch, problems in loader:
         out[start:start + len(batch)] = batch
+        bad += [(images.paths[start + i], why) for i, why in enumerate(problems) if why]
         start += len(batch)
-    return TensorImages(out)
+    return TensorImages(out), bad
 
 
-def cache_decoded(images: ImageSource, mode: str, num_workers: int = 0) -> ImageSource:
-    """``images`` decoded into memory when ``data.cache_decoded`` (``mode``) asks for it, else as is."""
-    return decode_all(images, num_workers) if wants_cache(images, mode) else images
+def decode_all(images: FileImages, num_workers: int = 0) -> TensorImages:
+    """Every image of ``images`` decoded into one tensor; DataError naming each unreadable one."""
+    decoded, bad = decode_collecting(images, num_workers)
+    if bad:
+        raise unreadable_images_error(bad, len(images), "the image files")
+    return decoded

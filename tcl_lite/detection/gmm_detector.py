@@ -9,7 +9,9 @@ From the network's predictions ``p_i`` (softmax) and normalised projections ``v_
    per-cluster ``sigma_k`` (Eq. 4);
 3. score ``-gamma_{i,y_i}`` min-max normalised over the data set, and a two-component 1-D Gaussian
    mixture (scikit-learn, ``random_state=0``) on the scores, optionally one per noisy class; the
-   clean probability ``w_i`` is the posterior of the component with the smaller mean.
+   clean probability ``w_i`` is the posterior of the component with the smaller mean. Scores and
+   fit are float32 as in the reference (scikit-learn keeps the input dtype), or float64
+   (``tcl.gmm_dtype``).
 
 Memory. Step 2 needs the centres, which depend on every sample, so the ``v_i`` must be either
 recomputed by a second forward pass or kept. We keep them, **on the CPU** (N x d float32: 51 MB for
@@ -40,6 +42,7 @@ from torch import Tensor, nn
 from tcl_lite.distributed import broadcast_, rank
 
 SIGMAS = ("shared", "per_cluster")
+GMM_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,10 +106,12 @@ def _gmm_clean_posterior(x: np.ndarray) -> np.ndarray:
 def gmm_clean_probability(scores: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
     """Posterior of the lower-score (clean) component of a 2-component GMM on ``scores``.
 
-    ``scores`` are already min-max normalised over the data set. With ``labels``, one GMM per noisy
-    class on that class's scores (the reference's ``sep_gmm``).
+    ``scores`` are already min-max normalised over the data set; the fit keeps their float dtype.
+    With ``labels``, one GMM per noisy class on that class's scores (the reference's ``sep_gmm``).
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
     if labels is None:
         return _gmm_clean_posterior(scores)
     w = np.empty_like(scores)
@@ -129,17 +134,17 @@ class Detection:
 
 
 def detect(v: Tensor, p: Tensor, labels: Tensor, *, temperature: float = 0.25, sigma: str = "shared",
-           per_class: bool = False, chunk: int = 8192) -> Detection:
+           per_class: bool = False, chunk: int = 8192, gmm_dtype: str = "float32") -> Detection:
     """The whole detection on in-memory ``v`` [N, d] (normalised), ``p`` [N, K], noisy ``labels`` [N]."""
     stats = CentreStats(p.shape[1], v.shape[1], v.device)
     for pc, vc in zip(p.split(chunk), v.split(chunk)):
         stats.update(pc, vc)
     return _finish(stats, v, labels, p.argmax(dim=1), temperature=temperature, sigma=sigma,
-                   per_class=per_class, chunk=chunk, device=v.device)
+                   per_class=per_class, chunk=chunk, device=v.device, gmm_dtype=gmm_dtype)
 
 
 def _finish(stats: CentreStats, v_cpu: Tensor, labels: Tensor, predictions: Tensor, *, temperature: float,
-            sigma: str, per_class: bool, chunk: int, device: torch.device) -> Detection:
+            sigma: str, per_class: bool, chunk: int, device: torch.device, gmm_dtype: str = "float32") -> Detection:
     if sigma not in SIGMAS:
         raise ValueError(f"tcl.sigma={sigma!r} is not one of {', '.join(SIGMAS)}")
     centres = stats.centres()
@@ -148,7 +153,9 @@ def _finish(stats: CentreStats, v_cpu: Tensor, labels: Tensor, predictions: Tens
     gamma = torch.cat([label_posterior(vc.to(device), labels[s:s + chunk], centres, temperature=temperature,
                                        sigmas=sigmas)
                        for s, vc in zip(range(0, len(v_cpu), chunk), v_cpu.split(chunk))])
-    scores = minmax(-gamma.double().cpu().numpy())
+    if gmm_dtype not in GMM_DTYPES:
+        raise ValueError(f"tcl.gmm_dtype={gmm_dtype!r} is not one of {', '.join(GMM_DTYPES)}")
+    scores = minmax(-gamma.cpu().numpy().astype(GMM_DTYPES[gmm_dtype]))
     if rank() == 0:
         w_np = gmm_clean_probability(scores, labels.cpu().numpy() if per_class else None)
         w = torch.as_tensor(w_np, dtype=torch.float32, device=device)
@@ -200,7 +207,7 @@ def collect_projections(accelerator: Any, model: nn.Module, loader: Any, n: int)
 
 def detection_pass(accelerator: Any, model: nn.Module, loader: Any, noisy_labels: Tensor, num_classes: int, *,
                    temperature: float = 0.25, sigma: str = "shared", per_class: bool = False,
-                   chunk: int = 8192) -> Detection:
+                   chunk: int = 8192, gmm_dtype: str = "float32") -> Detection:
     """Run the model over the training set (test transform) and detect the noisy labels.
 
     ``noisy_labels`` [N] are the labels training uses, indexed like the data set's ``index``.
@@ -220,7 +227,7 @@ def detection_pass(accelerator: Any, model: nn.Module, loader: Any, noisy_labels
     if stats is None or bool((preds < 0).any()):
         raise RuntimeError("the detection pass did not cover every training sample")
     return _finish(stats, feats, noisy_labels, preds, temperature=temperature, sigma=sigma,
-                   per_class=per_class, chunk=chunk, device=accelerator.device)
+                   per_class=per_class, chunk=chunk, device=accelerator.device, gmm_dtype=gmm_dtype)
 
 
 def detection_metrics(w: Tensor, predictions: Tensor, noisy: np.ndarray, true: np.ndarray | None) -> dict[str, float]:

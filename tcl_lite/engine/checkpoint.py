@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,12 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tcl_lite.engine import checkpoint_checks as checks
+from tcl_lite.engine.checkpoint_checks import STEP_DIR
 from tcl_lite.engine.state_io import load_tree, save_tree
-
-STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
 class CheckpointError(RuntimeError):
@@ -54,6 +54,7 @@ class TrainerState:
     best_value: float | None = None
     best_step: int = -1
     num_processes: int = 1
+    nonfinite_steps: int = 0  # optimizer steps skipped for a NaN/inf loss (train.nonfinite=skip)
 
 
 def _sha256(path: Path) -> str:
@@ -97,11 +98,28 @@ class CheckpointManager:
         self.accelerator = accelerator
         self.root = Path(root)
         self.keep_last = keep_last
+        self.estimated_bytes: int | None = None  # of one checkpoint, for the out-of-space message
 
     # -- writing -------------------------------------------------------------------------------
     def save(self, name: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
              method_state: dict[str, Any], trainer: TrainerState, extra: dict[str, Any] | None = None) -> Path:
-        """Write checkpoint ``name`` atomically (collective: every process must call it)."""
+        """Write checkpoint ``name`` atomically (collective: every process must call it).
+
+        A full disk or a read-only folder is a CheckpointError that names the path and the size a
+        checkpoint needs; the partial save is removed and the previous checkpoints stay intact."""
+        try:
+            return self._write(name, model, optimizer, method_state, trainer, extra)
+        except (OSError, SafetensorError) as e:  # safetensors reports a failed write as its own error
+            shutil.rmtree(self.root / f".tmp-{name}", ignore_errors=True)
+            why = getattr(e, "strerror", None) or str(e)
+            size = (f"about {self.estimated_bytes / 2**20:.1f} MiB" if self.estimated_bytes
+                    else "as much as the previous one")
+            raise CheckpointError(f"cannot write checkpoint {self.root / name}: {why}. A checkpoint of this "
+                                  f"run needs {size}; free space there (or make it writable) and continue "
+                                  "with --resume: the previous checkpoints are intact") from None
+
+    def _write(self, name: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+               method_state: dict[str, Any], trainer: TrainerState, extra: dict[str, Any] | None) -> Path:
         acc = self.accelerator
         final, tmp = self.root / name, self.root / f".tmp-{name}"
         if acc.is_main_process:
@@ -157,20 +175,48 @@ class CheckpointManager:
 
     @staticmethod
     def verify(path: Path) -> None:
-        """Raise CheckpointError unless every file listed in the manifest is present and intact."""
+        """Raise CheckpointError unless the checkpoint is complete, intact and plausible: the manifest
+        lists every file a checkpoint of its kind needs, each matches its checksum, its JSON parses
+        and its counters are sane."""
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
             raise CheckpointError(f"{path}: no manifest.json (the save did not finish)")
         try:
             manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as e:
+        except (ValueError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{path}: manifest.json is unreadable ({e})") from None
+        if not isinstance(manifest, dict) or not all(isinstance(v, str) for v in manifest.values()):
+            raise CheckpointError(f"{path}: manifest.json is not a mapping of file names to checksums")
         for name, digest in manifest.items():
             f = path / name
-            if not f.is_file():
+            if "/" in name or not f.is_file():
                 raise CheckpointError(f"{path}: {name} is missing")
-            if _sha256(f) != digest:
+            try:
+                intact = _sha256(f) == digest
+            except OSError as e:  # unreadable, or removed meanwhile
+                raise CheckpointError(f"{path}: {name} cannot be read ({e.strerror or e})") from None
+            if not intact:
                 raise CheckpointError(f"{path}: {name} is corrupt (checksum mismatch)")
+        try:
+            parsed = checks.parse_json_files(path, manifest)
+            unlisted = sorted(checks.required_files(path, manifest, parsed) - set(manifest))
+            if unlisted:
+                raise checks.InvalidCheckpoint(f"manifest.json does not list {', '.join(unlisted)}, which this "
+                                               "kind of checkpoint needs (an incomplete save or copy)")
+            checks.check_counters(path, parsed["trainer.json"])
+        except checks.InvalidCheckpoint as e:
+            raise CheckpointError(f"{path}: {e}") from None
+
+    def diagnose(self) -> list[tuple[Path, str]]:
+        """Every rolling checkpoint, newest first, with why it is unusable ('' when it verifies)."""
+        report = []
+        for path in reversed(self.list_steps()):
+            try:
+                self.verify(path)
+                report.append((path, ""))
+            except CheckpointError as e:
+                report.append((path, str(e).removeprefix(f"{path}: ")))
+        return report
 
     def newest_valid(self, log: Any = print) -> Path | None:
         """The newest checkpoint that verifies; each corrupt newer one is reported and skipped."""
@@ -183,25 +229,89 @@ class CheckpointManager:
         return None
 
     # -- restoring -----------------------------------------------------------------------------
-    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
-             ) -> tuple[TrainerState, dict[str, Any]]:
-        """Restore model, optimizer and this process's RNG; return trainer and method state."""
+    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+             steps_per_epoch: int | None = None) -> tuple[TrainerState, dict[str, Any]]:
+        """Restore model, optimizer and this process's RNG; return trainer and method state.
+
+        Any failure to read a file (a damaged safetensors header, a truncated JSON...) is a
+        CheckpointError naming the file."""
         self.verify(path)
         acc = self.accelerator
+        weights = _read(path / "model.safetensors", lambda f: load_file(str(f)))
         try:
-            acc.unwrap_model(model).load_state_dict(load_file(str(path / "model.safetensors")))
+            acc.unwrap_model(model).load_state_dict(weights)
         except RuntimeError as e:
             raise CheckpointError(f"{path}: the weights do not fit this model ({str(e)[:300]}...). "
                                   "Resume with the run's own config (OUTPUT/config.yaml).") from None
-        trainer_json = json.loads((path / "trainer.json").read_text())
+        trainer_json = _read(path / "trainer.json", lambda f: json.loads(f.read_text()))
+        if steps_per_epoch is not None:
+            try:
+                checks.check_fits_data(trainer_json, steps_per_epoch)
+            except checks.InvalidCheckpoint as e:
+                raise CheckpointError(f"{path}: {e}") from None
         fields = TrainerState.__dataclass_fields__
         trainer = TrainerState(**{k: v for k, v in trainer_json.items() if k in fields})
         if optimizer is not None:
-            optimizer.load_state_dict(load_tree(path, "optimizer"))
+            state = _read_tree(path, "optimizer")
+            try:
+                optimizer.load_state_dict(state)
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise CheckpointError(f"{path}: the optimizer state does not fit this optimizer ({e}); resume "
+                                      "with the run's own config (OUTPUT/config.yaml)") from None
             rank_file = path / f"rng_rank{acc.process_index}.json"
             if rank_file.exists():
-                set_rng_state(load_tree(path, f"rng_rank{acc.process_index}"))
+                rng = _read_tree(path, f"rng_rank{acc.process_index}")
+                _read(rank_file, set_rng_state, rng)
             else:
                 raise CheckpointError(f"{path}: no RNG state for process {acc.process_index} (saved with "
                                       f"{trainer.num_processes} processes); resume with that many processes")
-        return trainer, load_tree(path, "method")
+        return trainer, _read_tree(path, "method")
+
+    def load_with_fallback(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                           log: Any, steps_per_epoch: int | None = None, fallback: bool = True
+                           ) -> tuple[Path, TrainerState, dict[str, Any]]:
+        """``load(path)``; when that fails and ``fallback``, each older sibling checkpoint in turn,
+        with a warning naming what failed. Returns the checkpoint actually restored."""
+        older = [p for p in reversed(self.list_steps_in(path.parent)) if _step_of(p) < _step_of(path)]
+        candidates = [path] + (older if fallback and STEP_DIR.match(path.name) else [])
+        failures = []
+        for candidate in candidates:
+            try:
+                trainer, method_state = self.load(candidate, model, optimizer, steps_per_epoch)
+                return candidate, trainer, method_state
+            except CheckpointError as e:
+                failures.append(str(e))
+                if candidate is not candidates[-1]:
+                    log(f"WARNING: cannot load checkpoint {candidate.name}: {e}; trying the previous one")
+        if len(failures) == 1:
+            raise CheckpointError(failures[0])
+        raise CheckpointError("no checkpoint could be loaded:\n  " + "\n  ".join(failures))
+
+    def list_steps_in(self, folder: Path) -> list[Path]:
+        return CheckpointManager(self.accelerator, folder, self.keep_last).list_steps()
+
+
+def _step_of(path: Path) -> int:
+    m = STEP_DIR.match(path.name)
+    return int(m.group(1)) if m else -1
+
+
+_READ_ERRORS = (SafetensorError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError)
+
+
+def _read(file: Path, read: Any, arg: Any = None) -> Any:
+    """``read(arg or file)``, turning any failure into a CheckpointError naming ``file``."""
+    try:
+        return read(file if arg is None else arg)
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{file}: cannot be read ({type(e).__name__}: {str(e)[:300]})") from None
+
+
+def _read_tree(folder: Path, name: str) -> Any:
+    try:
+        return load_tree(folder, name)
+    except SafetensorError as e:
+        raise CheckpointError(f"{folder / (name + '.safetensors')}: cannot be read ({e})") from None
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{folder / (name + '.json')}: cannot be read ({type(e).__name__}: "
+                              f"{str(e)[:300]})") from None

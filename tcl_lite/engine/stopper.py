@@ -18,8 +18,8 @@ class Stopper:
     """
 
     def __init__(self, budget_seconds: float | None, accelerator: Any) -> None:
-        self.start = time.monotonic()
-        self.deadline = None if budget_seconds is None else self.start + budget_seconds
+        self.budget_seconds = budget_seconds
+        self.start_clock()
         self.accelerator = accelerator
         self.signalled = False
         self.max_step = 0.0
@@ -29,6 +29,20 @@ class Stopper:
             signal.signal(signal.SIGTERM, self._on_signal)
         except ValueError:  # not the main thread (e.g. some notebook runners)
             pass
+
+    def start_clock(self) -> None:
+        """Count the time budget from now. The handler is installed earlier (before data loading), so
+        that a SIGTERM during start-up is not fatal; the budget counts the training loop onwards."""
+        self.start = time.monotonic()
+        self.deadline = None if self.budget_seconds is None else self.start + self.budget_seconds
+
+    def signal_received(self) -> bool:
+        """Whether any process got SIGTERM (collective under data parallelism)."""
+        local = self.signalled
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([float(local)], device=self.accelerator.device)
+            local = bool(self.accelerator.reduce(flag, reduction="max").item())
+        return local
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signalled = True

@@ -41,6 +41,14 @@ result as DDP's all-reduce. Buffers (BatchNorm statistics, also updated by the f
 the teacher's train-mode forward) are then broadcast from process 0, as DDP's ``broadcast_buffers``
 would, so every process holds the same student and teacher (and checkpoints resume exactly).
 
+Differences from the reference, each deliberate: (1) it validates student and teacher every 1000
+iterations on Clothing1M's clean validation set and tests the better one; here both are evaluated on
+the test set every ``train.eval_every`` epochs, and ``checkpoint.best_metric: best_test_acc`` keeps the
+better on the *test* set (no separate validation list; a selection on test accuracy is optimistic).
+(2) a chosen sample's neighbours exclude the sample itself explicitly, where the reference skips
+the nearest of k+1 (which is not the sample when another has identical features). (3) mixed
+precision and data parallelism, which the reference does not have (see above).
+
 Neighbours are searched within each micro-batch on each process (the per-process batch split
 into ``gradient_accumulation_steps`` parts): with a micro-batch of m samples, ``num_neighbors``
 is capped at m - 1. BatchNorm statistics are per micro-batch too, as for every method here.
@@ -63,6 +71,7 @@ from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainConte
 from tcl_lite.methods.ema import alpha_at, ema_decay_at, ema_update_, meta_active
 from tcl_lite.methods.synthetic_labels import neighbour_relabel
 from tcl_lite.models import ModelError, Network, build_model
+from tcl_lite.models.layout import check_checkpoint_layout
 
 _TEACHER = "teacher."
 
@@ -181,6 +190,7 @@ class MLNT(Method):
         return self._load_feature_network(path)
 
     def _load_feature_network(self, path: Path) -> Network:
+        check_checkpoint_layout(path.parent, self.cfg.model.arch)  # a CE run of the earlier network
         net = self._frozen_copy(load_file(str(path)), f"mlnt.feature_checkpoint {str(path)!r}")
         self.feature_source = str(path)
         return net.eval()  # as the reference: BatchNorm running statistics, no dropout

@@ -10,21 +10,21 @@ from torch import Tensor
 
 class SyntheticLabels(NamedTuple):
     labels: Tensor  # [B] the new label set
-    chosen: Tensor  # [n] positions that were relabelled (n = round(ratio * B)), on the labels' device
+    chosen: Tensor  # [n] positions that were relabelled (n = int(B * ratio)), on the labels' device
     source: Tensor  # [n] for each chosen position, the neighbour whose label it took
 
 
 def neighbour_relabel(labels: Tensor, features: Tensor, ratio: float, num_neighbors: int) -> SyntheticLabels:
     """One synthetic label set, as the reference makes it.
 
-    ``round(ratio * B)`` positions are chosen at random; each takes the label of one of its
-    ``num_neighbors`` nearest neighbours (squared Euclidean distance of ``features``, itself excluded,
-    uniform among the k) in the *original* labels. With fewer than k+1 samples all others are
-    neighbours. Randomness: the global CPU torch generator (saved and restored by checkpoints), so
-    the result is a function of the seed whatever the device.
+    ``int(B * ratio)`` positions (rounded down, as the reference) are chosen at random; each takes
+    the label of one of its ``num_neighbors`` nearest neighbours (squared Euclidean distance of
+    ``features``, itself excluded, uniform among the k) in the *original* labels. With fewer than
+    k+1 samples all others are neighbours. Randomness: the global CPU torch generator (saved and
+    restored by checkpoints), so the result is a function of the seed whatever the device.
     """
     b = labels.shape[0]
-    n = int(round(ratio * b))
+    n = int(b * ratio)
     k = min(num_neighbors, b - 1)
     device = labels.device
     if n == 0 or k == 0:

@@ -31,7 +31,7 @@ from tcl_lite.detection.knn import knn_accuracy
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
 from tcl_lite.methods.gradient_cache import cached_backward
-from tcl_lite.methods.tcl_losses import corrected_targets, mixup_targets, tcl_terms
+from tcl_lite.methods.tcl_losses import corrected_targets, mixup_targets, tcl_terms, upcast
 
 # Loss terms in the order of ``TCLTerms`` with the config key of each weight.
 TERM_WEIGHTS = (("contrastive", "w_contrastive"), ("cross", "w_cross"), ("mixed", "w_mixed"),
@@ -133,14 +133,15 @@ class TCL(Method):
         ``chunks``: the outputs are the concatenation of that many micro-batch forwards, each laid
         out ``[weak, mixed_weak, mixed_s1, mixed_s2, s1, s2]`` (see ``_MixedStep``).
         """
-        logits, proj = _by_view(logits.float(), chunks), _by_view(proj.float(), chunks)
+        logits, proj = _by_view(upcast(logits), chunks), _by_view(upcast(proj), chunks)
         s1, s2 = logits[4], logits[5]
-        onehot = F.one_hot(labels, self.num_classes).float()
+        onehot = F.one_hot(labels, self.num_classes).to(logits.dtype)
         if warm:
             t1 = t2 = base = onehot
         else:
             p1, p2 = s1.detach().softmax(dim=1), s2.detach().softmax(dim=1)
-            t1, t2, base = corrected_targets(onehot, p1, p2, self.clean_probability[index], self.clean_scale,
+            w = self.clean_probability[index].to(onehot.dtype)
+            t1, t2, base = corrected_targets(onehot, p1, p2, w, self.clean_scale,
                                              self.clean_scale2)
         terms = tcl_terms(
             logits_s1=s1, logits_s2=s2, logits_mixed=logits[1:4].flatten(0, 1), proj_mixed=proj[1:4].flatten(0, 1),
@@ -158,7 +159,8 @@ class TCL(Method):
         ctx, t = self.ctx, self.tcfg
         data = ctx.data
         det = detection_pass(ctx.accelerator, ctx.model, ctx.loader(data.train_eval()), self.noisy, self.num_classes,
-                             temperature=t.posterior_temperature, sigma=t.sigma, per_class=t.gmm_per_class)
+                             temperature=t.posterior_temperature, sigma=t.sigma, per_class=t.gmm_per_class,
+                             gmm_dtype=t.gmm_dtype)
         self.clean_probability, self.prototypes, self.corrected_label = (
             det.clean_probability, det.prototypes, det.predictions)
         self.est_clean_fraction = det.clean_fraction

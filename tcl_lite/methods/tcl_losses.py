@@ -1,7 +1,8 @@
 """TCL's loss terms as pure functions of tensors (no model, no state, no process group).
 
 Shapes: B samples, K classes, d projection size. Projections are L2-normalised. Every function
-computes in float32 whatever the input dtype, so the losses are stable under autocast.
+computes in float32 whatever the (lower) input dtype, so the losses are stable under autocast; float64
+inputs stay float64 (the parity tests compare with an independent formulation in float64).
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def upcast(x: Tensor) -> Tensor:
+    """``x`` in float32, or float64 when it already is."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean over rows of ``-sum_k t_k log softmax(logits)_k`` (hard CE when ``targets`` is one-hot)."""
-    return -(targets.float() * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+    return -(upcast(targets) * F.log_softmax(upcast(logits), dim=1)).sum(dim=1).mean()
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
@@ -25,7 +31,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     row's own similarity is excluded, the other view of the same image is the target, and the
     cross-entropy is averaged over the 2B rows.
     """
-    z = torch.cat([z1, z2]).float()
+    z = upcast(torch.cat([z1, z2]))
     n = z1.shape[0]
     sim = z @ z.T / temperature
     # -inf on the diagonal removes self-similarity from the softmax denominators.
@@ -67,7 +73,7 @@ def entropy_terms(logits: Tensor) -> tuple[Tensor, Tensor]:
     batch-mean prediction ``pbar`` (minimised, it keeps the classes balanced). Both are over the
     rows given, so the balance term is a property of the whole batch.
     """
-    logp = F.log_softmax(logits.float(), dim=1)
+    logp = F.log_softmax(upcast(logits), dim=1)
     p = logp.exp()
     ent = -(p * logp).sum(dim=1).mean()
     pbar = p.mean(dim=0)
@@ -91,6 +97,7 @@ def tcl_terms(*, logits_s1: Tensor, logits_s2: Tensor, logits_mixed: Tensor, pro
     contrastive = nt_xent(proj_s1_all, proj_s2_all, temperature)
     cross = soft_cross_entropy(logits_s1, t1) + soft_cross_entropy(logits_s2, t2)
     mixed = soft_cross_entropy(logits_mixed, mixed_targets)
-    align = soft_cross_entropy(proj_mixed.float() @ prototypes.float().T / align_temperature, mixed_targets)
+    proj_mixed = upcast(proj_mixed)
+    align = soft_cross_entropy(proj_mixed @ prototypes.to(proj_mixed.dtype).T / align_temperature, mixed_targets)
     ent, ne = entropy_terms(torch.cat([logits_s1, logits_s2, logits_mixed]))
     return TCLTerms(contrastive, cross, mixed, align, ent, ne)

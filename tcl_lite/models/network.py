@@ -181,7 +181,7 @@ class Network(nn.Module):
 def build_encoder(cfg: ModelConfig, *, in_channels: int = 3) -> Encoder:
     """The encoder named by ``cfg.arch``, with ``cfg.norm`` layers and ``in_channels`` inputs."""
     # Imported here: the encoder modules import Encoder from this module.
-    from tcl_lite.models.preact_resnet import preact_resnet18
+    from tcl_lite.models.preact_resnet import preact_resnet18, preact_resnet18_he
     from tcl_lite.models.tiny_cnn import TinyCNN
     from tcl_lite.models.torchvision_resnet import TORCHVISION_ARCHS, TorchvisionResNet
 
@@ -195,9 +195,11 @@ def build_encoder(cfg: ModelConfig, *, in_channels: int = 3) -> Encoder:
         return TinyCNN(width=cfg.width, norm=cfg.norm, in_channels=in_channels)
     if cfg.arch == "preact_resnet18":
         return preact_resnet18(norm=cfg.norm, in_channels=in_channels)
+    if cfg.arch == "preact_resnet18_he":
+        return preact_resnet18_he(norm=cfg.norm, in_channels=in_channels)
     if cfg.arch in TORCHVISION_ARCHS:
         return TorchvisionResNet(cfg.arch, norm=cfg.norm, in_channels=in_channels, pretrained=cfg.pretrained)
-    raise ModelError(f"model.arch={cfg.arch!r} is not one of tiny_cnn, preact_resnet18, "
+    raise ModelError(f"model.arch={cfg.arch!r} is not one of tiny_cnn, preact_resnet18, preact_resnet18_he, "
                      f"{', '.join(TORCHVISION_ARCHS)}")
 
 
@@ -206,7 +208,7 @@ def build_model(cfg: ModelConfig, num_classes: int, *, in_channels: int = 3, ima
     """Encoder + classifier (+ projector) as configured.
 
     ``image_size`` is only checked: every encoder ends in adaptive average pooling, so the
-    architecture does not depend on it (tiny_cnn and preact_resnet18 run from 8 px; the
+    architecture does not depend on it (tiny_cnn and the preact_resnet18 forms run from 8 px; the
     torchvision ResNets down-sample 32x and are meant for >= 32 px, where their maps are 1x1).
     """
     from tcl_lite.models.heads import build_classifier, build_projector  # heads import ModelError from here
