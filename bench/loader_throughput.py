@@ -21,6 +21,7 @@ as the trainer starts workers every epoch.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import resource
 import tarfile
 import tempfile
@@ -92,6 +93,45 @@ def throughput(images: TensorImages | FileImages, views: tuple[str, ...], augmen
     return n / wall, n / (_cpu_seconds() - c0)
 
 
+def kornia_comparison(images: torch.Tensor, batch_size: int) -> None:
+    """TCL's three views of one batch: Kornia's augmentation module vs ``BatchedViews`` (CPU time).
+
+    Kornia (benchmark-only, ``pip install kornia``) draws from torch's global generator per call and
+    applies ColorJitter in a fixed order: it fits neither the (seed, epoch, index) rule nor the
+    per-sample random order, so it is timed only as the alternative the issue names.
+    """
+    if importlib.util.find_spec("kornia") is None:
+        print("Kornia not installed: no comparison (pip install kornia to add it).")
+        return
+    import kornia
+    import kornia.augmentation as K
+
+    from tcl_lite.data.batched_views import BatchedViews
+
+    mean, std = (torch.tensor(v) for v in CIFAR_STATS)
+    strong = K.AugmentationSequential(
+        K.RandomResizedCrop((32, 32), scale=(0.2, 1.0)), K.RandomHorizontalFlip(),
+        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2),
+        K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.5), K.Normalize(mean, std))
+    weak = K.AugmentationSequential(K.RandomCrop((32, 32), padding=4), K.RandomHorizontalFlip(), K.Normalize(mean, std))
+    ours = BatchedViews(("weak", "strong", "strong"), 32, CIFAR_STATS[0], CIFAR_STATS[1], seed=0)
+    batch, index = images[:batch_size].contiguous(), torch.arange(batch_size)
+
+    def kornia_views() -> tuple[torch.Tensor, ...]:
+        x = batch.float() / 255
+        return weak(x), strong(x), strong(x)
+
+    for name, fn in ((f"Kornia {kornia.__version__}", kornia_views),
+                     ("tcl_lite BatchedViews", lambda: ours(batch, index, 0))):
+        fn()
+        c0 = time.process_time()
+        for _ in range(5):
+            fn()
+        per_batch = (time.process_time() - c0) / 5
+        print(f"  {name}: TCL's 3 views of {batch_size} images in {per_batch * 1e3:.0f} ms of CPU "
+              f"({batch_size / per_batch:,.0f} samples per CPU-second)")
+
+
 def method_views() -> list[tuple[str, tuple[str, ...]]]:
     wanted = [("ce", "CE"), ("tcl", "TCL"), ("dividemix", "DivideMix")]
     found = [(label, tuple(METHODS[name].views)) for name, label in wanted if name in METHODS]
@@ -147,6 +187,8 @@ def main() -> None:
     print(f"\nDecode once (data.cache_decoded): {decode_rate:,.0f} JPEGs/s in the main process, "
           f"{decode_rate2:,.0f}/s with 2 workers (50,000 CIFAR-10 JPEGs: {50000 / decode_rate2:.0f} s once per "
           f"launch, then every epoch reads the 'tensors' rows).")
+    print("\nBatched libraries on the CPU device, main process:")
+    kornia_comparison(tensors.images, args.batch_size)
     encoder_images = {"CE": 1, "TCL": 6}  # TCL: 3 views + their 3 mixed images
     print(f"\nA T4 needs (assumption: {args.t4_images_per_s:,.0f} encoder images/s, PreAct ResNet-18, 32 px, "
           "fp16, forward+backward; not measured, no GPU here):")

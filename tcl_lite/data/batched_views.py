@@ -20,7 +20,7 @@ uint8, one sample at a time), applied to all samples at once, each with its own 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -272,27 +272,33 @@ def color_jitter(x: Tensor, p: StrongParams) -> Tensor:
     """ColorJitter with each sample's factors and order, on the samples where it applies."""
     for position in range(4):
         for op_id, op in enumerate(_JITTER_OPS):
-            chosen = np.flatnonzero(p.jitter & (p.order[:, position] == op_id))
-            if len(chosen) == 0:
-                continue
+            chosen = p.jitter & (p.order[:, position] == op_id)
             f = _on(x.device, p.factors[chosen, op_id], x.dtype).view(-1, 1, 1, 1)
-            idx = _on(x.device, chosen)
-            x.index_copy_(0, idx, op(x.index_select(0, idx), f))
+            x = _on_samples(x, chosen, lambda sub, f=f, op=op: op(sub, f))
     return x
 
 
-def _where_samples(mask: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
-    return torch.where(_on(a.device, mask, torch.bool).view(-1, 1, 1, 1), a, b)
+def _on_samples(x: Tensor, mask: np.ndarray, op: Callable[[Tensor], Tensor]) -> Tensor:
+    """``op`` applied, in place, to the samples where ``mask`` holds (only those are computed)."""
+    chosen = np.flatnonzero(mask)
+    if len(chosen):
+        idx = _on(x.device, chosen)
+        x.index_copy_(0, idx, op(x.index_select(0, idx)))
+    return x
+
+
+def _grayscale(x: Tensor) -> Tensor:
+    return _luma(x).floor_().expand_as(x)  # rgb_to_grayscale(3 channels) on uint8: truncated
+
+
+def _solarize(x: Tensor) -> Tensor:
+    return torch.where(x >= SOLARIZE_THRESHOLD, 255.0 - x, x)
 
 
 def strong_view(x: Tensor, p: StrongParams, size: int) -> Tensor:
     """RandomResizedCrop, flip, ColorJitter (p 0.8, random order), grayscale (0.2), solarize (0.5)."""
     x = color_jitter(resized_crop(x, p, size), p)
-    if p.gray.any():
-        x = _where_samples(p.gray, _luma(x).floor_().expand_as(x), x)
-    if p.solarize.any():
-        x = _where_samples(p.solarize, torch.where(x >= SOLARIZE_THRESHOLD, 255.0 - x, x), x)
-    return x
+    return _on_samples(_on_samples(x, p.gray, _grayscale), p.solarize, _solarize)
 
 
 # ---------------------------------------------------------------------------------------------
