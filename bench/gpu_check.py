@@ -63,8 +63,10 @@ def planned_rows(s: SimpleNamespace) -> list[Row]:
              Row("fit", "fits this GPU", "notebook settings for this GPU (configs/cifar10_tcl.yaml)")]
     rows += [Row("throughput", f"{m.upper()} training step", f"B={s.mlnt_batch if m == 'mlnt' else s.batch}, {shape}")
              for m in THROUGHPUT_METHODS]
-    rows += [Row("loader", "TCL's 3 views, 2 workers on 2 cores", f"{src}, {s.image_size}px")
-             for src in ("JPEG image folder", "in memory (uint8)")]
+    per_sample, batched = "TCL's 3 views per sample in 2 workers", "TCL's 3 views batched on the device, 2 workers"
+    rows += [Row("loader", check, f"{src}, {s.image_size}px, 2 cores") for check, src in (
+        (per_sample, "JPEG folder decoded on every access"), (per_sample, "decoded in memory"),
+        (batched, "decoded in memory"))]
     rows += [Row("resume", "kill -9 and --resume", "cifar10_tcl_sym50, 1 GPU, CIFAR subset")]
     return rows
 
@@ -129,18 +131,14 @@ def child_loader(spec: dict[str, Any]) -> dict[str, Any]:
 
     from tcl_lite.config import load_config
     from tcl_lite.data import build_data
-    from tcl_lite.data.datasets import IndexedDataset, TensorImages
     from tcl_lite.methods.tcl import TCL
 
     cores = pin_to_cores(spec["cores"])
     torch.set_num_threads(1)
-    data = build_data(load_config(None, spec["data_overrides"]).data, 0)
-    dataset = data.train_views(TCL.views)
-    if spec["in_memory"] and not isinstance(dataset.images, TensorImages):  # as torchvision's CIFAR: decoded once
-        stacked = torch.stack([dataset.images[i] for i in range(len(dataset))])
-        dataset = IndexedDataset(TensorImages(stacked), dataset.labels, dataset.transform, dataset.seed)
-    r = loader_throughput(dataset, batch_size=spec["batch"], num_workers=spec["workers"], batches=spec["batches"],
-                          pin_memory=torch.cuda.is_available())
+    data = build_data(load_config(None, spec["data_overrides"]).data, 0)  # cache_decoded=on: decoded here, once
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if spec["augment_on"] == "device" else None
+    r = loader_throughput(data.train_views(TCL.views, device), batch_size=spec["batch"], num_workers=spec["workers"],
+                          batches=spec["batches"], pin_memory=torch.cuda.is_available(), device=device)
     return {**r, "cores": cores}
 
 
