@@ -14,8 +14,10 @@ Rows, by section (``--only`` takes the section names):
 * ``fit``        ``configs/cifar10_tcl_1gpu_exact.yaml``, the notebook's T4 settings and its settings for the GPU
                  at hand, measured; whether they fit a 15 GiB T4 (the last: this GPU; ``gpu_probes.fit_verdict``);
 * ``throughput`` samples/s of one TCL, DivideMix (when the registry has it), MLNT and CE step;
-* ``loader``     samples/s of the data loader, 2 workers pinned to 2 cores (a Colab VM), TCL's three
-                 views at 32 px, from the JPEG folder and from memory; whether it starves the GPU;
+* ``loader``     samples/s reaching the step with TCL's three views at 32 px, 2 workers pinned to 2 cores
+                 (a Colab VM): per-sample views from JPEGs decoded on every access and from memory
+                 (``data.augment_on=workers``), and batched views on the device (``data.augment_on=device``,
+                 the trainer's default on a GPU); whether each starves the GPU, and what would fix it;
 * ``resume``     a short ``cifar10_tcl_sym50`` run (1 GPU, a CIFAR subset) SIGKILLed mid-epoch and
                  resumed with ``--resume``: it must continue from its checkpoint to the last epoch.
 
