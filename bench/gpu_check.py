@@ -14,8 +14,10 @@ Rows, by section (``--only`` takes the section names):
 * ``fit``        ``configs/cifar10_tcl_1gpu_exact.yaml``, the notebook's T4 settings and its settings for the GPU
                  at hand, measured; whether they fit a 15 GiB T4 (the last: this GPU; ``gpu_probes.fit_verdict``);
 * ``throughput`` samples/s of one TCL, DivideMix (when the registry has it), MLNT and CE step;
-* ``loader``     samples/s of the data loader, 2 workers pinned to 2 cores (a Colab VM), TCL's three
-                 views at 32 px, from the JPEG folder and from memory; whether it starves the GPU;
+* ``loader``     samples/s reaching the step with TCL's three views at 32 px, 2 workers pinned to 2 cores
+                 (a Colab VM): per-sample views from JPEGs decoded on every access and from memory
+                 (``data.augment_on=workers``), and batched views on the device (``data.augment_on=device``,
+                 the trainer's default on a GPU); whether each starves the GPU, and what would fix it;
 * ``resume``     a short ``cifar10_tcl_sym50`` run (1 GPU, a CIFAR subset) SIGKILLed mid-epoch and
                  resumed with ``--resume``: it must continue from its checkpoint to the last epoch.
 
@@ -63,8 +65,10 @@ def planned_rows(s: SimpleNamespace) -> list[Row]:
              Row("fit", "fits this GPU", "notebook settings for this GPU (configs/cifar10_tcl.yaml)")]
     rows += [Row("throughput", f"{m.upper()} training step", f"B={s.mlnt_batch if m == 'mlnt' else s.batch}, {shape}")
              for m in THROUGHPUT_METHODS]
-    rows += [Row("loader", "TCL's 3 views, 2 workers on 2 cores", f"{src}, {s.image_size}px")
-             for src in ("JPEG image folder", "in memory (uint8)")]
+    per_sample, batched = "TCL's 3 views per sample in 2 workers", "TCL's 3 views batched on the device, 2 workers"
+    rows += [Row("loader", check, f"{src}, {s.image_size}px, 2 cores") for check, src in (
+        (per_sample, "JPEG folder decoded on every access"), (per_sample, "decoded in memory"),
+        (batched, "decoded in memory"))]
     rows += [Row("resume", "kill -9 and --resume", "cifar10_tcl_sym50, 1 GPU, CIFAR subset")]
     return rows
 
@@ -129,18 +133,14 @@ def child_loader(spec: dict[str, Any]) -> dict[str, Any]:
 
     from tcl_lite.config import load_config
     from tcl_lite.data import build_data
-    from tcl_lite.data.datasets import IndexedDataset, TensorImages
     from tcl_lite.methods.tcl import TCL
 
     cores = pin_to_cores(spec["cores"])
     torch.set_num_threads(1)
-    data = build_data(load_config(None, spec["data_overrides"]).data, 0)
-    dataset = data.train_views(TCL.views)
-    if spec["in_memory"] and not isinstance(dataset.images, TensorImages):  # as torchvision's CIFAR: decoded once
-        stacked = torch.stack([dataset.images[i] for i in range(len(dataset))])
-        dataset = IndexedDataset(TensorImages(stacked), dataset.labels, dataset.transform, dataset.seed)
-    r = loader_throughput(dataset, batch_size=spec["batch"], num_workers=spec["workers"], batches=spec["batches"],
-                          pin_memory=torch.cuda.is_available())
+    data = build_data(load_config(None, spec["data_overrides"]).data, 0)  # cache_decoded=on: decoded here, once
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if spec["augment_on"] == "device" else None
+    r = loader_throughput(data.train_views(TCL.views, device), batch_size=spec["batch"], num_workers=spec["workers"],
+                          batches=spec["batches"], pin_memory=torch.cuda.is_available(), device=device)
     return {**r, "cores": cores}
 
 

@@ -241,16 +241,19 @@ def _loader(row: Row, ctx: SimpleNamespace) -> None:
     from gpu_probes import starvation_verdict
 
     s = ctx.sizes
+    in_memory, on_device = "decoded in memory" in row.setting, "batched" in row.check
     if ctx.args.toy:
         data = ["data.dataset=digits", f"data.image_size={s.image_size}"]
-        row.setting = row.setting.replace("JPEG image folder", "digits") + " (--toy)"
+        row.setting = "digits (in memory), --toy"
     elif ctx.data_root is None:
         row.notes = "no CIFAR-10 data: pass --data PATH (the JPEG tarball or its folder)"
         return
     else:
         data = ["data.dataset=imagefolder", f"data.root={ctx.data_root}", f"data.image_size={s.image_size}",
                 f"data.train_subset={s.batch * (s.loader_batches + 2)}"]
-    spec = {"data_overrides": data, "in_memory": row.setting.startswith("in memory"), "batch": s.batch,
+    data += [f"data.cache_decoded={'on' if in_memory else 'off'}",
+             f"data.augment_on={'device' if on_device else 'workers'}"]
+    spec = {"data_overrides": data, "augment_on": "device" if on_device else "workers", "batch": s.batch,
             "batches": s.loader_batches, "workers": 2, "cores": 2}
     r = run_child("loader", spec)
     if "error" in r:
@@ -261,7 +264,7 @@ def _loader(row: Row, ctx: SimpleNamespace) -> None:
                    f", {r['workers']} workers, process pinned to {r['cores']} cores)")
     step = ctx.results.get("tcl_samples_per_s")
     if step:
-        v = starvation_verdict(r["samples_per_s"], step, in_memory=spec["in_memory"])
+        v = starvation_verdict(r["samples_per_s"], step, in_memory=in_memory, on_device=on_device)
         row.figures += (f"; TCL step {step:.0f} samples/s: " + (f"STARVES the GPU (busy <= {v['gpu_busy_bound']:.0%})"
                                                                  if v["starved"] else "keeps up"))
         row.notes = v["fix"] + " (compared with this GPU's TCL step: a slower GPU, e.g. a T4, needs fewer samples/s)"

@@ -215,24 +215,36 @@ def detection_bank_mib(n_train: int, proj_dim: int, num_classes: int) -> float:
 
 # -- data loader throughput -----------------------------------------------------------------------------
 
-def loader_throughput(dataset: Any, *, batch_size: int, num_workers: int, batches: int,
-                      pin_memory: bool = False) -> dict[str, Any]:
-    """Samples/s of a DataLoader over ``dataset`` (after its first batch: worker start-up excluded)."""
+def loader_throughput(dataset: Any, *, batch_size: int, num_workers: int, batches: int, pin_memory: bool = False,
+                      device: Any = None) -> dict[str, Any]:
+    """Samples/s that reach the training step with all their views, as the trainer feeds it: the DataLoader,
+    then (``device`` given) the batch moved there and ``dataset.finish_batch`` (``data.augment_on=device``
+    makes the views of the whole batch there; identity otherwise). After the first batch: worker start-up
+    excluded."""
     import torch
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                                          num_workers=num_workers, pin_memory=pin_memory,
                                          generator=torch.Generator().manual_seed(0))
+
+    def finish(batch: dict[str, Any]) -> dict[str, Any]:
+        if device is None:
+            return batch
+        moved = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return dataset.finish_batch(moved)
+
     it = iter(loader)
-    first = next(it)
+    first = finish(next(it))
     views = len(first["image"]) if isinstance(first["image"], list) else 1
     t0, n = time.perf_counter(), 0
     for _ in range(batches):
         try:
-            batch = next(it)
+            batch = finish(next(it))
         except StopIteration:
             break
         n += len(batch["index"])
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds if seconds > 0 else float("nan"),
             "views": views, "image_shape": list((first["image"][0] if views > 1 else first["image"]).shape[1:]),
@@ -246,20 +258,22 @@ def pin_to_cores(cores: int) -> int:
     return min(cores, len(available))
 
 
-def starvation_verdict(loader_samples_per_s: float, step_samples_per_s: float, *,
-                       in_memory: bool = False) -> dict[str, Any]:
+def starvation_verdict(loader_samples_per_s: float, step_samples_per_s: float, *, in_memory: bool = False,
+                       on_device: bool = False) -> dict[str, Any]:
     """Whether the loader keeps up with the training step; the GPU's busy fraction it allows; the fix. Pure."""
     bound = min(1.0, loader_samples_per_s / step_samples_per_s) if step_samples_per_s > 0 else float("nan")
     starved = loader_samples_per_s < step_samples_per_s
-    on_gpu = ("move the augmentations to the GPU (batched torchvision v2 transforms on device tensors); more "
-              "workers do not help on 2 vCPUs")
     if not starved:
         fix = "the loader keeps up: no change needed"
-    elif in_memory:
-        fix = f"the CPU augmentations are the bottleneck even without decoding: {on_gpu}"
+    elif not on_device:
+        fix = ("the per-sample CPU augmentations are the bottleneck: data.augment_on=device (the default on a "
+               "GPU) makes the views for the whole batch on the GPU" + ("" if in_memory else ", and "
+               "data.cache_decoded=on decodes every JPEG once instead of every epoch"))
+    elif not in_memory:
+        fix = "JPEG decoding is the bottleneck: data.cache_decoded=on (decode once into memory)"
     else:
-        fix = (f"the loader is the bottleneck: keep the images decoded in memory (data.dataset=cifar10 holds uint8 "
-               f"tensors; an image folder decodes every JPEG each epoch) and {on_gpu}")
+        fix = ("even decoded in memory with the views made on the GPU, 2 vCPUs cannot collate fast enough: a "
+               "larger batch per step or a VM with more vCPUs")
     return {"starved": starved, "gpu_busy_bound": bound, "fix": fix}
 
 

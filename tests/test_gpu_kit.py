@@ -106,18 +106,26 @@ def test_loader_throughput_on_the_digits_with_tcl_views():
     from tcl_lite.data import build_data
     from tcl_lite.methods.tcl import TCL
 
-    data = build_data(load_config(None, ["data.image_size=8"]).data, 0)
-    r = gpu_probes.loader_throughput(data.train_views(TCL.views), batch_size=64, num_workers=2, batches=3)
+    per_sample = build_data(load_config(None, ["data.image_size=8", "data.augment_on=workers"]).data, 0)
+    r = gpu_probes.loader_throughput(per_sample.train_views(TCL.views), batch_size=64, num_workers=2, batches=3)
     assert r["samples"] == 3 * 64 and r["views"] == 3 and r["image_shape"] == [3, 8, 8] and r["workers"] == 2
     assert r["seconds"] > 0 and r["samples_per_s"] == pytest.approx(r["samples"] / r["seconds"])
+    # data.augment_on=device: workers only decode, the views come from finish_batch on the device.
+    batched = build_data(load_config(None, ["data.image_size=8", "data.augment_on=device"]).data, 0)
+    views = batched.train_views(TCL.views, "cpu")
+    r = gpu_probes.loader_throughput(views, batch_size=64, num_workers=2, batches=3, device="cpu")
+    assert r["samples"] == 3 * 64 and r["views"] == 3 and r["image_shape"] == [3, 8, 8]
 
 
 def test_starvation_verdict():
     slow = gpu_probes.starvation_verdict(500.0, 2000.0)
-    assert slow["starved"] and slow["gpu_busy_bound"] == 0.25 and "decoded in memory" in slow["fix"]
-    slow_in_memory = gpu_probes.starvation_verdict(500.0, 2000.0, in_memory=True)
-    assert "decoded in memory" not in slow_in_memory["fix"] and "to the GPU" in slow_in_memory["fix"]
-    fast = gpu_probes.starvation_verdict(3000.0, 2000.0)
+    assert slow["starved"] and slow["gpu_busy_bound"] == 0.25
+    assert "data.augment_on=device" in slow["fix"] and "data.cache_decoded=on" in slow["fix"]
+    in_memory = gpu_probes.starvation_verdict(500.0, 2000.0, in_memory=True)
+    assert "data.augment_on=device" in in_memory["fix"] and "cache_decoded" not in in_memory["fix"]
+    decoding = gpu_probes.starvation_verdict(500.0, 2000.0, on_device=True)
+    assert decoding["fix"].startswith("JPEG decoding") and "data.cache_decoded=on" in decoding["fix"]
+    fast = gpu_probes.starvation_verdict(3000.0, 2000.0, on_device=True, in_memory=True)
     assert not fast["starved"] and fast["gpu_busy_bound"] == 1.0
 
 
