@@ -77,6 +77,20 @@ class TensorImages:
         return TensorImages(self.images[torch.as_tensor(indices, dtype=torch.long)].contiguous())
 
 
+class DecodedFiles(TensorImages):
+    """Image files decoded once into memory (``data.cache_decoded``); ``paths`` still names each
+    image's file (label issues, predictions and galleries show them)."""
+
+    def __init__(self, images: torch.Tensor, paths: Sequence[str]) -> None:
+        super().__init__(images)
+        if len(paths) != len(self):
+            raise ValueError(f"{len(paths)} paths for {len(self)} decoded images")
+        self.paths = list(paths)
+
+    def subset(self, indices: np.ndarray) -> DecodedFiles:
+        return DecodedFiles(super().subset(indices).images, [self.paths[i] for i in indices])
+
+
 def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     """Shorter side to ``size`` then a centred ``size`` x ``size`` crop (works on [.., C, H, W])."""
     if tuple(image.shape[-2:]) == (size, size):

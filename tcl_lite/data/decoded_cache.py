@@ -11,7 +11,7 @@ from __future__ import annotations
 import psutil
 import torch
 
-from .datasets import DataError, FileImages, ImageSource, TensorImages
+from .datasets import DataError, DecodedFiles, FileImages, ImageSource
 from .verify import image_problem, unreadable_images_error
 
 _DECODE_BATCH = 256
@@ -48,7 +48,7 @@ class _Tolerant(torch.utils.data.Dataset):
             return torch.zeros((3, s, s), dtype=torch.uint8), image_problem(self.images.paths[index]) or "unreadable"
 
 
-def decode_collecting(images: FileImages, num_workers: int = 0) -> tuple[TensorImages, list[tuple[str, str]]]:
+def decode_collecting(images: FileImages, num_workers: int = 0) -> tuple[DecodedFiles, list[tuple[str, str]]]:
     """Every image of ``images`` decoded (``num_workers`` processes, in order) into one tensor, and the
     ``(path, why)`` of those that cannot be decoded, so that one error can name them all."""
     s = images.image_size
@@ -60,10 +60,10 @@ def decode_collecting(images: FileImages, num_workers: int = 0) -> tuple[TensorI
         out[start:start + len(batch)] = batch
         bad += [(images.paths[start + i], why) for i, why in enumerate(problems) if why]
         start += len(batch)
-    return TensorImages(out), bad
+    return DecodedFiles(out, images.paths), bad
 
 
-def decode_all(images: FileImages, num_workers: int = 0) -> TensorImages:
+def decode_all(images: FileImages, num_workers: int = 0) -> DecodedFiles:
     """Every image of ``images`` decoded into one tensor; DataError naming each unreadable one."""
     decoded, bad = decode_collecting(images, num_workers)
     if bad:
