@@ -18,9 +18,20 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return ConfigError, DataError, ModelError, CheckpointError, NonFiniteLossError
 
 
+def launcher() -> str:
+    """How the user started training: the installed command (or ``python -m tcl_lite``) or the checkout's script."""
+    return "tcl-lite train" if Path(sys.argv[0]).name in ("tcl-lite", "__main__.py") else "train.py"
+
+
+def continue_command(out: str | Path) -> str:
+    """The command that resumes the run in ``out``, in the form the user started it with."""
+    prog = "tcl-lite train" if launcher() == "tcl-lite train" else "accelerate launch train.py"
+    return f"{prog} --resume --output-dir {out}"
+
+
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train.py", description="Train an image classifier on noisy labels (CE, TCL, MLNT).",
+        prog=launcher(), description="Train an image classifier on noisy labels (CE, TCL, MLNT).",
         epilog="Examples: python train.py | python train.py method=tcl train.epochs=5 | "
                "accelerate launch train.py --config configs/cifar10_tcl_sym50.yaml --resume")
     p.add_argument("--config", help="a preset by name (e.g. digits_tcl, cifar10_tcl_sym50: the files of configs/) or "

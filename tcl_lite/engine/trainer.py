@@ -6,7 +6,6 @@ computes its losses; this file only orders the work. Read ``train`` top to botto
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 
+from tcl_lite.cli import continue_command
 from tcl_lite.config import Config, ConfigError, parse_time_budget, save_config, to_dict
 from tcl_lite.data import build_data
 from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager, TrainerState
@@ -62,13 +62,6 @@ def _make_accelerator(cfg: Config) -> Accelerator:
         # The sampler reseeds from (seed + epoch) every epoch: the data order needs no saved state.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
-
-
-def _continue_command(out: Path) -> str:
-    """The command that resumes this run, as the user started it (checkout script or installed command)."""
-    prog = Path(sys.argv[0]).name
-    launcher = "tcl-lite train" if prog in ("tcl-lite", "__main__.py") else "accelerate launch train.py"
-    return f"{launcher} --resume --output-dir {out}"
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -181,7 +174,7 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     metrics: dict[str, float] = method.before_training(resumed=resume_from is not None)
     if stopper.signal_received():  # SIGTERM already during start-up
         log(f"Stopping before the first step (SIGTERM during start-up); nothing new to save. "
-            f"Continue with: {_continue_command(out)}")
+            f"Continue with: {continue_command(out)}")
         status.update("stopped_signal", epoch=state.epoch, step=state.global_step)
         accelerator.end_training()
         return metrics
@@ -251,7 +244,7 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
                 progress.close()
                 log(f"Stopping after {stopper.elapsed() / 60:.1f} min (time budget or SIGTERM) at epoch "
                     f"{epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch}; saved {ckpts.root}. "
-                    f"Continue with: {_continue_command(out)}")
+                    f"Continue with: {continue_command(out)}")
                 status.update("stopped_signal" if stopper.signalled else "stopped_time_budget",
                               epoch=state.epoch, step=state.global_step)
                 accelerator.end_training()
