@@ -41,6 +41,13 @@ class Row:
     notes: str = ""
 
 
+def _failed(row: Row, result: dict[str, Any]) -> bool:
+    """A child that reported an error marks ``row`` failed with it."""
+    if "error" in result:
+        row.status, row.notes = FAIL, result["error"]
+    return "error" in result
+
+
 def run_child(kind: str, spec: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
     """``gpu_check.py --child-KIND SPEC`` in a fresh process; its JSON, or ``{"error": ...}``."""
     try:
@@ -113,8 +120,7 @@ def _exactness(row: Row, ctx: SimpleNamespace) -> None:
         return
     r = run_child("exactness", {"precision": precision, "arch": s.arch, "image_size": s.image_size, "batch": s.batch,
                                 "micro": s.micro, "width": s.width, "cpu": not ctx.cuda})
-    if "error" in r:
-        row.status, row.notes = FAIL, r["error"]
+    if _failed(row, r):
         return
     row.status = PASS if exactness_ok(r) else FAIL
     row.figures = (f"{r['micro_batches']} micro-batches vs 1: loss rel diff {r['loss_rel']:.1e}, gradient rel diff "
@@ -129,8 +135,7 @@ def _optim8bit(row: Row, ctx: SimpleNamespace) -> None:
     from gpu_probes import optimizer_8bit_ok
 
     r = run_child("optim8bit", {"name": row.check.split()[-1], "device": "cuda" if ctx.cuda else "cpu"})
-    if "error" in r:
-        row.status, row.notes = FAIL, r["error"]
+    if _failed(row, r):
         return
     row.status = PASS if optimizer_8bit_ok(r) else FAIL
     row.figures = (f"{r['optimizer']} on {r['device']}; large-tensor state {'/'.join(r['state_dtypes'])}; loss "
@@ -157,8 +162,7 @@ def _memory(row: Row, ctx: SimpleNamespace) -> None:
             "steps": s.steps, "label": config}
     r = run_child("step", spec)
     ctx.results.setdefault("memory", {})[config] = r
-    if "error" in r:
-        row.status, row.notes = FAIL, r["error"]
+    if _failed(row, r):
         return
     naive = ctx.results["memory"].get("naive", {})
     rel = (f" = {r['peak_mib'] / naive['peak_mib']:.3f} of naive, {r['seconds'] / naive['seconds']:.2f}x its time"
@@ -197,8 +201,7 @@ def _fit(row: Row, ctx: SimpleNamespace) -> None:
     overrides = [*overrides, "train.cpu=false", *(TOY_MODEL + ["train.batch_size=64"] if ctx.args.toy else [])]
     cfg = load_config(config_file, overrides)
     r = run_child("step", {"config_file": str(config_file), "overrides": overrides, "steps": 1, "label": row.setting})
-    if "error" in r:
-        row.status, row.notes = FAIL, r["error"]
+    if _failed(row, r):
         return
     extras = detection_bank_mib(50_000, cfg.model.proj_dim, 10)
     v = fit_verdict(peak_allocated_mib=r["base_mib"] + r["peak_mib"], reserved_peak_mib=r["reserved_peak_mib"],
@@ -226,8 +229,7 @@ def _throughput(row: Row, ctx: SimpleNamespace) -> None:
                  f"data.image_size={s.image_size}", f"train.batch_size={batch}", "train.gradient_accumulation_steps=1",
                  f'train.mixed_precision="{precision}"', f"train.cpu={str(not ctx.cuda).lower()}", "optim.name=sgd"]
     r = run_child("step", {"overrides": overrides, "steps": s.steps, "label": method})
-    if "error" in r:
-        row.status, row.notes = FAIL, r["error"]
+    if _failed(row, r):
         return
     rate = batch / r["seconds"]
     ctx.results[f"{method}_samples_per_s"] = rate
@@ -256,8 +258,7 @@ def _loader(row: Row, ctx: SimpleNamespace) -> None:
     spec = {"data_overrides": data, "augment_on": "device" if on_device else "workers", "batch": s.batch,
             "batches": s.loader_batches, "workers": 2, "cores": 2}
     r = run_child("loader", spec)
-    if "error" in r:
-        row.status, row.notes = FAIL, r["error"]
+    if _failed(row, r):
         return
     row.status = MEASURED
     row.figures = (f"{r['samples_per_s']:.0f} samples/s ({r['views']} views of {'x'.join(map(str, r['image_shape']))}"
