@@ -32,7 +32,6 @@ def epoch_vs_detection(overrides: list[str], repeats: int = 1) -> dict[str, Any]
     from tcl_lite.config import load_config
     from tcl_lite.detection.gmm_detector import detection_pass
     from tcl_lite.engine.optim import build_optimizer, peak_lr
-    from tcl_lite.engine.trainer import split_batch
     from tcl_lite.methods.base import StepInfo, TrainContext
     from tcl_lite.methods.tcl import TCL
     from tcl_lite.models import build_model
@@ -51,14 +50,13 @@ def epoch_vs_detection(overrides: list[str], repeats: int = 1) -> dict[str, Any]
                                          num_workers=cfg.data.num_workers)
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     method = TCL(TrainContext(cfg, acc, model, optimizer, data, OUT / "epoch_overhead"))
-    gas = cfg.train.gradient_accumulation_steps
 
     def train_epoch(epoch: int) -> float:
         train_set.set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
         for i, batch in enumerate(loader):
-            method.training_step(split_batch(batch, gas), StepInfo(epoch, i, i, len(loader)))
+            method.training_step(batch, StepInfo(epoch, i, i, len(loader)))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - t0

@@ -84,7 +84,6 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     from accelerate.state import AcceleratorState, GradientState
 
     from tcl_lite.engine.optim import build_optimizer
-    from tcl_lite.engine.trainer import split_batch
     from tcl_lite.methods import get_method
     from tcl_lite.methods.base import StepInfo, TrainContext
     from tcl_lite.models import build_model
@@ -121,7 +120,7 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
 
     def step() -> dict[str, Any]:
         torch.manual_seed(2)  # the same mixup lambda and permutation (and MLNT synthetic labels) everywhere
-        return method.training_step(split_batch(batch, n_micro), info)
+        return method.training_step(batch, info)  # split into train.gradient_accumulation_steps by the method
 
     return SimpleNamespace(acc=acc, model=model, optimizer=optimizer, method=method, n_micro=n_micro, step=step)
 

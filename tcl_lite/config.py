@@ -174,60 +174,9 @@ class CheckpointConfig:
 
 
 @dataclass
-class TCLConfig:
-    warmup_epochs: int = opt(19, "Number of epochs trained on the plain noisy labels before the corrected "
-                             "targets. The reference's `warmup=20` trains 19 such epochs (it counts epochs "
-                             "from 1 and tests epoch < warmup) while its lr warm-up spans 20; the CIFAR "
-                             "presets reproduce that with 19 here and optim.warmup_epochs=20.", ge=0)
-    temperature: float = opt(0.25, "NT-Xent temperature of the contrastive loss.", gt=0.0)
-    align_temperature: float = opt(0.25, "Temperature of the alignment to prototypes.", gt=0.0)
-    posterior_temperature: float = opt(0.25, "Shared temperature of the GMM posterior (reference).",
-                                       gt=0.0)
-    sigma: str = opt("shared", "Cluster scale in the posterior: the reference's shared temperature "
-                     "or the paper's per-cluster sigma_k (Eq. 4-6).", choices=("shared", "per_cluster"))
-    gmm_per_class: bool = opt(False, "Fit one 2-component GMM per noisy class (reference sep_gmm).")
-    gmm_dtype: str = opt("float32", "Precision of the min-max scores and the GMM fit: float32 as the "
-                         "reference; float64 (tcl_lite's earlier default) changes w only at float32 "
-                         "rounding level.", choices=("float32", "float64"))
-    clean_scale: float = opt(-1.0, "Scale s1 of the cross-supervision targets t1, t2; -1 = the estimated "
-                             "clean fraction mean(w > 0.5) (reference).", ge=-1.0, le=1.0)
-    clean_scale2: float = opt(-1.0, "Scale s2 of the mixed-image targets; -1 = the estimated clean fraction "
-                              "(the reference fixes 1.0 for CIFAR-100 at 90% noise).", ge=-1.0, le=1.0)
-    mixup_alpha: float = opt(1.0, "Beta(a, a) parameter of mixup's lambda.", gt=0.0)
-    w_contrastive: float = opt(1.0, "Weight of the NT-Xent contrastive loss.", ge=0.0)
-    w_cross: float = opt(1.0, "Weight of the cross-supervision loss.", ge=0.0)
-    w_mixed: float = opt(1.0, "Weight of the mixed-target classification loss.", ge=0.0)
-    w_align: float = opt(1.0, "Weight of the alignment-to-prototypes loss.", ge=0.0)
-    w_entropy: float = opt(1.0, "Weight of the per-sample entropy (confidence) term.", ge=0.0)
-    w_balance: float = opt(1.0, "Weight of the batch-mean negative entropy (balance) term.", ge=0.0)
-    gradient_mode: str = opt("exact", "With accumulation: `exact` = gradient cache, the full-batch "
-                             "loss; `local` = loss per micro-batch (cheaper, not the same loss).",
-                             choices=("exact", "local"))
-    knn_k: int = opt(200, "Neighbours of the kNN accuracy.", ge=1)
-    knn_t: float = opt(0.1, "Temperature of the kNN accuracy.", gt=0.0)
-
-
-@dataclass
-class MLNTConfig:
-    feature_checkpoint: str = opt("", "tcl_lite CE checkpoint (folder or model.safetensors) of the "
-                                  "frozen feature network; empty = the student's initial weights.")
-    num_synthetic: int = opt(10, "Synthetic label sets per step.", ge=1)
-    perturb_ratio: float = opt(0.5, "Fraction of the batch relabelled in each synthetic set.",
-                               ge=0.0, le=1.0)
-    num_neighbors: int = opt(10, "Nearest neighbours (feature space, within the batch) to draw from.",
-                             ge=1)
-    meta_lr: float = opt(0.02, "Learning rate of the fast (inner) step.", gt=0.0)
-    alpha: float = opt(1.0, "Maximum weight of the meta (consistency) loss.", ge=0.0)
-    start_iter: int = opt(500, "Iteration at which the meta loss starts (first epoch).", ge=0)
-    mid_iter: int = opt(2000, "Iteration at which the alpha ramp ends and the EMA decay rises.", ge=0)
-    ema_decay_rampup: float = opt(0.99, "Teacher EMA decay during the ramp.", ge=0.0, le=1.0)
-    ema_decay: float = opt(0.999, "Teacher EMA decay after the ramp.", ge=0.0, le=1.0)
-    first_order: bool = opt(False, "Treat the fast step's gradient as a constant (approximation).")
-
-
-@dataclass
 class Config:
-    method: str = opt("ce", "Training method.", choices=("ce", "tcl", "mlnt"))
+    method: str = opt("ce", "Training method: a registered method's name (`tcl_lite/methods/`; each has its own "
+                      "config section named after it).")
     seed: int = opt(0, "Seed of everything: noise, data order, augmentations, initialisation.", ge=0)
     output_dir: str = opt("runs/default", "Run directory: config, labels, metrics, checkpoints.")
     data: DataConfig = field(default_factory=DataConfig)
@@ -235,8 +184,21 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    tcl: TCLConfig = field(default_factory=TCLConfig)
-    mlnt: MLNTConfig = field(default_factory=MLNTConfig)
+    # The methods' own sections (``cfg.tcl``, ``cfg.mlnt``...), declared by the method modules
+    # (``Method.config``) and read from the top level of the YAML like the sections above.
+    sections: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        from tcl_lite.methods.registry import config_sections
+
+        for name, section in config_sections().items():
+            self.sections.setdefault(name, section())
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute or method section {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,14 +283,17 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, "
                           f"got {values!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    fields = {f.name: f for f in dataclasses.fields(cls) if not (cls is Config and f.name == "sections")}
+    method_sections = _method_sections() if cls is Config else {}
+    unknown = sorted(set(values) - set(fields) - set(method_sections))
     if unknown:
         key = prefix + unknown[0]
         raise ConfigError(f"unknown config key '{key}'; allowed keys here: "
-                          f"{', '.join(prefix + k for k in fields)}")
-    kwargs = {}
+                          f"{', '.join(prefix + k for k in [*fields, *method_sections])}")
+    kwargs: dict[str, Any] = {}
     for name, value in values.items():
+        if name in method_sections:
+            continue
         tp, key = hints[name], prefix + name
         if _is_section(tp):
             kwargs[name] = _build(tp, value or {}, key + ".")
@@ -336,7 +301,16 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
             v = _coerce(key, value, tp)
             _check_constraints(key, v, fields[name].metadata)
             kwargs[name] = v
+    if cls is Config:
+        kwargs["sections"] = {name: _build(section, values.get(name) or {}, name + ".")
+                              for name, section in method_sections.items()}
     return cls(**kwargs)
+
+
+def _method_sections() -> dict[str, type]:
+    from tcl_lite.methods.registry import config_sections  # the methods import this module
+
+    return config_sections()
 
 
 def parse_time_budget(text: str) -> float | None:
@@ -380,8 +354,12 @@ def validate(cfg: Config) -> Config:
     if cfg.data.noise_type == "file" and not cfg.data.noise_file:
         raise ConfigError("config key 'data.noise_file' is required with data.noise_type=file")
     _validate_arch(cfg.model.arch)
-    if cfg.mlnt.mid_iter < cfg.mlnt.start_iter:
-        raise ConfigError("config key 'mlnt.mid_iter' must be >= mlnt.start_iter")
+    from tcl_lite.methods.registry import get_method
+
+    get_method(cfg.method)  # a ConfigError naming the registered methods
+    for section in cfg.sections.values():  # checks across a method's own keys
+        if hasattr(section, "validate"):
+            section.validate()
     return cfg
 
 
@@ -402,7 +380,11 @@ def _validate_arch(arch: str) -> None:
 
 
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    """A config (or section) as plain nested dicts; the method sections at the top level, as in YAML."""
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, Config):
+        out.update(out.pop("sections"))
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -478,6 +460,8 @@ def config_docs() -> str:
     def walk(cls: type, prefix: str) -> None:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
+            if cls is Config and f.name == "sections":
+                continue
             if _is_section(hints[f.name]):
                 walk(hints[f.name], prefix + f.name + ".")
                 continue
@@ -485,7 +469,13 @@ def config_docs() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             allowed = ", ".join(map(str, m["choices"])) if m.get("choices") else " ".join(
                 f"{w} {m[b]}" for b, w in (("ge", ">="), ("gt", ">"), ("le", "<=")) if m.get(b) is not None)
+            if cls is Config and f.name == "method":
+                from tcl_lite.methods.registry import METHODS
+
+                allowed = ", ".join(METHODS)
             rows.append(f"| `{prefix}{f.name}` | `{json.dumps(default)}` | {allowed} | {m['help']} |")
 
     walk(Config, "")
+    for name, section in _method_sections().items():
+        walk(section, name + ".")
     return "\n".join(rows)

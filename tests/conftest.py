@@ -58,3 +58,10 @@ def fresh_accelerate():
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+def train_step(method, batch, info, micro_batches=1):
+    """One step as the engine calls it: the whole batch, which the method splits into
+    ``micro_batches`` micro-batches (the engine's memory policy, ``ctx.micro_batches``)."""
+    method.ctx.micro_batches = micro_batches
+    return method.training_step(batch, info)

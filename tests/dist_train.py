@@ -10,19 +10,19 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from tcl_lite.config import load_config
-from tcl_lite.engine import trainer
+from tcl_lite.engine import run_setup, trainer
 
 
 def main() -> None:
     cfg = load_config(None, sys.argv[1:])
     seen: list[int] = []
-    original = trainer.split_batch
+    original = trainer._step_adapting_to_oom
 
-    def recording_split(batch, n):  # records which samples this process trained on
+    def recording_step(run, batch, info):  # records which samples this process trained on
         seen.extend(batch["index"].tolist())
-        return original(batch, n)
+        return original(run, batch, info)
 
-    trainer.split_batch = recording_split
+    trainer._step_adapting_to_oom = recording_step
     captured = {}
     original_make = trainer._make_accelerator
 
@@ -31,14 +31,14 @@ def main() -> None:
         return captured["acc"]
 
     trainer._make_accelerator = make
-    original_build = trainer.build_model
+    original_build = run_setup.build_model
 
     def build(*args, **kwargs):  # keeps the initial weights, to show that training moved them
         model = original_build(*args, **kwargs)
         captured["init"] = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
         return model
 
-    trainer.build_model = build
+    run_setup.build_model = build
     trainer.train(cfg)
     acc = captured["acc"]
     model = acc.unwrap_model(acc._models[0])

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import train_step
 
 from tcl_lite.config import load_config
 from tcl_lite.engine.optim import build_optimizer, lr_at
-from tcl_lite.engine.trainer import split_batch
+from tcl_lite.methods.accumulate import split_batch
 
 
 def _tiny_model(**model):
@@ -92,13 +93,13 @@ def test_accumulating_4_micro_batches_equals_one_batch(fresh_accelerate, tmp_pat
     batch = torch.utils.data.default_collate([ds[i] for i in range(32)])
     info = StepInfo(0, 0, 0, 1)
 
-    def grads(micro):
+    def grads(micro: int):
         opt.zero_grad(set_to_none=True)
-        logs = method.training_step(micro, info)
+        logs = train_step(method, batch, info, micro)
         return [p.grad.clone() for p in model.parameters()], logs["loss"]
 
-    g1, l1 = grads([batch])
-    g4, l4 = grads(split_batch(batch, 4))
+    g1, l1 = grads(1)
+    g4, l4 = grads(4)
     assert torch.allclose(l1, l4, atol=1e-6)
     for a, b in zip(g1, g4):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)

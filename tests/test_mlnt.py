@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_train
+from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_train, train_step
 from safetensors.torch import load_file
 from torch import nn
 from torch.func import functional_call
@@ -130,11 +130,11 @@ def test_immediate_backward_equals_all_at_once(tmp_path, fresh_accelerate, first
     method = make_method(tmp_path, f"mlnt.first_order={str(first_order).lower()}",
                          f"train.activation_checkpointing={str(checkpointing).lower()}")
     batch = batch_of(method, 32)
-    from tcl_lite.engine.trainer import split_batch
+    from tcl_lite.methods.accumulate import split_batch
 
     snap = snapshot(method)
     torch.manual_seed(123)
-    logs = method.training_step(split_batch(batch, micro), ACTIVE)
+    logs = train_step(method, batch, ACTIVE, micro)
     immediate = grads_of(method)
     assert method.teacher_updates == 1
 
@@ -155,7 +155,7 @@ def test_first_order_differs_from_second_order(tmp_path, fresh_accelerate):
     for first_order in (False, True):
         method = make_method(tmp_path, f"mlnt.first_order={str(first_order).lower()}")
         torch.manual_seed(123)
-        method.training_step([batch_of(method, 32)], ACTIVE)
+        train_step(method, batch_of(method, 32), ACTIVE)
         out[first_order] = torch.cat([g.flatten() for g in grads_of(method)])
     diff = (out[True] - out[False]).norm() / out[False].norm()
     assert diff > 1e-3, f"relative difference {diff:.2e}: the second-order terms should matter"
@@ -170,7 +170,7 @@ def test_fp16_loss_scale_is_applied_to_the_fast_step_and_divided_back(tmp_path, 
     batch = batch_of(method, 32)
     snap = snapshot(method)
     torch.manual_seed(5)
-    method.training_step([batch], ACTIVE)
+    train_step(method, batch, ACTIVE)
     scaled = grads_of(method)
     restore(method, snap)
     torch.manual_seed(5)
@@ -186,7 +186,7 @@ def test_bf16_autocast_reaches_the_fast_forward(tmp_path, fresh_accelerate):
     conv = method.student.encoder.stem.conv
     conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     torch.manual_seed(0)
-    logs = method.training_step([batch_of(method, 16)], ACTIVE)
+    logs = train_step(method, batch_of(method, 16), ACTIVE)
     # forwards through the conv: the student's, then the fast one (teacher and features are other modules)
     assert seen == [torch.bfloat16, torch.bfloat16]
     assert all(torch.isfinite(p.grad).all() for p in method.params) and math.isfinite(float(logs["loss"]))
@@ -266,7 +266,7 @@ def test_method_follows_the_schedule_step_by_step(tmp_path, fresh_accelerate):
     for it in range(6):
         student = [p.detach().clone() for p in method.params]
         teacher_before = [t.clone() for t in method.teacher.parameters()]
-        logs = method.training_step([batch_of(method, 16, start=16 * it)], StepInfo(0, it, it, 39))
+        logs = train_step(method, batch_of(method, 16, start=16 * it), StepInfo(0, it, it, 39))
         teacher = list(method.teacher.parameters())
         if it <= 2:  # no meta loss, no teacher update
             assert float(logs["consistency"]) == 0 and float(logs["alpha"]) == 0 and method.teacher_updates == 0
@@ -334,7 +334,7 @@ def test_feature_network_from_a_ce_checkpoint_is_loaded_and_frozen(tmp_path, fre
     assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
     assert method.state_dict()["feature_checkpoint"] == method.feature_source
     for it in range(2):
-        method.training_step([batch_of(method, 16, start=16 * it)], ACTIVE)
+        train_step(method, batch_of(method, 16, start=16 * it), ACTIVE)
         method.ctx.optimizer.step()
         method.ctx.optimizer.zero_grad()
     assert all(p.grad is None for p in net.parameters())
@@ -420,7 +420,7 @@ import torch
 import torch.distributed as dist
 sys.path.insert(0, {tests!r})
 warnings.simplefilter("ignore")
-from test_mlnt import ACTIVE, batch_of, grads_of, make_method, reference_step, restore, snapshot
+from test_mlnt import ACTIVE, batch_of, grads_of, make_method, reference_step, restore, snapshot, train_step
 from tcl_lite.methods.ema import ema_update_
 
 out = Path(sys.argv[1])
@@ -430,7 +430,7 @@ rank = acc.process_index
 batch = batch_of(method, 16, start=16 * rank)  # each process its own samples
 snap = snapshot(method)
 torch.manual_seed(100 + rank)
-method.training_step([batch], ACTIVE)
+train_step(method, batch, ACTIVE)
 ddp = grads_of(method)
 buffers = [b.clone() for net in (method.student, method.teacher) for b in net.buffers()]
 
@@ -479,7 +479,6 @@ def test_two_processes_average_the_second_order_gradient(tmp_path):
 
 def _step_with_oom_retry(tmp_path: Path, fail_first: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     from tcl_lite.engine.oom import step_adapting_to_oom
-    from tcl_lite.engine.trainer import split_batch
 
     method = make_method(tmp_path, "mlnt.start_iter=0", "mlnt.num_synthetic=2")
     batch, real, calls = batch_of(method, 32), method._synthetic_set, []
@@ -492,7 +491,7 @@ def _step_with_oom_retry(tmp_path: Path, fail_first: bool) -> tuple[list[torch.T
 
     method._synthetic_set = flaky
     torch.manual_seed(9)
-    _, gas = step_adapting_to_oom(lambda n: method.training_step(split_batch(batch, n), StepInfo(0, 3, 3, 39)),
+    _, gas = step_adapting_to_oom(lambda n: train_step(method, batch, StepInfo(0, 3, 3, 39), n),
                                   32, 1 if fail_first else 2, True,
                                   on_retry=lambda: method.ctx.optimizer.zero_grad(set_to_none=True),
                                   log=lambda msg: None)

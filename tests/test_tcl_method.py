@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_train
+from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_train, train_step
 
 from tcl_lite.config import load_config
-from tcl_lite.engine.trainer import split_batch
 from tcl_lite.methods import StepInfo, TrainContext
 from tcl_lite.methods import gradient_cache as gc
 from tcl_lite.methods.tcl import TCL, _MixedStep
@@ -49,10 +48,10 @@ def _setup(tmp_path, *overrides: str, mixed_precision: str = "no") -> tuple[TCL,
     return method, batch
 
 
-def _grads(method: TCL, micro: list[dict], info: StepInfo = LATE, seed: int = 123) -> tuple[list, dict]:
+def _grads(method: TCL, batch: dict, micro: int = 1, info: StepInfo = LATE, seed: int = 123) -> tuple[list, dict]:
     method.ctx.optimizer.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # the same lambda, permutation and dropout draws for every variant
-    logs = method.training_step(micro, info)
+    logs = train_step(method, batch, info, micro)
     return [p.grad.clone() for p in method.ctx.model.parameters()], logs
 
 
@@ -64,15 +63,15 @@ def test_exact_mode_gas4_equals_the_single_batch_step(fresh_accelerate, tmp_path
     """Batch-independent layers (GroupNorm/LayerNorm) and no dropout, so gas=1 and gas=4 compute
     the same function: the full-batch loss's gradient must come out the same through the cache."""
     method, batch = _setup(tmp_path, "model.norm=group", "model.dropout=0")
-    g1, l1 = _grads(method, [batch])
-    g4, l4 = _grads(method, split_batch(batch, 4))
+    g1, l1 = _grads(method, batch)
+    g4, l4 = _grads(method, batch, 4)
     assert torch.allclose(l1["loss"], l4["loss"], atol=1e-5)
     for a, b in zip(g4, g1):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), float((a - b).abs().max())
     assert l1["warmup"] == 0  # epoch 100: the corrected targets were used
     # local mode is a different objective (negatives, mixup partners, balance per micro-batch)
     method.tcfg.gradient_mode = "local"
-    gl, ll = _grads(method, split_batch(batch, 4))
+    gl, ll = _grads(method, batch, 4)
     assert _max_rel_diff(gl, g1) > 1e-2
     assert abs(float(ll["contrastive"]) - float(l1["contrastive"])) > 0.1
 
@@ -95,11 +94,11 @@ def test_exact_mode_replays_dropout(fresh_accelerate, tmp_path, monkeypatch):
         return [p.grad.clone() for p in method.ctx.model.parameters()]
 
     reference = full_graph()
-    cached, _ = _grads(method, split_batch(batch, 4))
+    cached, _ = _grads(method, batch, 4)
     for a, b in zip(cached, reference):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), float((a - b).abs().max())
     monkeypatch.setattr(gc, "_set_rng_state", lambda state, device: None)  # no replay: fresh masks
-    unreplayed, _ = _grads(method, split_batch(batch, 4))
+    unreplayed, _ = _grads(method, batch, 4)
     assert _max_rel_diff(unreplayed, reference) > 1e-3
 
 
@@ -109,7 +108,7 @@ def test_exact_mode_updates_batchnorm_statistics_once_per_micro_batch(fresh_acce
                            f"train.activation_checkpointing={str(checkpointing).lower()}")
     model = method.ctx.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    _grads(method, split_batch(batch, 4))
+    _grads(method, batch, 4)
     after = model.state_dict()
 
     # the same 4 micro-batches (same mixup, same dropout draws), each run forward once
@@ -130,7 +129,7 @@ def test_exact_mode_updates_batchnorm_statistics_once_per_micro_batch(fresh_acce
 
 def test_plain_path_and_bf16_autocast_give_finite_gradients(fresh_accelerate, tmp_path):
     method, batch = _setup(tmp_path, mixed_precision="bf16")
-    grads, logs = _grads(method, split_batch(batch, 2))
+    grads, logs = _grads(method, batch, 2)
     assert all(torch.isfinite(g).all() for g in grads) and torch.isfinite(logs["loss"])
     assert set(logs) >= {"loss", "contrastive", "cross", "mixed", "align", "entropy", "balance", "warmup"}
 
@@ -140,7 +139,7 @@ def test_warmup_switches_to_corrected_targets_at_the_configured_epoch(fresh_acce
     method.clean_probability.zero_()  # every label distrusted: corrected targets = the other view
 
     def step(epoch: int) -> dict:
-        return _grads(method, [batch], StepInfo(epoch, 0, 0, 1))[1]
+        return _grads(method, batch, info=StepInfo(epoch, 0, 0, 1))[1]
 
     warm, last_warm, first_corrected = step(0), step(2), step(3)
     assert float(warm["warmup"]) == 1 and float(last_warm["warmup"]) == 1 and float(first_corrected["warmup"]) == 0

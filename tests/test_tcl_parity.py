@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT
+from conftest import ROOT, train_step
 
 from tcl_lite.config import load_config
 from tcl_lite.methods import StepInfo, TrainContext
@@ -121,7 +121,7 @@ def test_one_tcl_step_matches_the_reference_formulation(tcl_step, epoch: int, wa
 
     model.zero_grad(set_to_none=True)
     torch.manual_seed(7)
-    logs = method.training_step([batch], StepInfo(epoch, 0, 0, 1))
+    logs = train_step(method, batch, StepInfo(epoch, 0, 0, 1))
     ours = {k: float(logs[k]) for k in (*TERMS, "loss")}
     our_norm = float(torch.sqrt(sum(p.grad.square().sum() for p in model.parameters())))
     assert float(logs["warmup"]) == float(warm)

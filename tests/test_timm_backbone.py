@@ -13,12 +13,11 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, run_env
+from conftest import ROOT, run_env, train_step
 from safetensors.torch import save_file
 
 from tcl_lite.config import ConfigError, ModelConfig, load_config
 from tcl_lite.data.build import model_data_settings
-from tcl_lite.engine.trainer import split_batch
 from tcl_lite.methods import StepInfo, TrainContext
 from tcl_lite.methods.tcl import TCL
 from tcl_lite.models import ModelError, build_model
@@ -109,10 +108,10 @@ def _tcl_method(tmp_path, *overrides: str) -> tuple[TCL, dict]:
     return method, batch
 
 
-def _step(method: TCL, micro: list[dict]) -> tuple[dict, list[torch.Tensor]]:
+def _step(method: TCL, batch: dict, micro: int = 1) -> tuple[dict, list[torch.Tensor]]:
     method.ctx.optimizer.zero_grad(set_to_none=True)
     torch.manual_seed(123)  # the same mixup lambda and permutation for every variant
-    logs = method.training_step(micro, LATE)
+    logs = train_step(method, batch, LATE, micro)
     return logs, [p.grad.float().clone() for p in method.ctx.model.parameters() if p.grad is not None]
 
 
@@ -126,9 +125,9 @@ def test_exact_gradient_cache_equals_the_single_batch_loss(fresh_accelerate, tmp
     real = torch.utils.checkpoint.checkpoint
     monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
     method, batch = _tcl_method(tmp_path, f"train.mixed_precision={precision}", "train.activation_checkpointing=true")
-    logs1, g1 = _step(method, [batch])
+    logs1, g1 = _step(method, batch)
     assert calls, "timm's gradient checkpointing was not used"
-    logs2, g2 = _step(method, split_batch(batch, 2))
+    logs2, g2 = _step(method, batch, 2)
     assert abs(float(logs1["loss"]) - float(logs2["loss"])) <= tol, (float(logs1["loss"]), float(logs2["loss"]))
     cos = F.cosine_similarity(torch.cat([g.flatten() for g in g1]), torch.cat([g.flatten() for g in g2]), dim=0)
     assert cos > (0.9999 if precision == "no" else 0.99), float(cos)

@@ -3,8 +3,8 @@
 Layout of ``OUTPUT/checkpoints/``::
 
     step_00000120/            one complete checkpoint (the newest ``keep_last`` are kept)
-        model.safetensors     weights
-        optimizer.{json,safetensors}
+        model.safetensors     weights of the method's first model (``model.NAME.safetensors``: the others)
+        optimizer.{json,safetensors}   its optimizer (``optimizer.NAME.*``: the others')
         method.{json,safetensors}      the method's state (TCL's w and prototypes, MLNT's teacher...)
         trainer.json          epoch, step in epoch, global step, best metric, world size
         rng_rank{R}.json(+.safetensors)  python / numpy / torch / cuda RNG of each process
@@ -76,6 +76,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+Models = dict[str, nn.Module]
+Optimizers = dict[str, torch.optim.Optimizer]
+
+
+def _named(x: Any) -> dict[str, Any]:
+    """One model/optimizer (a one-network method) or a dict of them by name -> a dict."""
+    if x is None:
+        return {}
+    return x if isinstance(x, dict) else {"model": x}
+
+
+def weights_file(index: int, name: str) -> str:
+    """The first model's weights are ``model.safetensors`` (what predict / export read)."""
+    return "model.safetensors" if index == 0 else f"model.{name}.safetensors"
+
+
+def optimizer_tree(index: int, name: str) -> str:
+    return "optimizer" if index == 0 else f"optimizer.{name}"
+
+
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -101,14 +121,14 @@ class CheckpointManager:
         self.estimated_bytes: int | None = None  # of one checkpoint, for the out-of-space message
 
     # -- writing -------------------------------------------------------------------------------
-    def save(self, name: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+    def save(self, name: str, model: nn.Module | Models, optimizer: torch.optim.Optimizer | Optimizers | None,
              method_state: dict[str, Any], trainer: TrainerState, extra: dict[str, Any] | None = None) -> Path:
         """Write checkpoint ``name`` atomically (collective: every process must call it).
 
         A full disk or a read-only folder is a CheckpointError that names the path and the size a
         checkpoint needs; the partial save is removed and the previous checkpoints stay intact."""
         try:
-            return self._write(name, model, optimizer, method_state, trainer, extra)
+            return self._write(name, _named(model), _named(optimizer), method_state, trainer, extra)
         except (OSError, SafetensorError) as e:  # safetensors reports a failed write as its own error
             shutil.rmtree(self.root / f".tmp-{name}", ignore_errors=True)
             why = getattr(e, "strerror", None) or str(e)
@@ -118,8 +138,8 @@ class CheckpointManager:
                                   f"run needs {size}; free space there (or make it writable) and continue "
                                   "with --resume: the previous checkpoints are intact") from None
 
-    def _write(self, name: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-               method_state: dict[str, Any], trainer: TrainerState, extra: dict[str, Any] | None) -> Path:
+    def _write(self, name: str, models: Models, optimizers: Optimizers, method_state: dict[str, Any],
+               trainer: TrainerState, extra: dict[str, Any] | None) -> Path:
         acc = self.accelerator
         final, tmp = self.root / name, self.root / f".tmp-{name}"
         if acc.is_main_process:
@@ -127,14 +147,16 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         acc.wait_for_everyone()
-        if optimizer is not None:  # full (resumable) checkpoints carry every process's RNG
+        if optimizers:  # full (resumable) checkpoints carry every process's RNG
             save_tree(tmp, f"rng_rank{acc.process_index}", rng_state())
-        weights = acc.get_state_dict(model)  # collective under some distributed backends
+        for i, (model_name, model) in enumerate(models.items()):
+            weights = acc.get_state_dict(model)  # collective under some distributed backends
+            if acc.is_main_process:
+                save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()},
+                          str(tmp / weights_file(i, model_name)))
         if acc.is_main_process:
-            save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()},
-                      str(tmp / "model.safetensors"))
-            if optimizer is not None:
-                save_tree(tmp, "optimizer", optimizer.state_dict())
+            for i, (opt_name, optimizer) in enumerate(optimizers.items()):
+                save_tree(tmp, optimizer_tree(i, opt_name), optimizer.state_dict())
             save_tree(tmp, "method", method_state)
             (tmp / "trainer.json").write_text(json.dumps({**asdict(trainer), **(extra or {})}, indent=1))
         acc.wait_for_everyone()
@@ -229,20 +251,16 @@ class CheckpointManager:
         return None
 
     # -- restoring -----------------------------------------------------------------------------
-    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+    def load(self, path: Path, model: nn.Module | Models, optimizer: torch.optim.Optimizer | Optimizers | None,
              steps_per_epoch: int | None = None) -> tuple[TrainerState, dict[str, Any]]:
-        """Restore model, optimizer and this process's RNG; return trainer and method state.
+        """Restore the models, optimizers and this process's RNG; return trainer and method state.
 
         Any failure to read a file (a damaged safetensors header, a truncated JSON...) is a
         CheckpointError naming the file."""
         self.verify(path)
         acc = self.accelerator
-        weights = _read(path / "model.safetensors", lambda f: load_file(str(f)))
-        try:
-            acc.unwrap_model(model).load_state_dict(weights)
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: the weights do not fit this model ({str(e)[:300]}...). "
-                                  "Resume with the run's own config (OUTPUT/config.yaml).") from None
+        for i, (name, net) in enumerate(_named(model).items()):
+            _load_weights(path, weights_file(i, name), acc.unwrap_model(net))
         trainer_json = _read(path / "trainer.json", lambda f: json.loads(f.read_text()))
         if steps_per_epoch is not None:
             try:
@@ -251,13 +269,10 @@ class CheckpointManager:
                 raise CheckpointError(f"{path}: {e}") from None
         fields = TrainerState.__dataclass_fields__
         trainer = TrainerState(**{k: v for k, v in trainer_json.items() if k in fields})
-        if optimizer is not None:
-            state = _read_tree(path, "optimizer")
-            try:
-                optimizer.load_state_dict(state)
-            except (ValueError, KeyError, RuntimeError) as e:
-                raise CheckpointError(f"{path}: the optimizer state does not fit this optimizer ({e}); resume "
-                                      "with the run's own config (OUTPUT/config.yaml)") from None
+        optimizers = _named(optimizer)
+        for i, (name, opt) in enumerate(optimizers.items()):
+            _load_optimizer(path, optimizer_tree(i, name), opt)
+        if optimizers:
             rank_file = path / f"rng_rank{acc.process_index}.json"
             if rank_file.exists():
                 rng = _read_tree(path, f"rng_rank{acc.process_index}")
@@ -267,17 +282,24 @@ class CheckpointManager:
                                       f"{trainer.num_processes} processes); resume with that many processes")
         return trainer, _read_tree(path, "method")
 
-    def load_with_fallback(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                           log: Any, steps_per_epoch: int | None = None, fallback: bool = True
-                           ) -> tuple[Path, TrainerState, dict[str, Any]]:
+    def load_with_fallback(self, path: Path, model: nn.Module | Models,
+                           optimizer: torch.optim.Optimizer | Optimizers | None, log: Any,
+                           steps_per_epoch: int | None = None, fallback: bool = True,
+                           validate: Any = None) -> tuple[Path, TrainerState, dict[str, Any]]:
         """``load(path)``; when that fails and ``fallback``, each older sibling checkpoint in turn,
-        with a warning naming what failed. Returns the checkpoint actually restored."""
+        with a warning naming what failed. ``validate(trainer, method_state)`` may reject a loaded
+        checkpoint with a CheckpointError too. Returns the checkpoint actually restored."""
         older = [p for p in reversed(self.list_steps_in(path.parent)) if _step_of(p) < _step_of(path)]
         candidates = [path] + (older if fallback and STEP_DIR.match(path.name) else [])
         failures = []
         for candidate in candidates:
             try:
                 trainer, method_state = self.load(candidate, model, optimizer, steps_per_epoch)
+                if validate is not None:
+                    try:
+                        validate(trainer, method_state)
+                    except CheckpointError as e:
+                        raise CheckpointError(f"{candidate}: {e}") from None
                 return candidate, trainer, method_state
             except CheckpointError as e:
                 failures.append(str(e))
@@ -289,6 +311,29 @@ class CheckpointManager:
 
     def list_steps_in(self, folder: Path) -> list[Path]:
         return CheckpointManager(self.accelerator, folder, self.keep_last).list_steps()
+
+
+def _load_weights(path: Path, file: str, net: nn.Module) -> None:
+    if not (path / file).is_file():
+        raise CheckpointError(f"{path}: {file} is missing (the checkpoint is of a method with other networks); "
+                              "resume with the run's own config (OUTPUT/config.yaml)")
+    weights = _read(path / file, lambda f: load_file(str(f)))
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: the weights in {file} do not fit this model ({str(e)[:300]}...). "
+                              "Resume with the run's own config (OUTPUT/config.yaml).") from None
+
+
+def _load_optimizer(path: Path, tree: str, optimizer: torch.optim.Optimizer) -> None:
+    if not (path / f"{tree}.json").is_file():
+        raise CheckpointError(f"{path}: {tree}.json is missing; resume with the run's own config (OUTPUT/config.yaml)")
+    state = _read_tree(path, tree)
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: the optimizer state in {tree}.json does not fit this optimizer ({e}); "
+                              "resume with the run's own config (OUTPUT/config.yaml)") from None
 
 
 def _step_of(path: Path) -> int:

@@ -54,12 +54,13 @@ def labels_sha256(labels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
 
 
-def checkpoint_bytes(model: Any, optimizer: Any) -> int:
-    """An upper estimate of one checkpoint: the weights, optimizer state of up to two tensors per
-    parameter (AdamW; SGD keeps one, 8-bit optimizers a quarter) and a method state as large as the
-    model (MLNT's teacher)."""
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    params = sum(p.numel() * 4 for p in model.parameters())
+def checkpoint_bytes(models: Any, optimizer: Any = None) -> int:
+    """An upper estimate of one checkpoint: the weights of every network (one module or a list),
+    optimizer state of up to two tensors per parameter (AdamW; SGD keeps one, 8-bit optimizers a
+    quarter) and a method state as large as the networks (MLNT's teacher)."""
+    models = models if isinstance(models, (list, tuple)) else [models]
+    weights = sum(t.numel() * t.element_size() for m in models for t in m.state_dict().values())
+    params = sum(p.numel() * 4 for m in models for p in m.parameters())
     return int(weights * 2 + params * 2 + (1 << 20))
 
 

@@ -1,67 +1,44 @@
 """The training loop. Accelerate places everything on the device, autocasts (mixed precision),
-scales the loss (fp16), shards data over processes and all-reduces gradients; the method
-computes its losses; this file only orders the work. Read ``train`` top to bottom.
+scales the loss (fp16), shards data over processes and all-reduces gradients; the method declares
+its networks and its epoch's phases and computes its losses; this file only orders the work.
+Read ``_loop`` top to bottom for one epoch, ``_optimizer_step`` for one step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import set_seed
 
 from tcl_lite.cli import continue_command
-from tcl_lite.config import Config, ConfigError, parse_time_budget, save_config, to_dict
+from tcl_lite.config import Config, parse_time_budget, save_config, to_dict
 from tcl_lite.data import build_data
 from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager, TrainerState
+from tcl_lite.engine.epoch_data import EpochData, PhaseStep
 from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, write_data_info
 from tcl_lite.engine.gpu_check import check_gpu
 from tcl_lite.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, weights_finite
 from tcl_lite.engine.oom import step_adapting_to_oom
-from tcl_lite.engine.optim import build_optimizer, lr_at, peak_lr, set_lr
+from tcl_lite.engine.optim import lr_at, peak_lr, set_lr
 from tcl_lite.engine.run_guard import RunGuard
+from tcl_lite.engine.run_setup import build_networks, build_optimizers, make_accelerator, prepare
 from tcl_lite.engine.run_status import RunStatus
 from tcl_lite.engine.stopper import Stopper
-from tcl_lite.methods import StepInfo, TrainContext, get_method
-from tcl_lite.models import build_model
+from tcl_lite.methods import Method, StepInfo, TrainContext, get_method
 from tcl_lite.models.layout import check_checkpoint_layout, layout_record
 from tcl_lite.reporting.eta import EpochClock
 from tcl_lite.reporting.metrics import MetricsLog
 from tcl_lite.reporting.progress import TrainProgress
 from tcl_lite.reporting.run_log import RunLog
-from tcl_lite.reporting.trackers import resolve_trackers, step_scalars
+from tcl_lite.reporting.trackers import step_scalars
 
-
-def split_batch(batch: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """One batch -> ``n`` equal micro-batches (multi-view images are lists of tensors)."""
-    if n == 1:
-        return [batch]
-
-    def chunks(v: Any) -> list[Any]:
-        if isinstance(v, torch.Tensor):
-            return list(v.chunk(n))
-        if isinstance(v, (list, tuple)):
-            return [list(parts) for parts in zip(*(chunks(x) for x in v))]
-        raise TypeError(f"cannot split a batch entry of type {type(v).__name__}")
-
-    split = {k: chunks(v) for k, v in batch.items()}
-    return [{k: split[k][i] for k in batch} for i in range(n)]
-
-
-def _make_accelerator(cfg: Config) -> Accelerator:
-    if cfg.train.mixed_precision == "fp16" and (cfg.train.cpu or not torch.cuda.is_available()):
-        raise ConfigError("config key 'train.mixed_precision': fp16 needs a GPU; use bf16 (also on CPU) or no")
-    return Accelerator(
-        cpu=cfg.train.cpu, mixed_precision=cfg.train.mixed_precision,
-        log_with=resolve_trackers(cfg.train.log_with) or None, project_dir=cfg.output_dir,
-        # The sampler reseeds from (seed + epoch) every epoch: the data order needs no saved state.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
-    )
+_make_accelerator = make_accelerator  # the name tests and benchmarks use
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -74,6 +51,30 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Run:
+    """Everything one ``train`` call works with, once built."""
+
+    cfg: Config
+    out: Path
+    accelerator: Any
+    method: Method
+    ctx: TrainContext
+    data: EpochData
+    ckpts: CheckpointManager
+    state: TrainerState
+    log: RunLog
+    status: RunStatus
+    stopper: Stopper
+    max_lr: float
+    eval_loaders: dict[str, Any]
+    metrics_log: MetricsLog
+    progress: Any = None
+    nonfinite: Any = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    lr: float = 0.0
+
+
 def train(cfg: Config, resume: bool | str | None = None, restart: bool = False,
           allow_data_change: bool = False) -> dict[str, float]:
     """Run (or continue) one training run; returns the last evaluation's metrics. The run directory's
@@ -84,7 +85,10 @@ def train(cfg: Config, resume: bool | str | None = None, restart: bool = False,
     status = RunStatus(Path(cfg.output_dir))
     try:
         with contextlib.ExitStack() as cleanup:
-            return _train(cfg, resume, restart, allow_data_change, cleanup, status)
+            run = _start(cfg, resume, restart, allow_data_change, cleanup, status)
+            if run.stopper.signal_received():  # SIGTERM already during start-up
+                return _stopped_at_start(run)
+            return _loop(run)
     except BaseException as e:
         status.failed(e)  # only once this process has started the run
         raise
@@ -92,14 +96,15 @@ def train(cfg: Config, resume: bool | str | None = None, restart: bool = False,
         status.close()
 
 
-def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_change: bool,
-           cleanup: contextlib.ExitStack, status: RunStatus) -> dict[str, float]:
+def _start(cfg: Config, resume: bool | str | None, restart: bool, allow_data_change: bool,
+           cleanup: contextlib.ExitStack, status: RunStatus) -> Run:
+    """Decide fresh run or resume (before anything is written), build data, networks, optimizers and
+    the method, restore the checkpoint, then write the run directory's files."""
     out = Path(cfg.output_dir)
     accelerator = _make_accelerator(cfg)
     check_gpu(accelerator.device)  # a GPU this torch has no kernels for: stop now, naming one that works
     log = RunLog(accelerator.is_main_process)  # console + train.log (opened once the run may write)
-    budget = parse_time_budget(cfg.train.time_budget)
-    stopper = Stopper(budget, accelerator)  # the SIGTERM handler is in place before data loading
+    stopper = Stopper(parse_time_budget(cfg.train.time_budget), accelerator)  # SIGTERM handled from here on
     guard = RunGuard(cfg, accelerator, restart, allow_data_change, log)
     cleanup.callback(guard.close)
     ckpts = CheckpointManager(accelerator, out / "checkpoints", cfg.checkpoint.keep_last)
@@ -109,183 +114,239 @@ def _train(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
         check_checkpoint_layout(resume_from, cfg.model.arch)
     guard.check_data_keys(resume_from)
 
-    # -- data, model, optimizer ---------------------------------------------------------------
     set_seed(cfg.seed)
     data = build_data(cfg.data, cfg.seed, cfg.model)  # a pretrained timm model sets size + mean/std
     guard.check_data_labels(resume_from, data.noisy_labels)
     method_cls = get_method(cfg.method)
-    model = build_model(cfg.model, data.num_classes, in_channels=data.channels, image_size=data.image_size,
-                        with_projector=method_cls.needs_projector,
-                        activation_checkpointing=cfg.train.activation_checkpointing)
-    global_batch = cfg.train.batch_size * accelerator.num_processes
-    max_lr = peak_lr(cfg.optim, global_batch)
-    optimizer = build_optimizer(cfg.optim, model, max_lr)
-    train_set = data.train_views(method_cls.views, accelerator.device)  # data.augment_on decides where
-    if len(train_set) < global_batch:
-        raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} x {accelerator.num_processes} "
-                          f"processes exceeds the {len(train_set)} training samples; lower it")
-    train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-        num_workers=cfg.data.num_workers, pin_memory=accelerator.device.type == "cuda",
-        # A private generator: creating the iterator must not consume the global RNG.
-        generator=torch.Generator().manual_seed(cfg.seed))
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    # Validation selects `best`; the test set is only reported. Either may be absent.
-    eval_loaders = eval_split_loaders(accelerator, data, cfg, log)
-    method = method_cls(TrainContext(cfg, accelerator, model, optimizer, data, out))
-    guard.take(ckpts, model, optimizer)  # the lock, before anything is written
-
-    # -- fresh run or resume ------------------------------------------------------------------
-    state = TrainerState(num_processes=accelerator.num_processes)
-    metrics_log = MetricsLog(out / "metrics.jsonl")
+    networks = build_networks(cfg, method_cls, data)
+    max_lr = peak_lr(cfg.optim, cfg.train.batch_size * accelerator.num_processes)
+    models, optimizers = prepare(accelerator, networks, build_optimizers(cfg, networks, max_lr))
+    eval_loaders = eval_split_loaders(accelerator, data, cfg, log)  # val selects `best`; test is reported
+    ctx = TrainContext(cfg, accelerator, models, optimizers, data, out)
+    run = Run(cfg, out, accelerator, method_cls(ctx), ctx, EpochData(accelerator, cfg), ckpts,
+              TrainerState(num_processes=accelerator.num_processes), log, status, stopper, max_lr, eval_loaders,
+              MetricsLog(out / "metrics.jsonl"))
+    run.data.steps_per_epoch(run.method.epoch_plan(0))  # a batch larger than the data: stop before writing
+    guard.take(ckpts, list(models.values()), optimizers)  # the lock, before anything is written
     if resume_from is not None:
-        resume_from, state, method_state = ckpts.load_with_fallback(
-            resume_from, model, optimizer, log, steps_per_epoch=len(train_loader),
-            fallback=resume is True or Path(resume) != resume_from)  # not for a checkpoint named explicitly
-        method.load_state_dict(method_state)
-        if state.num_processes != accelerator.num_processes:
-            raise CheckpointError(f"{resume_from} was saved by {state.num_processes} processes; resume "
-                                  f"with the same number (now {accelerator.num_processes})")
-        log(f"resumed from {resume_from} (epoch {state.epoch + 1}, step {state.step_in_epoch} of the epoch, "
-            f"global step {state.global_step})")
-    if accelerator.is_main_process:
+        _restore(run, resume_from, resume)
+    _write_run_files(run, guard, data, resumed=resume_from is not None)
+    run.progress = TrainProgress(accelerator.is_main_process, cfg.train.epochs, 0, accelerator.device, run_log=log)
+    run.nonfinite = NonFiniteGuard(cfg.train.nonfinite, accelerator)
+    run.metrics = run.method.before_training(resumed=resume_from is not None)
+    return run
+
+
+def _restore(run: Run, resume_from: Path, resume: bool | str | None) -> None:
+    ctx, acc = run.ctx, run.accelerator
+
+    def fits(state: TrainerState, method_state: dict[str, Any]) -> None:
+        """The method's state, and the position inside its epoch exists (else: the previous checkpoint)."""
+        run.method.load_state_dict(method_state)
+        if state.epoch < run.cfg.train.epochs:
+            steps = run.data.steps_per_epoch(run.method.epoch_plan(state.epoch))
+            if state.step_in_epoch >= steps:
+                raise CheckpointError(f"trainer.json: step_in_epoch={state.step_in_epoch} but epoch {state.epoch + 1} "
+                                      f"of this data has {steps} steps (data length / global batch)")
+
+    resume_from, run.state, _ = run.ckpts.load_with_fallback(
+        resume_from, ctx.models, ctx.optimizers, run.log, validate=fits,
+        fallback=resume is True or Path(resume) != resume_from)  # not for a checkpoint named explicitly
+    if run.state.num_processes != acc.num_processes:
+        raise CheckpointError(f"{resume_from} was saved by {run.state.num_processes} processes; resume "
+                              f"with the same number (now {acc.num_processes})")
+    run.log(f"resumed from {resume_from} (epoch {run.state.epoch + 1}, step {run.state.step_in_epoch} of the "
+            f"epoch, global step {run.state.global_step})")
+
+
+def _write_run_files(run: Run, guard: RunGuard, data: Any, resumed: bool) -> None:
+    out, acc = run.out, run.accelerator
+    if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        save_config(run.cfg, out / "config.yaml")
         guard.write_fingerprint(data.noisy_labels)
-        log.open(out / "train.log")
-        status.start(cfg.train.epochs, log, epoch=state.epoch, step=state.global_step)
+        run.log.open(out / "train.log")
+        run.status.start(run.cfg.train.epochs, run.log, epoch=run.state.epoch, step=run.state.global_step)
         np.save(out / "noisy_labels.npy", data.noisy_labels)
         write_data_info(out, data)  # classes and normalisation, for predict / export-model
         if data.true_labels is not None:
             np.save(out / "true_labels.npy", data.true_labels)
-        if resume_from is None:
-            metrics_log.path.unlink(missing_ok=True)
+        if not resumed:
+            run.metrics_log.path.unlink(missing_ok=True)
         else:
-            metrics_log.truncate_after(state.global_step)
-    accelerator.init_trackers("tcl_lite", config=_flat(to_dict(cfg)),
-                              init_kwargs={"wandb": {"name": out.name, "dir": str(out)}})
-    accelerator.wait_for_everyone()
+            run.metrics_log.truncate_after(run.state.global_step)
+    acc.init_trackers("tcl_lite", config=_flat(to_dict(run.cfg)),
+                      init_kwargs={"wandb": {"name": out.name, "dir": str(out)}})
+    acc.wait_for_everyone()
 
-    gas = cfg.train.gradient_accumulation_steps
-    steps_per_epoch = len(train_loader)
-    progress = TrainProgress(accelerator.is_main_process, cfg.train.epochs, steps_per_epoch, accelerator.device,
-                             run_log=log)
-    nonfinite = NonFiniteGuard(cfg.train.nonfinite, accelerator)
-    metrics: dict[str, float] = method.before_training(resumed=resume_from is not None)
-    if stopper.signal_received():  # SIGTERM already during start-up
-        log(f"Stopping before the first step (SIGTERM during start-up); nothing new to save. "
-            f"Continue with: {continue_command(out)}")
-        status.update("stopped_signal", epoch=state.epoch, step=state.global_step)
-        accelerator.end_training()
-        return metrics
-    stopper.start_clock()
 
-    def save(name: str) -> None:
-        if not weights_finite(model):
-            raise NonFiniteLossError(f"the weights became NaN/inf by optimizer step {state.global_step} (a "
-                                     "non-finite gradient under a finite loss); not saving them. Set "
-                                     "optim.grad_clip > 0 to have the gradient norm checked at every step, "
-                                     "lower optim.lr, and continue with --resume from the last checkpoint")
-        t0 = time.monotonic()
-        ckpts.save(name, model, optimizer, method.state_dict(), state, extra=layout_record(cfg.model.arch))
-        stopper.save_seconds = time.monotonic() - t0
+def _stopped_at_start(run: Run) -> dict[str, float]:
+    """SIGTERM already during start-up: nothing new to save."""
+    run.log(f"Stopping before the first step (SIGTERM during start-up); nothing new to save. "
+            f"Continue with: {continue_command(run.out)}")
+    run.status.update("stopped_signal", epoch=run.state.epoch, step=run.state.global_step)
+    run.accelerator.end_training()
+    return run.metrics
 
-    lr = optimizer.param_groups[0]["lr"]
+
+def _loop(run: Run) -> dict[str, float]:
+    cfg, state, method = run.cfg, run.state, run.method
+    run.stopper.start_clock()
     clock = EpochClock(cfg.train.epochs)  # time per epoch and ETA, printed from the first epoch on
-    # -- the loop -----------------------------------------------------------------------------
+    run.lr = run.ctx.optimizer.param_groups[0]["lr"]
     for epoch in range(state.epoch, cfg.train.epochs):
-        train_set.set_epoch(epoch)  # augmentations are a function of (seed, epoch, index)
-        train_loader.set_epoch(epoch)  # data order is a function of (seed, epoch)
-        batches = (accelerator.skip_first_batches(train_loader, state.step_in_epoch)
-                   if state.step_in_epoch else train_loader)
-        model.train()
-        progress.start_epoch(epoch, state.step_in_epoch)
+        if state.step_in_epoch == 0:
+            method.begin_epoch(epoch)
+        plan = method.epoch_plan(epoch)
+        steps_per_epoch = run.data.steps_per_epoch(plan)
         first_step = state.step_in_epoch  # > 0 in an epoch resumed midway
-        loss_sum, loss_n = torch.zeros((), device=accelerator.device), 0
-        for batch in batches:
+        for model in run.ctx.models.values():
+            model.train()
+        run.progress.steps_per_epoch = steps_per_epoch
+        run.progress.start_epoch(epoch, state.step_in_epoch)
+        loss_sum, loss_n = torch.zeros((), device=run.accelerator.device), 0
+        for step in run.data.batches(plan, epoch, state.step_in_epoch):
             t0 = time.monotonic()
-            batch = train_set.finish_batch(batch)  # augment_on=device: the views, made for the whole batch
-            info = StepInfo(epoch, state.step_in_epoch, state.global_step, steps_per_epoch)
-            lr = lr_at(cfg.optim, max_lr, info.fractional_epoch, cfg.train.epochs)
-            set_lr(optimizer, lr)
-            logs, gas = step_adapting_to_oom(
-                lambda n, b=batch, i=info: method.training_step(split_batch(b, n), i), cfg.train.batch_size, gas,
-                enabled=cfg.train.auto_micro_batch and accelerator.num_processes == 1,
-                on_retry=lambda: optimizer.zero_grad(set_to_none=True), log=progress.print)
-            grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                         if cfg.optim.grad_clip > 0 else None)
-            finite = nonfinite.finite(logs, grad_norm)
-            if not finite and cfg.train.nonfinite == "stop":
-                progress.close()
-                raise nonfinite.error(state.global_step + 1, epoch, state.step_in_epoch, steps_per_epoch, logs,
-                                      grad_norm, lr, cfg, ckpts.list_steps()[-1].name if ckpts.list_steps()
-                                      else "(none yet)")
-            state.nonfinite_steps += not finite
-            if nonfinite.step_allowed(finite):
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step_in_epoch += 1
-            state.global_step += 1
-            method.after_optimizer_step(StepInfo(epoch, state.step_in_epoch, state.global_step, steps_per_epoch))
-
-            show = state.global_step % cfg.train.log_every == 0 or state.step_in_epoch == steps_per_epoch
-            shown = {k: float(v) for k, v in logs.items()} if show else None  # .item() only when shown
+            logs, finite = _optimizer_step(run, step, epoch, steps_per_epoch)
             if finite:  # a skipped step's NaN would make the epoch's mean loss NaN
                 loss_sum, loss_n = loss_sum + logs["loss"].detach().float(), loss_n + 1
-            progress.step(len(batch["index"]) * accelerator.num_processes, shown, lr, state.global_step)
-            if shown is not None:  # trackers: the step's loss terms, lr and throughput
-                accelerator.log(step_scalars(shown, lr, progress.images_per_second), step=state.global_step)
-            stopper.observe_step(time.monotonic() - t0)
+            run.stopper.observe_step(time.monotonic() - t0)
             epoch_ends = state.step_in_epoch == steps_per_epoch
             if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0 and not epoch_ends:
-                save(f"step_{state.global_step:08d}")
-            if stopper.should_stop(epoch_ends):
-                save(f"step_{state.global_step:08d}")
-                progress.close()
-                log(f"Stopping after {stopper.elapsed() / 60:.1f} min (time budget or SIGTERM) at epoch "
-                    f"{epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch}; saved {ckpts.root}. "
-                    f"Continue with: {continue_command(out)}")
-                status.update("stopped_signal" if stopper.signalled else "stopped_time_budget",
-                              epoch=state.epoch, step=state.global_step)
-                accelerator.end_training()
-                return metrics
+                _save(run, f"step_{state.global_step:08d}")
+            if run.stopper.should_stop(epoch_ends):
+                return _stop(run, epoch, steps_per_epoch)
+        _end_epoch(run, epoch, clock, (steps_per_epoch - first_step) / steps_per_epoch, loss_sum, loss_n)
+    run.progress.close()
+    run.status.update("finished", epoch=state.epoch, step=state.global_step)
+    run.accelerator.end_training()
+    return run.metrics
 
-        # -- end of epoch: the method's pass (e.g. noise detection), evaluation, checkpoint -------
-        t0 = time.monotonic()
-        metrics = method.after_epoch(epoch)
-        state.epoch, state.step_in_epoch = epoch + 1, 0
-        timing = clock.text(state.epoch, (steps_per_epoch - first_step) / steps_per_epoch)
-        if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
-            for split, loader in eval_loaders.items():
-                metrics.update(evaluate(accelerator, method.eval_models(), loader, split))
-            metrics.update(method.after_evaluation(metrics))
-            record = {"epoch": state.epoch, "step": state.global_step, **metrics,
-                      "train_loss": loss_sum.item() / max(1, loss_n), "lr": lr, "time": round(stopper.elapsed(), 2),
-                      "nonfinite_steps": state.nonfinite_steps}
-            if accelerator.is_main_process:
-                metrics_log.append(record)
-            accelerator.log(record, step=state.global_step)
-            progress.print(f"epoch {state.epoch}/{cfg.train.epochs}: "
+
+def _optimizer_step(run: Run, step: PhaseStep, epoch: int, steps_per_epoch: int) -> tuple[dict[str, Any], bool]:
+    """One optimizer step of the phase's optimizers on one batch; returns the logs and whether finite."""
+    cfg, state, ctx = run.cfg, run.state, run.ctx
+    info = StepInfo(epoch, state.step_in_epoch, state.global_step, steps_per_epoch, step.phase.name,
+                    step.phase_step, step.phase_steps)
+    run.lr = lr_at(cfg.optim, run.max_lr, info.fractional_epoch, cfg.train.epochs)
+    for opt in ctx.optimizers.values():
+        set_lr(opt, run.lr)
+    names = step.phase.optimizers or tuple(ctx.optimizers)
+    logs = _step_adapting_to_oom(run, step.batch, info)
+    params = [p for name in names for p in ctx.models[name].parameters()]
+    grad_norm = run.accelerator.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
+    finite = run.nonfinite.finite(logs, grad_norm)
+    if not finite and cfg.train.nonfinite == "stop":
+        run.progress.close()
+        newest = run.ckpts.list_steps()
+        raise run.nonfinite.error(state.global_step + 1, epoch, state.step_in_epoch, steps_per_epoch, logs,
+                                  grad_norm, run.lr, cfg, newest[-1].name if newest else "(none yet)")
+    state.nonfinite_steps += not finite
+    if run.nonfinite.step_allowed(finite):
+        for name in names:
+            ctx.optimizers[name].step()
+    for opt in ctx.optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    state.step_in_epoch += 1
+    state.global_step += 1
+    run.method.after_optimizer_step(StepInfo(epoch, state.step_in_epoch, state.global_step, steps_per_epoch,
+                                             step.phase.name, step.phase_step + 1, step.phase_steps))
+    show = state.global_step % cfg.train.log_every == 0 or state.step_in_epoch == steps_per_epoch
+    shown = {k: float(v) for k, v in logs.items()} if show else None  # .item() only when shown
+    run.progress.step(_samples(step.batch) * run.accelerator.num_processes, shown, run.lr, state.global_step)
+    if shown is not None:  # trackers: the step's loss terms, lr and throughput
+        run.accelerator.log(step_scalars(shown, run.lr, run.progress.images_per_second), step=state.global_step)
+    return logs, finite
+
+
+def _step_adapting_to_oom(run: Run, batch: Any, info: StepInfo) -> dict[str, Any]:
+    """The method's step; on a GPU out-of-memory error, again with twice the micro-batches."""
+    ctx = run.ctx
+
+    def attempt(n: int) -> dict[str, Any]:
+        ctx.micro_batches = n
+        return run.method.training_step(batch, info)
+
+    def clear() -> None:
+        for opt in ctx.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+
+    logs, ctx.micro_batches = step_adapting_to_oom(
+        attempt, _samples(batch), ctx.micro_batches,
+        enabled=run.cfg.train.auto_micro_batch and run.accelerator.num_processes == 1,
+        on_retry=clear, log=run.progress.print)
+    return logs
+
+
+def _samples(batch: Any) -> int:
+    """Samples in a step's batch (a phase with several loaders: its first loader's)."""
+    first = batch if "index" in batch else next(iter(batch.values()))
+    return len(first["index"])
+
+
+def _save(run: Run, name: str) -> None:
+    models = run.ctx.models
+    if not all(weights_finite(m) for m in models.values()):
+        raise NonFiniteLossError(f"the weights became NaN/inf by optimizer step {run.state.global_step} (a "
+                                 "non-finite gradient under a finite loss); not saving them. Set "
+                                 "optim.grad_clip > 0 to have the gradient norm checked at every step, "
+                                 "lower optim.lr, and continue with --resume from the last checkpoint")
+    t0 = time.monotonic()
+    run.ckpts.save(name, models, run.ctx.optimizers, run.method.state_dict(), run.state,
+                   extra=layout_record(run.cfg.model.arch))
+    run.stopper.save_seconds = time.monotonic() - t0
+
+
+def _stop(run: Run, epoch: int, steps_per_epoch: int) -> dict[str, float]:
+    state = run.state
+    _save(run, f"step_{state.global_step:08d}")
+    run.progress.close()
+    run.log(f"Stopping after {run.stopper.elapsed() / 60:.1f} min (time budget or SIGTERM) at epoch "
+            f"{epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch}; saved {run.ckpts.root}. "
+            f"Continue with: {continue_command(run.out)}")
+    run.status.update("stopped_signal" if run.stopper.signalled else "stopped_time_budget",
+                      epoch=state.epoch, step=state.global_step)
+    run.accelerator.end_training()
+    return run.metrics
+
+
+def _end_epoch(run: Run, epoch: int, clock: EpochClock, fraction_run: float, loss_sum: torch.Tensor,
+               loss_n: int) -> None:
+    """The method's pass (e.g. noise detection), evaluation, `best`, the epoch's checkpoint."""
+    cfg, state = run.cfg, run.state
+    t0 = time.monotonic()
+    run.metrics = run.method.after_epoch(epoch)
+    state.epoch, state.step_in_epoch = epoch + 1, 0
+    timing = clock.text(state.epoch, fraction_run)
+    if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:
+        for split, loader in run.eval_loaders.items():
+            run.metrics.update(evaluate(run.accelerator, run.method.eval_models(), loader, split))
+        run.metrics.update(run.method.after_evaluation(run.metrics))
+        record = {"epoch": state.epoch, "step": state.global_step, **run.metrics,
+                  "train_loss": loss_sum.item() / max(1, loss_n), "lr": run.lr,
+                  "time": round(run.stopper.elapsed(), 2), "nonfinite_steps": state.nonfinite_steps}
+        if run.accelerator.is_main_process:
+            run.metrics_log.append(record)
+        run.accelerator.log(record, step=state.global_step)
+        run.progress.print(f"epoch {state.epoch}/{cfg.train.epochs}: "
                            + " ".join(f"{k} {v:.4f}" for k, v in record.items()
                                       if isinstance(v, float) and k not in ("lr", "time")) + f" | {timing}")
-            key = cfg.checkpoint.best_metric
-            if key and key in metrics:
-                better = (state.best_value is None
-                          or (metrics[key] > state.best_value if cfg.checkpoint.best_mode == "max"
-                              else metrics[key] < state.best_value))
-                if better:
-                    state.best_value, state.best_step = metrics[key], state.global_step
-                    ckpts.save("best", model, None, method.state_dict(), state,
-                               extra={"metrics": record, **layout_record(cfg.model.arch)})
-        else:
-            progress.print(f"epoch {state.epoch}/{cfg.train.epochs} (no evaluation this epoch) | {timing}")
-        save(f"step_{state.global_step:08d}")
-        stopper.epoch_end_seconds = time.monotonic() - t0
-        status.update("running", epoch=state.epoch, step=state.global_step,
+        _keep_best(run, record)
+    else:
+        run.progress.print(f"epoch {state.epoch}/{cfg.train.epochs} (no evaluation this epoch) | {timing}")
+    _save(run, f"step_{state.global_step:08d}")
+    run.stopper.epoch_end_seconds = time.monotonic() - t0
+    run.status.update("running", epoch=state.epoch, step=state.global_step,
                       seconds_per_epoch=round(clock.per_epoch, 1), seconds_left=round(clock.left))
-        model.train()
 
-    progress.close()
-    status.update("finished", epoch=state.epoch, step=state.global_step)
-    accelerator.end_training()
-    return metrics
+
+def _keep_best(run: Run, record: dict[str, Any]) -> None:
+    key, state, cfg = run.cfg.checkpoint.best_metric, run.state, run.cfg
+    if not key or key not in run.metrics:
+        return
+    value = run.metrics[key]
+    if state.best_value is None or (value > state.best_value if cfg.checkpoint.best_mode == "max"
+                                    else value < state.best_value):
+        state.best_value, state.best_step = value, state.global_step
+        run.ckpts.save("best", run.ctx.models, None, run.method.state_dict(), state,
+                       extra={"metrics": record, **layout_record(cfg.model.arch)})

@@ -1,20 +1,17 @@
-"""Training methods the engine drives. Add one by subclassing ``Method`` and listing it here."""
+"""Training methods the engine drives. A method is a ``Method`` subclass registered with
+``@register`` (``registry.py``); importing this package registers the built-in ones."""
 
 from __future__ import annotations
 
-from tcl_lite.config import ConfigError
-from tcl_lite.methods.base import Batch, Method, StepInfo, TrainContext
-from tcl_lite.methods.ce import CrossEntropy
-from tcl_lite.methods.mlnt import MLNT
-from tcl_lite.methods.tcl import TCL
+import importlib
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (CrossEntropy, MLNT, TCL)}
+from tcl_lite.methods.base import Batch, LoaderSpec, Method, ModelSpec, Phase, StepInfo, TrainContext
+from tcl_lite.methods.registry import METHODS, config_sections, get_method, register
 
+# The built-in methods, in the order the docs list them; each registers itself when imported.
+BUILTIN = ("ce", "tcl", "mlnt")
+for _name in BUILTIN:
+    importlib.import_module(f"tcl_lite.methods.{_name}")
 
-def get_method(name: str) -> type[Method]:
-    if name not in METHODS:
-        raise ConfigError(f"config key 'method': {name!r} is not available; choose one of {', '.join(METHODS)}")
-    return METHODS[name]
-
-
-__all__ = ["METHODS", "Batch", "Method", "StepInfo", "TrainContext", "get_method"]
+__all__ = ["BUILTIN", "METHODS", "Batch", "LoaderSpec", "Method", "ModelSpec", "Phase", "StepInfo", "TrainContext",
+           "config_sections", "get_method", "register"]

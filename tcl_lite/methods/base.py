@@ -1,37 +1,51 @@
 """What a training method is to the engine.
 
-The engine owns the loop (data order, micro-batches, optimizer step, LR, checkpoints, evaluation).
-A method owns its losses and whatever state it keeps between steps or epochs. The engine calls,
-in this order:
+The engine owns the run (devices, data order, optimizer steps, LR, checkpoints, resume,
+evaluation, time budget); a method owns its models' roles, its losses, how it splits a batch, its
+data per epoch and whatever state it keeps. A method class declares, for the registry
+(``methods/registry.py``):
 
-    method = Method(ctx)                 # ctx: accelerator, model, optimizer, data, config
-    method.load_state_dict(...)          # when resuming
-    method.before_training(resumed)      # e.g. TCL's first noise-detection pass
-    per optimizer step:
-        logs = method.training_step(micro_batches, info)   # forward AND backward of the full batch
-        (engine: clip, optimizer.step, zero_grad)
-        method.after_optimizer_step(info)                   # e.g. MLNT's teacher EMA
+* ``name``, ``config`` (its config section's dataclass, the section named ``name``), ``presets``,
+  ``views``, ``metric_labels`` (its metrics, for plots and the report);
+* ``model_specs(cfg)``: the networks it trains (each gets an optimizer, prepared by Accelerate,
+  scheduled, clipped, checkpointed and resumed by the engine);
+* ``inference_model(models)``: what predicts with a run's networks (e.g. a sum of logits);
+* ``per_sample_outputs(state)`` and ``label_issue_scores(scoring)``: its per-sample verdicts, for
+  the report, ``export`` and ``find_label_issues``.
+
+The engine then calls, in this order::
+
+    method = Method(ctx)                      # ctx: models, optimizers, data, memory services
+    method.load_state_dict(...)               # when resuming
+    method.before_training(resumed)           # e.g. TCL's first noise-detection pass
     per epoch:
-        metrics = method.after_epoch(epoch)                 # e.g. TCL's detection pass + GMM
+        method.begin_epoch(epoch)             # not when resuming inside the epoch
+        for each phase of method.epoch_plan(epoch), for each of its steps:
+            logs = method.training_step(batch, info)   # forward AND backward of the whole batch
+            (engine: clip, step the phase's optimizers, zero_grad)
+            method.after_optimizer_step(info)
+        metrics = method.after_epoch(epoch)   # e.g. TCL's detection pass + GMM
         engine evaluates every model in method.eval_models()
         metrics |= method.after_evaluation(metrics)
 
-Methods that only need "a loss for a batch" implement ``loss`` and inherit ``training_step``, which
-accumulates gradients over the micro-batches the way Accelerate's ``accumulate`` does (no
-gradient all-reduce until the last micro-batch, each micro-batch loss scaled by its share).
+A method with a plain per-sample loss implements ``loss`` and inherits ``training_step``, which
+accumulates over ``ctx.micro_batches`` micro-batches (``methods/accumulate.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from tcl_lite.methods.accumulate import accumulate, split_batch
+
 if TYPE_CHECKING:
+    import numpy as np
     from accelerate import Accelerator
 
     from tcl_lite.config import Config
@@ -39,46 +53,130 @@ if TYPE_CHECKING:
 
 Batch = dict[str, Any]
 StateDict = dict[str, Any]  # values: Tensors (saved as safetensors) or JSON-serialisable
+PRIMARY = "model"  # the name of a one-network method's model (its weights: model.safetensors)
 
 
 @dataclass
 class StepInfo:
-    """Where the loop is. ``global_step`` counts optimizer steps already taken."""
+    """Where the loop is. ``global_step`` counts optimizer steps already taken; ``step_in_epoch``
+    counts the epoch's steps over all its phases; ``phase_step`` those of the current phase."""
 
     epoch: int
     step_in_epoch: int
     global_step: int
     steps_per_epoch: int
+    phase: str = "train"
+    phase_step: int = -1  # -1: the epoch has a single phase (same as step_in_epoch)
+    phase_steps: int = -1
 
     @property
     def fractional_epoch(self) -> float:
         return self.epoch + self.step_in_epoch / max(1, self.steps_per_epoch)
 
+    @property
+    def phase_fraction(self) -> float:
+        """``epoch + phase_step / phase_steps``: the reference's ``epoch + batch_idx / num_iter``."""
+        if self.phase_step < 0:
+            return self.fractional_epoch
+        return self.epoch + self.phase_step / max(1, self.phase_steps)
+
+
+@dataclass
+class ModelSpec:
+    """A network a method trains: the engine builds it from ``model.*``, gives it an optimizer from
+    ``optim.*`` and prepares, schedules, checkpoints and resumes both."""
+
+    projector: bool = False  # with the projector head (contrastive methods)
+
+
+@dataclass
+class LoaderSpec:
+    """One loader of a phase. Its order is a function of (seed, epoch, phase, loader, pass over it),
+    so resuming inside the phase is exact; a loader that runs out before the phase ends starts a
+    new pass (the reference's cycled unlabeled loader)."""
+
+    dataset: Any  # items are {"index", "image", "label", ...}; IndexedDataset-like (set_epoch, finish_batch)
+    batch_size: int
+    shuffle: bool = True
+    drop_last: bool = True
+
+
+@dataclass
+class Phase:
+    """Part of an epoch: ``steps`` optimizer steps (default: one pass over the first loader), each
+    on one batch of every loader, stepping ``optimizers`` (default: all)."""
+
+    name: str
+    loaders: dict[str, LoaderSpec]
+    steps: int | None = None
+    optimizers: tuple[str, ...] | None = None
+
 
 @dataclass
 class TrainContext:
-    """What the engine hands to a method: everything is already prepared by Accelerate."""
+    """What the engine hands to a method: models and optimizers already prepared by Accelerate,
+    the data, and the memory services (micro-batches, gradient sync, backward, autocast).
+
+    ``models``/``optimizers`` may be given as one module/optimizer (a one-network method)."""
 
     cfg: Config
     accelerator: Accelerator
-    model: nn.Module  # possibly DDP-wrapped: always call it, never its sub-modules
-    optimizer: torch.optim.Optimizer
+    models: dict[str, nn.Module] | nn.Module
+    optimizers: dict[str, torch.optim.Optimizer] | torch.optim.Optimizer | None
     data: DataBundle
     output_dir: Path
+    micro_batches: int = 0  # 0: train.gradient_accumulation_steps; the engine raises it after an OOM
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.models, nn.Module):
+            self.models = {PRIMARY: self.models}
+        if self.optimizers is None:
+            self.optimizers = {}
+        elif not isinstance(self.optimizers, dict):
+            self.optimizers = {next(iter(self.models)): self.optimizers}
+        if self.micro_batches <= 0:
+            self.micro_batches = self.cfg.train.gradient_accumulation_steps
+
+    @property
+    def model(self) -> nn.Module:
+        """The first (for most methods the only) model; possibly DDP-wrapped: call it, not its parts."""
+        return next(iter(self.models.values()))
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return next(iter(self.optimizers.values()))
 
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
 
-    def unwrapped_model(self) -> nn.Module:
-        return self.accelerator.unwrap_model(self.model)
+    def unwrapped_model(self, name: str | None = None) -> nn.Module:
+        return self.accelerator.unwrap_model(self.models[name] if name else self.model)
 
-    def backward(self, loss: Tensor) -> None:
-        self.accelerator.backward(loss)
+    # -- memory services ---------------------------------------------------------------------
+    def split(self, batch: Batch, n: int | None = None) -> list[Batch]:
+        """The batch as ``n`` (default ``micro_batches``) micro-batches along dim 0."""
+        return split_batch(batch, n or self.micro_batches)
 
-    def sync_gradients(self, last: bool) -> contextlib.AbstractContextManager:
-        """All-reduce gradients only on the last backward of a step (as ``accelerator.accumulate``)."""
-        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+    def backward(self, loss: Tensor, **kwargs: Any) -> None:
+        self.accelerator.backward(loss, **kwargs)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The run's mixed precision, for forwards of modules that Accelerate did not prepare."""
+        return self.accelerator.autocast()
+
+    def sync_gradients(self, last: bool, models: Any = None) -> contextlib.AbstractContextManager:
+        """All-reduce gradients only on the last backward of a step (as ``accelerator.accumulate``);
+        ``models``: the module(s) the backward reaches (default: all of the method's)."""
+        if last:
+            return contextlib.nullcontext()
+        chosen = self.models.values() if models is None else (models if isinstance(models, (list, tuple))
+                                                              else [models])
+        stack = contextlib.ExitStack()
+        for m in chosen:
+            stack.enter_context(self.accelerator.no_sync(m))
+        return stack
 
     def loader(self, dataset: torch.utils.data.Dataset, batch_size: int | None = None) -> Any:
         """An ordered loader sharded over processes; gather its outputs with ``gather_for_metrics``."""
@@ -95,35 +193,68 @@ class Method:
     """Base class: subclasses set ``name``/``views`` and implement ``loss`` or ``training_step``."""
 
     name: ClassVar[str] = "base"
+    #: the dataclass of the method's config section (``cfg.<name>``), or None
+    config: ClassVar[type | None] = None
+    #: preset names (configs/<name>.yaml) that train this method
+    presets: ClassVar[tuple[str, ...]] = ()
     #: transforms of the training sample, in order (names from the data package: weak|strong|test)
     views: ClassVar[tuple[str, ...]] = ("weak",)
     #: whether the network needs the projector head
     needs_projector: ClassVar[bool] = False
+    #: metrics the method adds to metrics.jsonl -> a label for plots and the report
+    metric_labels: ClassVar[dict[str, str]] = {}
 
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.cfg
 
+    # -- declarations (class level: read before anything is built) -------------------------------
+    @classmethod
+    def model_specs(cls, cfg: Config) -> dict[str, ModelSpec]:
+        """The networks this method trains, by name; the first is the primary one."""
+        return {PRIMARY: ModelSpec(projector=cls.needs_projector)}
+
+    @classmethod
+    def inference_model(cls, models: dict[str, nn.Module]) -> nn.Module:
+        """The module that predicts with a trained run's networks (``model_specs`` order)."""
+        return next(iter(models.values()))
+
+    @classmethod
+    def per_sample_outputs(cls, state: StateDict) -> dict[str, np.ndarray] | None:
+        """Per training sample, from a checkpoint's method state: ``clean_probability`` and
+        optionally ``corrected_label``; None when the method keeps no such verdict."""
+        return None
+
+    @classmethod
+    def label_issue_scores(cls, scoring: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(score that the given label is wrong, suggested label) per training sample. ``scoring``
+        is ``detection.label_issues.ScoringContext``; default: the self-confidence of the model."""
+        return scoring.self_confidence()
+
     # -- hooks ---------------------------------------------------------------------------------
     def before_training(self, resumed: bool) -> dict[str, float]:
-        """Called once after the model (and, when resuming, the state) is loaded."""
+        """Called once after the models (and, when resuming, the state) are loaded."""
         return {}
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before the first step of ``epoch`` (not when resuming inside it: the state
+        saved there already holds what this computed)."""
+
+    def epoch_plan(self, epoch: int) -> list[Phase]:
+        """The phases of ``epoch`` (a pure function of the method's state and ``epoch``). Default:
+        one pass over the training set under ``views``, ``train.batch_size`` per process."""
+        if getattr(self, "_train_set", None) is None:
+            self._train_set = self.ctx.data.train_views(self.views, self.ctx.device)
+        return [Phase("train", {"": LoaderSpec(self._train_set, self.cfg.train.batch_size)})]
 
     def loss(self, batch: Batch, info: StepInfo) -> tuple[Tensor, dict[str, Tensor]]:
         """The mean loss of one (micro-)batch and the terms to log."""
         raise NotImplementedError
 
-    def training_step(self, micro_batches: list[Batch], info: StepInfo) -> dict[str, Tensor]:
-        """Forward and backward of one optimizer step; returns detached terms to log."""
-        n = len(micro_batches)
-        logs: dict[str, Tensor] = {}
-        for i, batch in enumerate(micro_batches):
-            with self.ctx.sync_gradients(last=i == n - 1):
-                loss, terms = self.loss(batch, info)
-                self.ctx.backward(loss / n)
-            for k, v in {"loss": loss, **terms}.items():
-                logs[k] = logs.get(k, 0.0) + v.detach() / n
-        return logs
+    def training_step(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
+        """Forward and backward of one optimizer step on the whole batch; returns detached terms
+        to log (``loss`` among them)."""
+        return accumulate(self.ctx, batch, lambda mb: self.loss(mb, info))
 
     def after_optimizer_step(self, info: StepInfo) -> None:
         """Called after every optimizer step (``info.global_step`` already counts it)."""
@@ -133,13 +264,13 @@ class Method:
         return {}
 
     def after_evaluation(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Called after each test evaluation with its metrics; returns metrics to add (e.g. the
-        best of several evaluated models, which ``checkpoint.best_metric`` may then name)."""
+        """Called after each evaluation with its metrics; returns metrics to add (e.g. the best of
+        several evaluated models, which ``checkpoint.best_metric`` may then name)."""
         return {}
 
     def eval_models(self) -> dict[str, nn.Module]:
-        """Models to evaluate on the test set; '' names the main model (metric ``test_acc``),
-        another name ``n`` gives ``n_test_acc``."""
+        """Models to evaluate; '' names the main one (metric ``test_acc``), another name ``n``
+        gives ``n_test_acc``. Each returns an object with ``.logits``."""
         return {"": self.ctx.model}
 
     # -- checkpoint state ----------------------------------------------------------------------

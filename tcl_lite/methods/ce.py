@@ -6,10 +6,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tcl_lite.methods.base import Batch, Method, StepInfo
+from tcl_lite.methods.registry import register
 
 
+@register
 class CrossEntropy(Method):
     name = "ce"
+    presets = ("digits_ce", "cifar10_ce", "cifar10_jpeg_ce")
     views = ("weak",)
 
     def loss(self, batch: Batch, info: StepInfo) -> tuple[Tensor, dict[str, Tensor]]:

@@ -61,14 +61,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from tcl_lite.methods.accumulate import batch_size_of
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
 from tcl_lite.methods.ema import alpha_at, ema_decay_at, ema_update_, meta_active
+from tcl_lite.methods.mlnt_config import MLNTConfig
+from tcl_lite.methods.registry import register
 from tcl_lite.methods.synthetic_labels import neighbour_relabel
 from tcl_lite.models import ModelError, Network, build_model
 from tcl_lite.models.layout import check_checkpoint_layout
@@ -151,9 +155,14 @@ class _Autocast(nn.Module):
             return self.net(x)
 
 
+@register
 class MLNT(Method):
     name = "mlnt"
+    config = MLNTConfig
+    presets = ("digits_mlnt", "clothing1m_mlnt")
     views = ("weak",)
+    metric_labels = {"teacher_test_acc": "teacher test accuracy (MLNT)",
+                     "teacher_val_acc": "teacher validation accuracy (MLNT)"}
 
     def __init__(self, ctx: TrainContext) -> None:
         super().__init__(ctx)
@@ -196,7 +205,7 @@ class MLNT(Method):
         return net.eval()  # as the reference: BatchNorm running statistics, no dropout
 
     # -- one optimizer step --------------------------------------------------------------------
-    def training_step(self, micro_batches: list[Batch], info: StepInfo) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
         it, epoch = info.global_step, info.epoch
         active = meta_active(it, epoch, self.mcfg)
         alpha = alpha_at(it, epoch, self.mcfg)
@@ -209,14 +218,15 @@ class MLNT(Method):
             self.teacher_updates += 1
             self._teacher_step = it
         distributed = self.ctx.accelerator.num_processes > 1
-        n = len(micro_batches)
+        parts = self.ctx.split(batch)
         logs: dict[str, Tensor] = {}
-        for i, batch in enumerate(micro_batches):
+        for i, mb in enumerate(parts):
+            share = batch_size_of(mb) / batch_size_of(batch)
             # Under DDP no backward may sync (see the module docstring): gradients are averaged below.
-            with self.ctx.sync_gradients(last=i == n - 1 and not distributed):
-                terms = self._micro_step(batch, active, alpha, 1.0 / n)
+            with self.ctx.sync_gradients(last=i == len(parts) - 1 and not distributed):
+                terms = self._micro_step(mb, active, alpha, share)
             for k, v in terms.items():
-                logs[k] = logs.get(k, 0.0) + v / n
+                logs[k] = logs.get(k, 0.0) + v * share
         if distributed:
             self._sync_processes()
         return logs
@@ -280,6 +290,13 @@ class MLNT(Method):
         for net in (self.student, self.teacher):
             for buf in net.buffers():
                 torch.distributed.broadcast(buf, src=0)
+
+    # -- label issues ----------------------------------------------------------------------------
+    @classmethod
+    def label_issue_scores(cls, scoring: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The self-confidence of the teacher (the EMA model MLNT evaluates and reports)."""
+        teacher = {k.removeprefix(_TEACHER): v for k, v in scoring.method_state().items() if k.startswith(_TEACHER)}
+        return scoring.self_confidence({"model": teacher} if teacher else None)  # none saved: the student's
 
     # -- hooks ---------------------------------------------------------------------------------
     def before_training(self, resumed: bool) -> dict[str, float]:

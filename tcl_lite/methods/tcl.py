@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -31,6 +32,8 @@ from tcl_lite.detection.knn import knn_accuracy
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
 from tcl_lite.methods.gradient_cache import cached_backward
+from tcl_lite.methods.registry import register
+from tcl_lite.methods.tcl_config import TCLConfig
 from tcl_lite.methods.tcl_losses import corrected_targets, mixup_targets, tcl_terms, upcast
 
 # Loss terms in the order of ``TCLTerms`` with the config key of each weight.
@@ -39,10 +42,17 @@ TERM_WEIGHTS = (("contrastive", "w_contrastive"), ("cross", "w_cross"), ("mixed"
 STATE_TENSORS = ("clean_probability", "prototypes", "corrected_label")
 
 
+@register
 class TCL(Method):
     name = "tcl"
+    config = TCLConfig
+    presets = ("digits_tcl", "cifar10_tcl", "cifar10_tcl_sym20", "cifar10_tcl_sym50", "cifar10_tcl_sym80",
+               "cifar10_tcl_sym90", "cifar10_tcl_asym40", "cifar10_tcl_1gpu_exact", "cifar100_tcl",
+               "cifar100_tcl_sym20", "cifar100_tcl_sym50", "cifar100_tcl_sym80", "cifar100_tcl_sym90")
     views = ("weak", "strong", "strong")
     needs_projector = True
+    metric_labels = {"knn_acc": "kNN test accuracy (TCL)",
+                     "label_correction_acc": "label correction accuracy (train, TCL)"}
 
     def __init__(self, ctx: TrainContext) -> None:
         super().__init__(ctx)
@@ -67,6 +77,22 @@ class TCL(Method):
         """s2 (mixed-image targets): the configured value, or the estimated clean fraction."""
         return self.tcfg.clean_scale2 if self.tcfg.clean_scale2 >= 0 else self.est_clean_fraction
 
+    # -- per-sample verdicts (report, export, label issues) ---------------------------------------
+    @classmethod
+    def per_sample_outputs(cls, state: StateDict) -> dict[str, np.ndarray] | None:
+        if state.get("method") != cls.name or "clean_probability" not in state:
+            return None
+        return {"clean_probability": state["clean_probability"].float().numpy(),
+                "corrected_label": state["corrected_label"].long().numpy()}
+
+    @classmethod
+    def label_issue_scores(cls, scoring: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``1 - w`` and the corrected label, from the checkpoint's detection state (no forward pass)."""
+        out = cls.per_sample_outputs(scoring.method_state())
+        if out is None:
+            raise scoring.error(f"{scoring.ckpt} holds no TCL detection state (clean_probability)")
+        return 1.0 - out["clean_probability"], out["corrected_label"]
+
     # -- hooks ---------------------------------------------------------------------------------
     def before_training(self, resumed: bool) -> dict[str, float]:
         # On resume, w and the prototypes come from the checkpoint, exactly as they were saved.
@@ -75,12 +101,11 @@ class TCL(Method):
     def after_epoch(self, epoch: int) -> dict[str, float]:
         return self.detect()
 
-    def training_step(self, micro_batches: list[Batch], info: StepInfo) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
         warm = info.epoch < self.tcfg.warmup_epochs
-        n = len(micro_batches)
+        n = self.ctx.micro_batches
         if n > 1 and self.tcfg.gradient_mode == "local":
-            return self._local_step(micro_batches, warm)
-        batch = micro_batches[0] if n == 1 else _concat(micro_batches)
+            return self._local_step(self.ctx.split(batch), warm)
         step = _MixedStep(batch["image"], self._draw_lambda(), batch["index"].shape[0])
         forward = self._forward_fn(step, n)
         loss_fn = self._loss_fn(batch, step, warm, n)
@@ -229,10 +254,3 @@ class _MixedStep:
 def _by_view(x: Tensor, chunks: int) -> Tensor:
     """Outputs of ``chunks`` micro-batch forwards [chunks * 6b, ...] -> [6, B, ...] in sample order."""
     return x.reshape(chunks, 6, -1, *x.shape[1:]).transpose(0, 1).flatten(1, 2)
-
-
-def _concat(micro_batches: list[Batch]) -> Batch:
-    """Undo the engine's split: the exact mode needs the whole batch for mixup and the targets."""
-    return {"image": [torch.cat(v) for v in zip(*(mb["image"] for mb in micro_batches))],
-            "label": torch.cat([mb["label"] for mb in micro_batches]),
-            "index": torch.cat([mb["index"] for mb in micro_batches])}
