@@ -1,4 +1,4 @@
-"""PreAct ResNet-18 with the CIFAR stem, in two forms.
+"""PreAct ResNet-18 with the CIFAR stem, in three forms.
 
 * ``preact_resnet18``: the TCL reference's own variant, the network the paper trained. The stem is
   conv -> norm -> ReLU, and each block adds its *pre-activated* input ``a = ReLU(BN1(x))`` (or a 1x1
@@ -7,7 +7,7 @@
   identity branch carries the block input ``x`` itself. This was tcl_lite's ``preact_resnet18``
   before model layout 2 (``models/layout.py``); its state-dict keys are unchanged.
 
-These two end in norm -> ReLU -> average pooling. ``final_norm=False`` drops that last norm + ReLU (the
+The first two end in norm -> ReLU -> average pooling. ``final_norm=False`` drops that last norm + ReLU (the
 DivideMix form, which pools layer4's output directly).
 
 * ``preact_resnet18_dividemix``: DivideMix's encoder (LiJunnan1992/DivideMix, PreResNet.py ``ResNet18``):
