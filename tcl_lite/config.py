@@ -97,6 +97,8 @@ class ModelConfig:
     arch: str = opt("tiny_cnn", "Encoder: tiny_cnn; preact_resnet18, the TCL reference's own PreAct ResNet-18 "
                     "(stem BN, identity branch = the pre-activated tensor), the CIFAR encoder the paper trained; "
                     "preact_resnet18_he, He et al.'s form (tcl_lite's preact_resnet18 before model layout 2); "
+                    "preact_resnet18_dividemix, DivideMix's encoder (preact_resnet18 without the final BN + ReLU, "
+                    "PyTorch's default initialisation; with model.head=linear as in DivideMix); "
                     "resnet18/34/50 (torchvision, larger images) or `timm:<name>` (any timm.list_models() name, "
                     "e.g. timm:convnext_tiny; its own norm layers, model.norm sets the heads').")
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
@@ -363,7 +365,8 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-ARCHS = ("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "resnet18", "resnet34", "resnet50")
+ARCHS = ("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "preact_resnet18_dividemix", "resnet18", "resnet34",
+         "resnet50")
 
 
 def _validate_arch(arch: str) -> None:

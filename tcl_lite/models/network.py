@@ -182,7 +182,7 @@ def build_encoder(cfg: ModelConfig, *, in_channels: int = 3, image_size: int = 3
     """The encoder named by ``cfg.arch``, with ``cfg.norm`` layers and ``in_channels`` inputs
     (``image_size``: only timm models with a fixed input size, such as ViTs, are built for it)."""
     # Imported here: the encoder modules import Encoder from this module.
-    from tcl_lite.models.preact_resnet import preact_resnet18, preact_resnet18_he
+    from tcl_lite.models.preact_resnet import preact_resnet18, preact_resnet18_dividemix, preact_resnet18_he
     from tcl_lite.models.tiny_cnn import TinyCNN
     from tcl_lite.models.torchvision_resnet import TORCHVISION_ARCHS, TorchvisionResNet
 
@@ -206,10 +206,12 @@ def build_encoder(cfg: ModelConfig, *, in_channels: int = 3, image_size: int = 3
         return preact_resnet18(norm=cfg.norm, in_channels=in_channels)
     if cfg.arch == "preact_resnet18_he":
         return preact_resnet18_he(norm=cfg.norm, in_channels=in_channels)
+    if cfg.arch == "preact_resnet18_dividemix":
+        return preact_resnet18_dividemix(norm=cfg.norm, in_channels=in_channels)
     if cfg.arch in TORCHVISION_ARCHS:
         return TorchvisionResNet(cfg.arch, norm=cfg.norm, in_channels=in_channels, pretrained=cfg.pretrained)
     raise ModelError(f"model.arch={cfg.arch!r} is not one of tiny_cnn, preact_resnet18, preact_resnet18_he, "
-                     f"{', '.join(TORCHVISION_ARCHS)}, timm:<name>")
+                     f"preact_resnet18_dividemix, {', '.join(TORCHVISION_ARCHS)}, timm:<name>")
 
 
 def build_model(cfg: ModelConfig, num_classes: int, *, in_channels: int = 3, image_size: int = 32,

@@ -1,4 +1,4 @@
-"""PreAct ResNet-18 with the CIFAR stem, in two forms.
+"""PreAct ResNet-18 with the CIFAR stem, in three forms.
 
 * ``preact_resnet18``: the TCL reference's own variant, the network the paper trained. The stem is
   conv -> norm -> ReLU, and each block adds its *pre-activated* input ``a = ReLU(BN1(x))`` (or a 1x1
@@ -7,8 +7,12 @@
   identity branch carries the block input ``x`` itself. This was tcl_lite's ``preact_resnet18``
   before model layout 2 (``models/layout.py``); its state-dict keys are unchanged.
 
-Both end in norm -> ReLU -> average pooling. ``final_norm=False`` drops that last norm + ReLU (the
+The first two end in norm -> ReLU -> average pooling. ``final_norm=False`` drops that last norm + ReLU (the
 DivideMix form, which pools layer4's output directly).
+
+* ``preact_resnet18_dividemix``: DivideMix's encoder (LiJunnan1992/DivideMix, PreResNet.py ``ResNet18``):
+  the TCL reference's stem and blocks with ``final_norm=False``, and PyTorch's default initialisation
+  (that file has no initialisation code; the other two forms use torchvision's Kaiming-normal).
 """
 
 from __future__ import annotations
@@ -61,12 +65,14 @@ class PreActResNet(Encoder):
 
     ``stem_norm``: the stem is conv -> norm -> ReLU (reference) rather than a bare conv (He).
     ``preactivated_identity``: see ``PreActBasicBlock``. ``final_norm``: norm + ReLU before pooling.
+    ``kaiming_init``: torchvision's initialisation (``init_conv_and_norm``); False keeps PyTorch's defaults.
     The reference pools with a fixed 4x4 window, which is global pooling at 32 px; the adaptive
     pool is the same there and also accepts other sizes (from 8 px).
     """
 
     def __init__(self, layers: Sequence[int] = (2, 2, 2, 2), norm: str = "batch", in_channels: int = 3, *,
-                 stem_norm: bool = True, preactivated_identity: bool = True, final_norm: bool = True) -> None:
+                 stem_norm: bool = True, preactivated_identity: bool = True, final_norm: bool = True,
+                 kaiming_init: bool = True) -> None:
         widths = (64, 128, 256, 512)
         conv = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=norm == "none")
         stem: nn.Module = conv
@@ -85,7 +91,8 @@ class PreActResNet(Encoder):
         head = [norm2d(norm, in_planes), nn.ReLU(inplace=norm != "none")] if final_norm else []
         pool = nn.Sequential(*head, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         super().__init__(stem, stages, pool, out_dim=in_planes)
-        init_conv_and_norm(self)
+        if kaiming_init:
+            init_conv_and_norm(self)
 
 
 def preact_resnet18(norm: str = "batch", in_channels: int = 3) -> PreActResNet:
@@ -97,3 +104,9 @@ def preact_resnet18_he(norm: str = "batch", in_channels: int = 3) -> PreActResNe
     """He et al.'s pre-activation ResNet-18 with the CIFAR stem (bare stem conv, identity = x)."""
     return PreActResNet((2, 2, 2, 2), norm=norm, in_channels=in_channels, stem_norm=False,
                         preactivated_identity=False)
+
+
+def preact_resnet18_dividemix(norm: str = "batch", in_channels: int = 3) -> PreActResNet:
+    """DivideMix's encoder: the TCL reference's stem and blocks, no final norm + ReLU (layer4's output is
+    pooled straight into the classifier), PyTorch's default initialisation as DivideMix's PreResNet.py."""
+    return PreActResNet((2, 2, 2, 2), norm=norm, in_channels=in_channels, final_norm=False, kaiming_init=False)
