@@ -53,8 +53,9 @@ class EpochData:
         n = self.accelerator.num_processes
         usable = len(spec.dataset) // n if spec.drop_last else -(-len(spec.dataset) // n)
         if usable < spec.batch_size and spec.drop_last:
-            raise ConfigError(f"phase {phase.name!r}: a batch of {spec.batch_size} x {n} processes exceeds the "
-                              f"{len(spec.dataset)} samples of its loader {name or 'train'!r}; lower train.batch_size")
+            raise ConfigError(f"config key 'train.batch_size': a batch of {spec.batch_size} x {n} processes "
+                              f"exceeds the {len(spec.dataset)} samples of phase {phase.name!r}"
+                              f"{f' (loader {name!r})' if name else ''}; lower it")
         dl = torch.utils.data.DataLoader(
             spec.dataset, batch_size=spec.batch_size, shuffle=spec.shuffle, drop_last=spec.drop_last,
             num_workers=self.cfg.data.num_workers, pin_memory=self.accelerator.device.type == "cuda",

@@ -9,7 +9,7 @@ from tcl_lite.methods.base import Batch, LoaderSpec, Method, ModelSpec, Phase, S
 from tcl_lite.methods.registry import METHODS, config_sections, get_method, register
 
 # The built-in methods, in the order the docs list them; each registers itself when imported.
-BUILTIN = ("ce", "tcl", "mlnt")
+BUILTIN = ("ce", "tcl", "mlnt", "dividemix")
 for _name in BUILTIN:
     importlib.import_module(f"tcl_lite.methods.{_name}")
 
