@@ -19,7 +19,8 @@ def main() -> None:
     original = trainer._step_adapting_to_oom
 
     def recording_step(run, batch, info):  # records which samples this process trained on
-        seen.extend(batch["index"].tolist())
+        first = batch if "index" in batch else next(iter(batch.values()))  # a phase of several loaders
+        seen.extend(first["index"].tolist())
         return original(run, batch, info)
 
     trainer._step_adapting_to_oom = recording_step
@@ -45,6 +46,9 @@ def main() -> None:
     out = Path(cfg.output_dir)
     weights = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(weights, str(out / f"rank{acc.process_index}.safetensors"))
+    every = {f"{i}.{k}": v.contiguous() for i, m in enumerate(acc._models)
+             for k, v in acc.unwrap_model(m).state_dict().items()}  # all networks (e.g. DivideMix's two)
+    save_file(every, str(out / f"rank{acc.process_index}_all.safetensors"))
     save_file(captured["init"], str(out / f"init{acc.process_index}.safetensors"))
     (out / f"rank{acc.process_index}.json").write_text(json.dumps(
         {"num_processes": acc.num_processes, "process_index": acc.process_index,

@@ -122,7 +122,7 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     max_lr = peak_lr(cfg.optim, cfg.train.batch_size * accelerator.num_processes)
     models, optimizers = prepare(accelerator, networks, build_optimizers(cfg, networks, max_lr))
     eval_loaders = eval_split_loaders(accelerator, data, cfg, log)  # val selects `best`; test is reported
-    ctx = TrainContext(cfg, accelerator, models, optimizers, data, out)
+    ctx = TrainContext(cfg, accelerator, models, optimizers, data, out, log=log)
     run = Run(cfg, out, accelerator, method_cls(ctx), ctx, EpochData(accelerator, cfg), ckpts,
               TrainerState(num_processes=accelerator.num_processes), log, status, stopper, max_lr, eval_loaders,
               MetricsLog(out / "metrics.jsonl"))

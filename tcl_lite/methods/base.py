@@ -35,7 +35,7 @@ accumulates over ``ctx.micro_batches`` micro-batches (``methods/accumulate.py``)
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -126,7 +126,7 @@ class TrainContext:
     data: DataBundle
     output_dir: Path
     micro_batches: int = 0  # 0: train.gradient_accumulation_steps; the engine raises it after an OOM
-    extra: dict[str, Any] = field(default_factory=dict)
+    log: Any = None  # the run's log (console + train.log); default: the main process's console
 
     def __post_init__(self) -> None:
         if isinstance(self.models, nn.Module):
@@ -186,7 +186,11 @@ class TrainContext:
         return self.accelerator.prepare_data_loader(dl)
 
     def print(self, *args: Any) -> None:
-        self.accelerator.print(*args)
+        """A message for the user: on the console and in OUTPUT/train.log (main process only)."""
+        if self.log is not None:
+            self.log(*args)
+        else:
+            self.accelerator.print(*args)
 
 
 class Method:

@@ -133,11 +133,15 @@ class DivideMix(Method):
         labeled, unlabeled = div.labeled_indices, div.unlabeled_indices
         if len(labeled) == 0 or len(unlabeled) == 0:
             labeled = unlabeled = np.arange(len(self.noisy))
-        # The reference's num_iter (its lambda_u ramp's step), per process.
-        self._num_iter[name] = len(labeled) // (b * self.ctx.accelerator.num_processes) + 1
+        per_step = b * self.ctx.accelerator.num_processes
+        self._num_iter[name] = len(labeled) // per_step + 1  # the reference's num_iter (lambda_u's ramp)
+        # One pass over the labeled set, its last batch partial as the reference's, unless that batch would
+        # hold a single sample per process (BatchNorm cannot train on one); the unlabeled set is cycled.
+        tail = len(labeled) % per_step
         return Phase(f"train_{name}", {
-            "labeled": LoaderSpec(SampleSubset(self._two_views, labeled), b, drop_last=False),
-            "unlabeled": LoaderSpec(SampleSubset(self._two_views, unlabeled), b, drop_last=False)},
+            "labeled": LoaderSpec(SampleSubset(self._two_views, labeled), b,
+                                  drop_last=0 < tail < 2 * self.ctx.accelerator.num_processes < len(labeled)),
+            "unlabeled": LoaderSpec(SampleSubset(self._two_views, unlabeled), b, drop_last=len(unlabeled) >= per_step)},
             optimizers=(name,))
 
     # -- one step ---------------------------------------------------------------------------------
