@@ -14,7 +14,7 @@ from conftest import ROOT, run_env, run_train
 from PIL import Image
 
 from tcl_lite.reporting import plots
-from tcl_lite.reporting.report import CLEANED_COLUMNS, NEEDS_TCL, make_report
+from tcl_lite.reporting.report import CLEANED_COLUMNS, make_report, needs_verdicts
 
 FAST = ["data.image_size=8", "model.width=8", "train.batch_size=64", "train.eval_batch_size=512",
         "train.log_every=1000"]
@@ -113,7 +113,7 @@ def test_ce_report_has_accuracy_and_the_skip_sentence(ce_run):
     assert_png(report / "accuracy.png")
     text = (report / "report.md").read_text()
     assert "](accuracy.png)" in text
-    assert NEEDS_TCL.format(method="ce") in text and "method=tcl" in text
+    assert needs_verdicts("ce") in text and "method=tcl" in text
     for name in (*PER_SAMPLE, "cleaned_labels.csv"):
         assert not (report / name).exists(), name
 

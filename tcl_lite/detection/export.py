@@ -1,8 +1,11 @@
-"""``python -m tcl_lite export RUN_DIR_OR_CHECKPOINT [--out DIR]``: TCL's per-sample verdicts as files.
+"""``python -m tcl_lite export RUN_DIR_OR_CHECKPOINT [--out DIR]``: a method's per-sample verdicts as files.
 
-Writes ``clean_probability.csv`` (index, given_label, corrected_label, clean_probability and, when
-the run knows them, true_label) and the same columns as ``.npy`` files. Only safetensors, JSON and
-``.npy`` (``allow_pickle=False``) are read: nothing is unpickled, nothing is imported from the run.
+A method keeps per-sample verdicts when its class overrides ``per_sample_outputs`` (``methods/base.py``):
+``clean_probability`` and, depending on the method, ``corrected_label`` (TCL), ``suggested_label``
+or other columns. ``export`` writes ``clean_probability.csv`` with ``index``, ``given_label``, the
+method's columns (label columns first, then scores) and, when the run knows them, ``true_label``;
+and each column as ``NAME.npy``. Only safetensors, JSON and ``.npy`` (``allow_pickle=False``) are
+read: nothing is unpickled, nothing is imported from the run.
 """
 
 from __future__ import annotations
@@ -10,34 +13,49 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager
+from tcl_lite.engine.checkpoint import CheckpointError
+from tcl_lite.engine.checkpoint_finder import find_checkpoint
 from tcl_lite.engine.state_io import load_tree
+
+CSV_NAME = "clean_probability.csv"
+_FIXED = ("index", "given_label", "true_label")  # columns export adds; a method's own may not take these names
 
 
 class ExportError(RuntimeError):
-    """A path that holds no exportable TCL state; the message says what to pass instead."""
+    """A path that holds no exportable per-sample verdicts; the message says what to pass instead."""
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory -> its newest valid checkpoint; a checkpoint directory -> itself."""
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        steps = CheckpointManager(None, path / "checkpoints", keep_last=1)
-        found = steps.newest_valid(lambda msg: print(msg, file=sys.stderr))
-        if found is None:
-            best = path / "checkpoints" / "best"
-            if (best / "method.json").is_file():
-                return best
-            raise ExportError(f"{path}/checkpoints holds no valid checkpoint")
-        return found
-    if (path / "method.json").is_file():
-        return path
-    raise ExportError(f"{path} is neither a run directory (with checkpoints/) nor a checkpoint "
-                      "(with method.json)")
+@dataclass
+class Verdicts:
+    """A checkpoint's per-sample verdicts, one array per column, all of the run's training-set length."""
+
+    checkpoint: Path
+    method: str
+    columns: dict[str, np.ndarray]  # index, given_label, the method's columns[, true_label]
+
+    @property
+    def method_columns(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in self.columns.items() if k not in _FIXED}
+
+
+def verdict_methods() -> list[str]:
+    """Names of the registered methods that keep per-sample verdicts (override ``per_sample_outputs``)."""
+    from tcl_lite.methods import METHODS, Method  # importing the package registers the built-in methods
+
+    base = Method.per_sample_outputs.__func__
+    return [name for name, cls in METHODS.items() if cls.per_sample_outputs.__func__ is not base]
+
+
+def verdict_methods_text() -> str:
+    """``method=tcl`` or ``method=tcl or method=dividemix``: what to train for per-sample verdicts."""
+    names = verdict_methods()
+    return " or ".join(f"`method={n}`" for n in names) if names else "a method that keeps them (none is registered)"
 
 
 def _run_dir(ckpt: Path) -> Path:
@@ -45,7 +63,9 @@ def _run_dir(ckpt: Path) -> Path:
     return ckpt.parent.parent
 
 
-def _method_of(ckpt: Path) -> str:
+def _method_of(ckpt: Path, state: Any) -> str:
+    if isinstance(state, dict) and isinstance(state.get("method"), str) and state["method"]:
+        return state["method"]
     config = _run_dir(ckpt) / "config.yaml"
     if config.is_file():
         import yaml
@@ -54,45 +74,70 @@ def _method_of(ckpt: Path) -> str:
     return "unknown"
 
 
-def export(path: str | Path, out: str | Path | None = None) -> Path:
-    """Write the files for the checkpoint at (or the newest under) ``path``; returns the folder."""
-    ckpt = resolve_checkpoint(path)
+def _method_outputs(ckpt: Path, method: str, state: Any) -> dict[str, np.ndarray]:
+    from tcl_lite.config import ConfigError
+    from tcl_lite.methods import get_method
+
+    try:
+        cls = get_method(method)
+    except ConfigError:
+        raise ExportError(f"{ckpt} is a checkpoint of method {method!r}, which is not registered in this process; "
+                          f"import the module that registers it, or export a run of {verdict_methods_text()}") from None
+    outputs = cls.per_sample_outputs(state) if isinstance(state, dict) else None
+    if outputs is not None:
+        return {str(k): np.asarray(v) for k, v in outputs.items()}
+    if method in verdict_methods():
+        raise ExportError(f"{ckpt}: its method state holds no per-sample verdicts of method {method!r} (a checkpoint "
+                          "saved before the method's first verdict, or an incomplete one)")
+    raise ExportError(f"{ckpt} is a checkpoint of method {method!r}, which keeps no per-sample verdicts (clean "
+                      f"probabilities); export works on runs of {verdict_methods_text()}")
+
+
+def read_verdicts(path: str | Path) -> Verdicts:
+    """The verdicts of the checkpoint at ``path``, or of a run directory's newest valid one (``best``
+    when no rolling checkpoint verifies), with the run's given (and true) labels."""
+    ckpt = find_checkpoint(path, "newest-or-best", log=lambda msg: print(msg, file=sys.stderr))
     state = load_tree(ckpt, "method")
-    if not isinstance(state, dict) or state.get("method") != "tcl" or "clean_probability" not in state:
-        method = state.get("method") if isinstance(state, dict) and state.get("method") else _method_of(ckpt)
-        raise ExportError(f"{ckpt} is a checkpoint of method {method!r}, which keeps no clean probabilities; "
-                          "export works on TCL runs (method=tcl)")
-    w = state["clean_probability"].float().numpy()
-    corrected = state["corrected_label"].long().numpy()
+    method = _method_of(ckpt, state)
+    outputs = _method_outputs(ckpt, method, state)
     run = _run_dir(ckpt)
     noisy_path, true_path = run / "noisy_labels.npy", run / "true_labels.npy"
     if not noisy_path.is_file():
         raise ExportError(f"{noisy_path} is missing: export needs the run directory the checkpoint was saved in "
                           "(RUN/checkpoints/NAME), which holds the given labels")
     given = np.load(noisy_path, allow_pickle=False)
-    true = np.load(true_path, allow_pickle=False) if true_path.is_file() else None
-    if len(given) != len(w):
-        raise ExportError(f"{noisy_path} has {len(given)} labels but the checkpoint {len(w)} samples")
+    for name, values in outputs.items():
+        if name in _FIXED or values.ndim != 1 or len(values) != len(given):
+            what = "is a name export writes itself" if name in _FIXED else f"has shape {values.shape}"
+            raise ExportError(f"{ckpt}: the method's column {name!r} {what}; {noisy_path} has {len(given)} labels "
+                              "(one value per training sample expected)")
+    # Label columns (integers) first, then the scores: TCL's CSV keeps its column order.
+    ordered = sorted(outputs.items(), key=lambda kv: kv[1].dtype.kind == "f")
+    columns = {"index": np.arange(len(given)), "given_label": given, **dict(ordered)}
+    if true_path.is_file():
+        columns["true_label"] = np.load(true_path, allow_pickle=False)
+    return Verdicts(ckpt, method, columns)
 
-    out_dir = Path(out) if out else run / "export" / ckpt.name
+
+def export(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write the files for the checkpoint at (or the newest under) ``path``; returns the folder."""
+    verdicts = read_verdicts(path)
+    out_dir = Path(out) if out else _run_dir(verdicts.checkpoint) / "export" / verdicts.checkpoint.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = {"index": np.arange(len(w)), "given_label": given, "corrected_label": corrected,
-               "clean_probability": w}
-    if true is not None:
-        columns["true_label"] = true
-    for name, values in columns.items():  # float32 needs 9 significant digits to round-trip
+    for name, values in verdicts.columns.items():  # float32 needs 9 significant digits to round-trip
         np.save(out_dir / f"{name}.npy", values)
-    with open(out_dir / "clean_probability.csv", "w", newline="") as f:
+    with open(out_dir / CSV_NAME, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in zip(*columns.values()):
+        writer.writerow(verdicts.columns)
+        for row in zip(*verdicts.columns.values()):
             writer.writerow([format(float(v), ".9g") if isinstance(v, np.floating) else int(v) for v in row])
     return out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tcl_lite export",
-                                description="Export TCL's clean probability and corrected label per training sample.")
+                                description="Export a run's per-sample verdicts (clean probability, corrected or "
+                                "suggested label) per training sample.")
     p.add_argument("path", help="run directory (its newest valid checkpoint) or a checkpoint directory")
     p.add_argument("--out", help="output folder (default: RUN/export/CHECKPOINT_NAME)")
     args = p.parse_args(argv)
@@ -101,5 +146,5 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportError, CheckpointError) as e:
         print(f"tcl_lite export: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out / 'clean_probability.csv'} and the .npy columns")
+    print(f"wrote {out / CSV_NAME} and the .npy columns")
     return 0

@@ -1,14 +1,15 @@
 """``tcl_lite.find_label_issues(run_dir)``: the training samples of a run ranked by how likely their
-given label is wrong, for every method.
+given label is wrong, for every registered method.
 
-Each method scores in its own way, one function per method name in ``SCORERS`` (the only
-method-specific code here):
+Each method scores in its own way through its class's ``label_issue_scores(scoring)`` (see
+``methods/base.py``), given a ``ScoringContext`` on the run's checkpoint. The built-in ones:
 
+* default (e.g. ``ce``): ``1 - p(given label)``, the self-confidence of the given label under the run's
+  inference model (``load_network``), from a pass over the training set with the test transform;
+  the argmax as the suggestion;
 * ``tcl``: ``1 - w``, TCL's clean probability from the checkpoint's detection state, and its
   corrected label as the suggestion (no forward pass);
-* ``ce``: ``1 - p(given label)``, the self-confidence of the given label under the checkpoint's own
-  model, from a pass over the training set with the test transform; the argmax as the suggestion;
-* ``mlnt``: the same with MLNT's teacher (the EMA model it evaluates and reports).
+* ``mlnt``: the self-confidence of MLNT's teacher (the EMA model it evaluates and reports).
 
 The scores are computed at call time from a checkpoint (the final one by default), so any run,
 finished or stopped, can be audited without retraining.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from tcl_lite.inference.run_loading import (
     run_config,
     run_data,
 )
+from tcl_lite.methods import get_method
 
 
 @dataclass
@@ -90,7 +91,10 @@ class LabelIssues:
 
 
 @dataclass
-class _ScoringContext:
+class ScoringContext:
+    """What a method's ``label_issue_scores`` scores with: the run's config, its checkpoint folder
+    (``ckpt``) and data, and how to run its networks."""
+
     cfg: Any
     ckpt: Path
     data: Any
@@ -98,42 +102,26 @@ class _ScoringContext:
     device: Any
 
     def method_state(self) -> dict[str, Any]:
+        """The checkpoint's method state (``Method.state_dict()`` as saved; tensors on the CPU)."""
         from tcl_lite.engine.state_io import load_tree
 
         return load_tree(self.ckpt, "method")
 
-    def probabilities(self, weights: dict | None = None) -> np.ndarray:
+    def probabilities(self, weights: dict[str, dict] | None = None) -> np.ndarray:
+        """Softmax [N, K] of the run's inference model over the training set (test transform), with the
+        checkpoint's weights or ``weights`` (state dicts by network name; a name left out: the checkpoint's)."""
         net = load_network(self.cfg, self.ckpt, self.data.num_classes, self.data.image_size, state=weights)
         return predict_probabilities(net, self.data.train_eval(), self.batch_size, self.device)
 
+    def self_confidence(self, weights: dict[str, dict] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(1 - p(given label), argmax)`` per training sample, in dataset order (see ``probabilities``)."""
+        probs = self.probabilities(weights)
+        given = self.data.noisy_labels
+        return 1.0 - probs[np.arange(len(given)), given], probs.argmax(axis=1)
 
-# -- per-method scores: (score, suggested label) per training sample, in dataset order -------------
-
-
-def _tcl_scores(ctx: _ScoringContext) -> tuple[np.ndarray, np.ndarray]:
-    state = ctx.method_state()
-    if "clean_probability" not in state:
-        raise RunError(f"{ctx.ckpt} holds no TCL detection state (clean_probability)")
-    return 1.0 - state["clean_probability"].float().numpy(), state["corrected_label"].long().numpy()
-
-
-def _self_confidence(ctx: _ScoringContext, weights: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    probs = ctx.probabilities(weights)
-    given = ctx.data.noisy_labels
-    return 1.0 - probs[np.arange(len(given)), given], probs.argmax(axis=1)
-
-
-def _mlnt_scores(ctx: _ScoringContext) -> tuple[np.ndarray, np.ndarray]:
-    prefix = "teacher."
-    teacher = {k[len(prefix):]: v for k, v in ctx.method_state().items() if k.startswith(prefix)}
-    return _self_confidence(ctx, teacher or None)  # a checkpoint without a teacher: the student's
-
-
-SCORERS: dict[str, Callable[[_ScoringContext], tuple[np.ndarray, np.ndarray]]] = {
-    "tcl": _tcl_scores,
-    "ce": _self_confidence,
-    "mlnt": _mlnt_scores,
-}
+    def error(self, msg: str) -> RunError:
+        """The error to raise when the checkpoint lacks what the method scores with."""
+        return RunError(msg)
 
 
 def find_label_issues(run_dir: str | Path, checkpoint: str = "final", *, batch_size: int = 256,
@@ -146,11 +134,11 @@ def find_label_issues(run_dir: str | Path, checkpoint: str = "final", *, batch_s
     """
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    if cfg.method not in SCORERS:
-        raise RunError(f"no label-issue score for method {cfg.method!r}; known: {', '.join(SCORERS)}")
+    method_cls = get_method(cfg.method)
     ckpt = choose_checkpoint(run_dir, checkpoint)
     data = run_data(run_dir, cfg)
-    score, suggested = SCORERS[cfg.method](_ScoringContext(cfg, ckpt, data, batch_size, device))
+    score, suggested = method_cls.label_issue_scores(ScoringContext(cfg, ckpt, data, batch_size, device))
+    score = np.asarray(score)
     # Most suspect first; ties (e.g. w = 0 for many samples) broken by index for a stable order.
     order = np.lexsort((np.arange(len(score)), -score))
     true = data.true_labels

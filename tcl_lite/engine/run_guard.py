@@ -26,6 +26,7 @@ import yaml
 
 from tcl_lite.config import Config, ConfigError, to_dict
 from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager
+from tcl_lite.engine.checkpoint_finder import NoCheckpointError, checkpoints_root, find_checkpoint
 from tcl_lite.engine.run_lock import LOCK_NAME, RunLock, RunLockedError, exit_when_launcher_dies
 
 FINGERPRINT = "data_fingerprint.json"
@@ -141,17 +142,18 @@ class RunGuard:
                 raise all_invalid_error(ckpts)
             return path
         path = Path(resume)
-        if (path / "checkpoints").is_dir():
-            other = CheckpointManager(ckpts.accelerator, path / "checkpoints", ckpts.keep_last)
-            found = other.newest_valid(self.log)
-            if found is None:
-                raise all_invalid_error(other) if other.list_steps() else CheckpointError(
-                    f"no checkpoint under {resume}/checkpoints")
-            return found
         if not path.is_dir():
             raise CheckpointError(f"--resume {resume}: no such checkpoint or run directory")
-        CheckpointManager.verify(path)  # a checkpoint named explicitly must be intact
-        return path
+        try:  # a run directory: its newest valid checkpoint; a checkpoint named explicitly must be intact
+            return find_checkpoint(path, "final", log=self.log)
+        except NoCheckpointError:
+            root = checkpoints_root(path)
+            if root is None:  # a folder without checkpoint files: verify says which are missing
+                CheckpointManager.verify(path)
+                raise
+            other = CheckpointManager(ckpts.accelerator, root, ckpts.keep_last)
+            raise (all_invalid_error(other) if other.list_steps() else
+                   CheckpointError(f"no checkpoint under {root}")) from None
 
     def check_data_keys(self, resume_from: Path | None) -> None:
         """Resuming with other data-defining values than the run's: refused, naming each key."""

@@ -1,9 +1,15 @@
 """``tcl-lite export-model RUN_DIR --out DIR`` and ``tcl_lite.load_model(DIR)``.
 
-An exported model is a folder of two files: ``model.safetensors`` (the encoder and the classifier
-head; the training-only projector is left out) and ``model.json`` (architecture, class names, image
-size, normalisation, where it came from). ``load_model`` rebuilds the classifier from these alone:
-no run directory, no config file, no dataset, nothing unpickled.
+An exported model is a folder of two files: ``model.safetensors`` and ``model.json`` (architecture,
+class names, image size, normalisation, where it came from). ``load_model`` rebuilds the classifier
+from these alone: no run directory, no config file, no dataset, nothing unpickled.
+
+What predicts is the run's method's ``inference_model`` of its networks. When that is one network
+(CE, TCL, MLNT's student) the file holds its encoder and classifier head (format version 1; the
+training-only projector is left out). Otherwise (e.g. a method that sums two networks' logits) it
+holds that module's state dict and ``model.json`` names the method and its networks (version 2);
+``load_model`` rebuilds the module through the method registry, so the method must be registered
+in the loading process (the built-in ones always are).
 """
 
 from __future__ import annotations
@@ -21,16 +27,22 @@ from torch import Tensor, nn
 FORMAT = "tcl_lite-model"
 # The ModelConfig fields that shape the network (pretrained* only say where weights came from).
 _ARCH_FIELDS = ("arch", "width", "norm", "head", "proj_dim", "dropout")
+VERSIONS = (1, 2)  # 1: one network's encoder + classifier; 2: a method's inference module of several networks
 
 
 class ExportedClassifier(nn.Module):
-    """Encoder + classifier head; ``forward(images) -> logits``. ``meta`` holds class names, image
-    size and normalisation; ``transform`` turns a uint8 [3, S, S] image into the model's input."""
+    """``forward(images) -> logits``: encoder + classifier head (one network), or ``module``, a method's
+    inference module of several networks. ``meta`` holds class names, image size and normalisation;
+    ``transform`` turns a uint8 [3, S, S] image into the model's input."""
 
-    def __init__(self, encoder: nn.Module, classifier: nn.Module, meta: dict[str, Any]) -> None:
+    def __init__(self, encoder: nn.Module | None, classifier: nn.Module | None, meta: dict[str, Any],
+                 module: nn.Module | None = None) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.classifier = classifier
+        if module is None:
+            self.encoder = encoder
+            self.classifier = classifier
+        else:
+            self.module = module
         self.meta = meta
 
     @property
@@ -49,6 +61,10 @@ class ExportedClassifier(nn.Module):
         return tf(resize_center_crop(image, self.image_size))
 
     def forward(self, images: Tensor) -> Tensor:
+        if "module" in self._modules:
+            from tcl_lite.inference.run_loading import logits_of
+
+            return logits_of(self.module(images))
         return self.classifier(self.encoder(images))
 
 
@@ -57,9 +73,26 @@ def _build(meta: dict[str, Any]) -> ExportedClassifier:
     from tcl_lite.models import build_model
 
     model_cfg = ModelConfig(**{k: meta["model"][k] for k in _ARCH_FIELDS})
-    net = build_model(model_cfg, int(meta["num_classes"]), in_channels=int(meta.get("channels", 3)),
-                      image_size=int(meta["image_size"]))
-    return ExportedClassifier(net.encoder, net.classifier, meta)
+    size = {"in_channels": int(meta.get("channels", 3)), "image_size": int(meta["image_size"])}
+    inference = meta.get("inference")
+    if not inference:
+        net = build_model(model_cfg, int(meta["num_classes"]), **size)
+        return ExportedClassifier(net.encoder, net.classifier, meta)
+    nets = {name: build_model(model_cfg, int(meta["num_classes"]), **size, with_projector=bool(spec["projector"]))
+            for name, spec in inference["networks"].items()}
+    return ExportedClassifier(None, None, meta, module=_method(inference["method"]).inference_model(nets))
+
+
+def _method(name: str) -> Any:
+    from tcl_lite.config import ConfigError
+    from tcl_lite.methods import get_method
+
+    try:
+        return get_method(name)
+    except ConfigError as e:
+        raise ConfigError(f"the model was exported from a run of method {name!r}, which predicts with several "
+                          f"networks through that method's inference_model; import the module that registers "
+                          f"{name!r} before loading it ({e})") from None
 
 
 def load_model(path: str | Path) -> ExportedClassifier:
@@ -71,6 +104,9 @@ def load_model(path: str | Path) -> ExportedClassifier:
     meta = json.loads((path / "model.json").read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path / 'model.json'} is not a {FORMAT} file (format: {meta.get('format')!r})")
+    if meta.get("version", 1) not in VERSIONS:
+        raise ValueError(f"{path / 'model.json'}: format version {meta.get('version')!r} is newer than this "
+                         f"tcl_lite reads ({', '.join(map(str, VERSIONS))}); upgrade tcl_lite")
     model = _build(meta)
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.eval()
@@ -78,23 +114,37 @@ def load_model(path: str | Path) -> ExportedClassifier:
 
 def classifier_from_run(run_dir: str | Path, checkpoint: str = "auto") -> ExportedClassifier:
     """The run's classifier at ``checkpoint`` (auto: best when kept, else final), with its metadata."""
-    from tcl_lite.inference.run_loading import choose_checkpoint, load_network, run_config, run_data
+    from tcl_lite.inference.run_loading import choose_checkpoint, load_network, run_config
 
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     ckpt = choose_checkpoint(run_dir, checkpoint)
-    info_file = run_dir / "data.json"
-    if info_file.is_file():
-        info = json.loads(info_file.read_text())
-    else:  # a run from before data.json: rebuild the data (the dataset must still be there)
-        data = run_data(run_dir, cfg)
-        info = {"class_names": data.class_names, "num_classes": data.num_classes, "image_size": data.image_size,
-                "channels": data.channels, "mean": list(data.mean), "std": list(data.std)}
+    info = _data_info(run_dir, cfg)
     net = load_network(cfg, ckpt, info["num_classes"], info["image_size"])
     meta = {"format": FORMAT, "version": 1, "model": {k: getattr(cfg.model, k) for k in _ARCH_FIELDS},
             **{k: info[k] for k in ("class_names", "num_classes", "image_size", "channels", "mean", "std")},
             "source": {"run_dir": str(run_dir.resolve()), "checkpoint": ckpt.name, "method": cfg.method}}
-    return ExportedClassifier(net.encoder, net.classifier, meta).eval()
+    from tcl_lite.models import Network
+
+    if isinstance(net, Network):  # one network predicts: its encoder and classifier
+        return ExportedClassifier(net.encoder, net.classifier, meta).eval()
+    specs = _method(cfg.method).model_specs(cfg)
+    meta |= {"version": 2, "inference": {"method": cfg.method,
+                                         "networks": {n: {"projector": s.projector} for n, s in specs.items()}}}
+    model = _build(meta)
+    model.module.load_state_dict(net.state_dict())
+    return model.eval()
+
+
+def _data_info(run_dir: Path, cfg: Any) -> dict[str, Any]:
+    info_file = run_dir / "data.json"
+    if info_file.is_file():
+        return json.loads(info_file.read_text())
+    from tcl_lite.inference.run_loading import run_data
+
+    data = run_data(run_dir, cfg)  # a run from before data.json: rebuild the data (the dataset must still be there)
+    return {"class_names": data.class_names, "num_classes": data.num_classes, "image_size": data.image_size,
+            "channels": data.channels, "mean": list(data.mean), "std": list(data.std)}
 
 
 def export_model(run_dir: str | Path, out: str | Path, checkpoint: str = "auto") -> Path:

@@ -32,33 +32,21 @@ def run_config(run_dir: str | Path) -> Config:
 
 def choose_checkpoint(run_dir: str | Path, which: str = "final") -> Path:
     """``final``: the newest valid rolling checkpoint; ``best``: checkpoints/best; ``auto``: best when the
-    run kept one, else final; anything else: a checkpoint folder path."""
-    from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager
+    run kept one, else final; anything else: a checkpoint folder path. Through ``find_checkpoint``;
+    its errors become RunError."""
+    from tcl_lite.engine.checkpoint import CheckpointError
+    from tcl_lite.engine.checkpoint_finder import WHICH, NoCheckpointError, find_checkpoint
 
-    run_dir = Path(run_dir)
-    best = run_dir / "checkpoints" / "best"
-    if which == "auto":
-        which = "best" if (best / "model.safetensors").is_file() else "final"
-    if which == "best":
-        if not (best / "model.safetensors").is_file():
-            raise RunError(f"{best} does not exist: the run kept no `best` checkpoint (it needs a validation "
-                           "split, data.val_fraction); use --checkpoint final")
-        path = best
-    elif which == "final":
-        path = CheckpointManager(None, run_dir / "checkpoints", keep_last=1).newest_valid(lambda m: None)
-        if path is None:
-            raise RunError(f"{run_dir / 'checkpoints'} holds no valid checkpoint yet: train (or resume) the run "
-                           "until it saves one")
-    else:
-        path = Path(which)
-        if not (path / "model.safetensors").is_file():
-            raise RunError(f"--checkpoint {which}: not a checkpoint folder (with model.safetensors); give best, "
-                           "final or a folder under RUN/checkpoints/")
+    keyword = which in WHICH
     try:
-        CheckpointManager.verify(path)
+        return find_checkpoint(run_dir if keyword else which, which if keyword else "final", log=None)
+    except NoCheckpointError as e:
+        if keyword:
+            raise RunError(str(e)) from None
+        raise RunError(f"--checkpoint {which}: not a checkpoint folder (with model.safetensors); give best, "
+                       f"final or a folder under RUN/checkpoints/ ({e})") from None
     except CheckpointError as e:
         raise RunError(str(e)) from None
-    return path
 
 
 def run_data(run_dir: str | Path, cfg: Config) -> Any:
@@ -74,24 +62,55 @@ def run_data(run_dir: str | Path, cfg: Config) -> Any:
 
 
 def load_network(cfg: Config, ckpt: Path, num_classes: int, image_size: int, *,
-                 state: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """The run's network with the checkpoint's weights (or ``state``), in eval mode, on the CPU."""
+                 state: dict[str, Any] | None = None) -> nn.Module:
+    """What predicts with the run's networks (``inference_model`` of its method), in eval mode, on the CPU.
+
+    Every network of the method's ``model_specs`` is built from ``model.*`` and given the checkpoint's
+    weights (``model.safetensors`` for the first, ``model.NAME.safetensors`` for each other) or those
+    in ``state``: state dicts by network name (a name it lacks: from the checkpoint's files; a flat
+    state dict of tensors: the first network's)."""
+    from tcl_lite.engine.checkpoint import weights_file
     from tcl_lite.methods import get_method
     from tcl_lite.models import build_model
 
-    model_cfg = cfg.model
-    if model_cfg.pretrained or model_cfg.pretrained_path:  # the checkpoint holds every weight
+    method_cls = get_method(cfg.method)
+    specs = method_cls.model_specs(cfg)
+    if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        state = {next(iter(specs)): state}
+    model_cfg, nets = _weights_free(cfg.model), {}
+    for i, (name, spec) in enumerate(specs.items()):
+        net = build_model(model_cfg, num_classes, image_size=image_size, with_projector=spec.projector)
+        weights = (state or {}).get(name)
+        if weights is None:
+            weights = _read_weights(ckpt, weights_file(i, name))
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as e:
+            raise RunError(f"{ckpt}: the weights of network {name!r} do not fit the run's model "
+                           f"({str(e)[:300]})") from None
+        nets[name] = net.eval()
+    return method_cls.inference_model(nets).eval()
+
+
+def _weights_free(model_cfg: Any) -> Any:
+    """``model.*`` without pretrained weights to fetch: the checkpoint holds every weight."""
+    if model_cfg.pretrained or model_cfg.pretrained_path:
         import dataclasses
 
-        model_cfg = dataclasses.replace(model_cfg, pretrained=False, pretrained_path="")
-    net = build_model(model_cfg, num_classes, image_size=image_size,
-                      with_projector=get_method(cfg.method).needs_projector)
-    weights = state if state is not None else load_file(str(ckpt / "model.safetensors"))
-    try:
-        net.load_state_dict(weights)
-    except RuntimeError as e:
-        raise RunError(f"{ckpt}: the weights do not fit the run's model ({str(e)[:300]})") from None
-    return net.eval()
+        return dataclasses.replace(model_cfg, pretrained=False, pretrained_path="")
+    return model_cfg
+
+
+def _read_weights(ckpt: Path, file: str) -> dict[str, torch.Tensor]:
+    if not (ckpt / file).is_file():
+        raise RunError(f"{ckpt} holds no {file}: a checkpoint of another method, or an incomplete copy; use the "
+                       "run's own checkpoints (the run's config.yaml names its method)")
+    return load_file(str(ckpt / file))
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model's output: a tensor, or an object with ``.logits`` (``NetworkOutput``)."""
+    return output if isinstance(output, torch.Tensor) else output.logits
 
 
 def default_device() -> torch.device:
@@ -105,5 +124,5 @@ def predict_probabilities(net: nn.Module, dataset: Any, batch_size: int = 256,
     device = device or default_device()
     net = net.to(device).eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    out = [net(batch["image"].to(device)).logits.float().softmax(dim=1).cpu() for batch in loader]
+    out = [logits_of(net(batch["image"].to(device))).float().softmax(dim=1).cpu() for batch in loader]
     return torch.cat(out).numpy()

@@ -98,7 +98,8 @@ def resolve_feature_checkpoint(spec: str, log: Any = print) -> Path:
     newest checkpoint that verifies is used.
     """
     # Imported here: the engine package imports the methods package.
-    from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager
+    from tcl_lite.engine.checkpoint import CheckpointError
+    from tcl_lite.engine.checkpoint_finder import NoCheckpointError, find_checkpoint
 
     key = f"mlnt.feature_checkpoint={spec!r}"
     path = Path(spec).expanduser()
@@ -112,17 +113,11 @@ def resolve_feature_checkpoint(spec: str, log: Any = print) -> Path:
                               "of its checkpoint folders or a model.safetensors. Train it first, e.g. python "
                               "train.py --config <this preset> method=ce "
                               f"output_dir={spec}")
-    if (path / "model.safetensors").is_file():
-        if (path / "manifest.json").is_file():
-            CheckpointManager.verify(path)
-        return path / "model.safetensors"
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    # Only finding checkpoints: the manager's accelerator and keep_last are used for saving.
-    newest = CheckpointManager(None, root, keep_last=1).newest_valid(log)
-    if newest is None:
+    try:
+        return find_checkpoint(path, "final", log=log, manifest_optional=True) / "model.safetensors"
+    except NoCheckpointError:
         raise CheckpointError(f"{key}: {path} holds no model.safetensors and no valid step_* checkpoint "
-                              "under checkpoints/; train the CE network first (method=ce)")
-    return newest / "model.safetensors"
+                              "under checkpoints/; train the CE network first (method=ce)") from None
 
 
 def load_matching(net: nn.Module, state: dict[str, Tensor], what: str) -> None:

@@ -8,6 +8,7 @@ content) so that every PNG has the pixel size listed in ``FIGURE_PIXELS``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,29 @@ FIGURE_PIXELS: dict[str, tuple[int, int]] = {k: (round(w * DPI), round(h * DPI))
 
 _STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
           "xtick.labelsize": 10, "ytick.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3}
-# Accuracy-like series of metrics.jsonl: key -> legend label. Only the keys a run logged are drawn.
+# Accuracy-like series every run may log: key -> legend label. A method's own series and labels come
+# from its class's ``metric_labels`` (the method registry); only the keys a run logged are drawn.
 ACCURACY_SERIES = {
     "val_acc": "validation accuracy (on its noisy labels)",
     "test_acc": "test accuracy",
-    "teacher_test_acc": "teacher test accuracy (MLNT)",
-    "knn_acc": "kNN test accuracy (TCL)",
-    "label_correction_acc": "label correction accuracy (train, TCL)",
 }
+_MARKERS = "osD^vP*X"
+
+
+def accuracy_series(method: str | None = None) -> dict[str, str]:
+    """The generic series, then ``metric_labels`` of ``method``'s class (of every registered method when
+    ``method`` is None or not registered in this process)."""
+    from tcl_lite.config import ConfigError
+    from tcl_lite.methods import METHODS, get_method
+
+    try:
+        classes = [get_method(method)] if method is not None else list(METHODS.values())
+    except ConfigError:
+        classes = list(METHODS.values())
+    series = dict(ACCURACY_SERIES)
+    for cls in classes:
+        series.update({k: v for k, v in cls.metric_labels.items() if k not in series})
+    return series
 
 
 def _figure(name: str, ncols: int = 1) -> tuple[Figure, Any]:
@@ -73,12 +89,13 @@ def _integer_epochs(ax: Any, records: Sequence[dict[str, Any]]) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_accuracy(records: Sequence[dict[str, Any]], out_dir: Path, title: str = "") -> Path:
-    """Left: test (kNN, teacher, label-correction) accuracy per epoch; right: the mean training loss."""
+def plot_accuracy(records: Sequence[dict[str, Any]], out_dir: Path, title: str = "", method: str | None = None) -> Path:
+    """Left: validation/test accuracy and the method's metrics (``accuracy_series(method)``) per epoch;
+    right: the mean training loss."""
     fig, (acc_ax, loss_ax) = _figure("accuracy.png", ncols=2)
     with matplotlib.rc_context(_STYLE):
         # a marker shape per series: equal values (e.g. MLNT's student and teacher early on) stay visible
-        for (key, label), marker in zip(ACCURACY_SERIES.items(), "osD^"):
+        for (key, label), marker in zip(accuracy_series(method).items(), itertools.cycle(_MARKERS)):
             x, y = _epochs(records, key)
             if x:
                 acc_ax.plot(x, [100 * v for v in y], marker=marker, markersize=5, fillstyle="none", label=label)
@@ -96,8 +113,9 @@ def plot_accuracy(records: Sequence[dict[str, Any]], out_dir: Path, title: str =
     return _save(fig, out_dir, "accuracy.png")
 
 
-def plot_clean_probability(w: np.ndarray, clean: np.ndarray | None, out_dir: Path, title: str = "") -> Path:
-    """Histogram of TCL's clean probability, split into truly clean / truly noisy samples when known."""
+def plot_clean_probability(w: np.ndarray, clean: np.ndarray | None, out_dir: Path, title: str = "",
+                           xlabel: str = "clean probability") -> Path:
+    """Histogram of a method's clean probability, split into truly clean / truly noisy samples when known."""
     fig, (ax,) = _figure("clean_probability.png")
     bins = np.linspace(0.0, 1.0, 26)
     with matplotlib.rc_context(_STYLE):
@@ -107,7 +125,7 @@ def plot_clean_probability(w: np.ndarray, clean: np.ndarray | None, out_dir: Pat
         else:  # without true labels the split is unknown: one histogram of all samples
             ax.hist(w, bins=bins, color="tab:blue", alpha=0.8, label=f"all training samples ({len(w)})")
         ax.axvline(0.5, color="black", linestyle="--", linewidth=1, label="threshold 0.5 (clean above)")
-        ax.set(xlabel="clean probability (TCL's GMM posterior)", ylabel="training samples", xlim=(0, 1),
+        ax.set(xlabel=xlabel, ylabel="training samples", xlim=(0, 1),
                title=title or "Clean probability per training sample")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     return _save(fig, out_dir, "clean_probability.png")
@@ -158,16 +176,17 @@ def _matrix(ax: Any, counts: np.ndarray, names: Sequence[str], ylabel: str, xlab
 
 
 def plot_confusion(given: np.ndarray, corrected: np.ndarray, true: np.ndarray | None, names: Sequence[str],
-                   out_dir: Path) -> Path:
-    """Corrected vs given labels, and corrected vs true labels when the run knows them."""
+                   out_dir: Path, label: str = "corrected label") -> Path:
+    """The method's labels (``label``: corrected, suggested...) vs the given labels, and vs the true
+    labels when the run knows them."""
     k = len(names)
     fig, axes = _figure("confusion.png", ncols=2 if true is not None else 1)
     with matplotlib.rc_context(_STYLE):
         image = _matrix(axes[0], confusion_counts(given, corrected, k), names, "given (noisy) label",
-                        "corrected label", "Corrected vs given label")
+                        label, f"{label.capitalize()} vs given label")
         if true is not None:
-            _matrix(axes[1], confusion_counts(true, corrected, k), names, "true label", "corrected label",
-                    "Corrected vs true label")
+            _matrix(axes[1], confusion_counts(true, corrected, k), names, "true label", label,
+                    f"{label.capitalize()} vs true label")
         # On the last axes only: a colorbar shared by a list of equal-aspect axes makes the constrained
         # layout push the titles out of the figure.
         fig.colorbar(image, ax=axes[-1], label="fraction of the row", fraction=0.046, pad=0.04)
