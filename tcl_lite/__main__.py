@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 DESCRIPTIONS = {
     "train": "train or resume a run (the options of train.py)",
     "report": "figures, report.md and cleaned labels of a run directory",
-    "export": "TCL's clean probabilities and corrected labels of a run or checkpoint",
+    "export": "per-sample clean probabilities (and corrected/suggested labels) of a run or checkpoint",
     "config-docs": "the table of every config key (--readme FILE rewrites the README's)",
     "gpu-check": "whether the installed torch can use the visible GPU",
     "issues": "training samples ranked by how likely their label is wrong: CSV + gallery PNG",

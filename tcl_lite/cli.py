@@ -30,8 +30,10 @@ def continue_command(out: str | Path) -> str:
 
 
 def train_parser() -> argparse.ArgumentParser:
+    from tcl_lite.methods import METHODS
+
     p = argparse.ArgumentParser(
-        prog=launcher(), description="Train an image classifier on noisy labels (CE, TCL, MLNT).",
+        prog=launcher(), description=f"Train an image classifier on noisy labels (method={'|'.join(METHODS)}).",
         epilog="Examples: python train.py | python train.py method=tcl train.epochs=5 | "
                "accelerate launch train.py --config configs/cifar10_tcl_sym50.yaml --resume")
     p.add_argument("--config", help="a preset by name (e.g. digits_tcl, cifar10_tcl_sym50: the files of configs/) or "

@@ -28,14 +28,14 @@ RUN = [*SMALL, "train.batch_size=16", "optim.lr=0.1", "optim.scale_lr=false", "d
        "train.epochs=4"]
 
 
-def make_method(tmp_path, *overrides: str) -> DivideMix:
+def make_method(tmp_path, *overrides: str, precision: str = "no") -> DivideMix:
     from accelerate import Accelerator
 
     from tcl_lite.data import build_data
     from tcl_lite.engine.run_setup import build_networks, build_optimizers, prepare
 
     cfg = load_config(None, [*SMALL, "model.norm=group", "model.dropout=0", "train.batch_size=8", *overrides])
-    acc = Accelerator(cpu=True)
+    acc = Accelerator(cpu=True, mixed_precision=precision)
     data = build_data(cfg.data, cfg.seed)
     torch.manual_seed(0)
     nets = build_networks(cfg, DivideMix, data)
@@ -148,6 +148,23 @@ def test_co_divide_trains_each_network_on_the_other_networks_split(tmp_path, fre
     warm = method.epoch_plan(0)
     assert [p.name for p in warm] == ["warmup_net1", "warmup_net2"]
     assert warm[0].loaders[""].batch_size == 2 * method.cfg.train.batch_size  # the warm-up's twice the batch
+
+
+def test_bf16_step_is_finite_and_close_to_float32(tmp_path, fresh_accelerate):
+    from accelerate.state import AcceleratorState
+
+    results = []
+    for precision in ("no", "bf16"):
+        AcceleratorState._reset_state(reset_partial_state=True)
+        method = make_method(tmp_path, precision=precision)
+        method.prob = constructed_probabilities(len(method.noisy))
+        torch.manual_seed(5)
+        logs = train_step(method, fixed_batch(method), StepInfo(2, 0, 40, 20, "train_net1", 0, 10), 2)
+        grads = torch.cat([p.grad.flatten() for p in method.ctx.models["net1"].parameters()])
+        results.append((float(logs["loss"]), grads))
+    (l32, g32), (l16, g16) = results
+    assert math.isfinite(l16) and l16 == pytest.approx(l32, rel=0.05)
+    assert F.cosine_similarity(g32, g16, dim=0) > 0.95
 
 
 @pytest.mark.parametrize("epoch,step,expected", [(1, 0, 0.0), (1, 4, 10.0), (2, 0, 25.0), (3, 9, 25.0)])
