@@ -211,6 +211,7 @@ class Method:
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.cfg
+        self._train_set: Any = None  # the default epoch plan's dataset, built once
 
     # -- declarations (class level: read before anything is built) -------------------------------
     @classmethod
@@ -247,7 +248,7 @@ class Method:
     def epoch_plan(self, epoch: int) -> list[Phase]:
         """The phases of ``epoch`` (a pure function of the method's state and ``epoch``). Default:
         one pass over the training set under ``views``, ``train.batch_size`` per process."""
-        if getattr(self, "_train_set", None) is None:
+        if self._train_set is None:
             self._train_set = self.ctx.data.train_views(self.views, self.ctx.device)
         return [Phase("train", {"": LoaderSpec(self._train_set, self.cfg.train.batch_size)})]
 
