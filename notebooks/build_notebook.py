@@ -24,8 +24,8 @@ NOTEBOOK = Path(__file__).with_name("tcl_lite_colab.ipynb")
 INTRO = """\
 # tcl_lite: noisy-label training on one free GPU (or a CPU)
 
-**Runtime → Run all** trains an image classifier on noisily labelled data with TCL, MLNT or plain
-cross-entropy, then shows the report: accuracy per epoch, TCL's clean probability per sample, the
+**Runtime → Run all** trains an image classifier on noisily labelled data with TCL, MLNT, DivideMix or plain
+cross-entropy, then shows the report: accuracy per epoch, the clean probability per sample (TCL, DivideMix), the
 estimated noise rate and where the corrected labels go, plus `cleaned_labels.csv`.
 
 - **Set the form below**, then Run all. Nothing else needs editing: Colab, Kaggle, a local Jupyter
@@ -45,7 +45,7 @@ PARAMETERS = """\
 DATASET = "cifar10"  #@param ["cifar10", "cifar100", "digits"]
 NOISE_TYPE = "symmetric"  #@param ["symmetric", "asymmetric", "none"]
 NOISE_RATE = 0.5  #@param {type:"slider", min:0.0, max:0.9, step:0.05}
-METHOD = "tcl"  #@param ["tcl", "ce", "mlnt"]
+METHOD = "tcl"  #@param ["tcl", "ce", "mlnt", "dividemix"]
 EPOCHS = 0  #@param {type:"integer"}
 TIME_BUDGET = ""  #@param {type:"string"}
 USE_DRIVE = True  #@param {type:"boolean"}
@@ -264,7 +264,7 @@ not: e.g. Kaggle's P100 (compute capability 6.0) under torch builds for CUDA 12.
 sm_60 kernels. The CIFAR presets train a batch of 256 (TCL: 6 images per sample per step); what changes per
 device is only how that batch is computed, never the objective:
 
-| device | `train.mixed_precision` | `train.gradient_accumulation_steps` (TCL/MLNT) | `train.activation_checkpointing` |
+| device | `train.mixed_precision` | `train.gradient_accumulation_steps` (not CE) | `train.activation_checkpointing` |
 | --- | --- | --- | --- |
 | A100, L4 (Colab) | bf16 | 1 | off |
 | T4 (Colab "T4 GPU", Kaggle "GPU T4 x2") | fp16 (no bf16) | 2 | off |
@@ -338,9 +338,9 @@ if dataset != DATASET:
     print(f"no GPU (or PRESET=tiny): training the tiny preset on the embedded digits instead of {DATASET}")
 # presets by name: found in a checkout's configs/ or in the installed package alike
 if dataset == "digits":
-    preset = "digits_mlnt" if METHOD == "mlnt" else "digits_ce"
+    preset = {"mlnt": "digits_mlnt", "dividemix": "digits_dividemix"}.get(METHOD, "digits_ce")
 else:
-    preset = f"{dataset}_tcl" if METHOD == "tcl" else "cifar10_ce"
+    preset = {"tcl": f"{dataset}_tcl", "dividemix": f"{dataset}_dividemix_sym50"}.get(METHOD, "cifar10_ce")
 base = load_config(preset)
 epochs = EPOCHS or (10 if tiny else base.train.epochs)
 overrides = [f"method={METHOD}", f"data.dataset={dataset}", f"data.noise_type={NOISE_TYPE}",
@@ -348,6 +348,8 @@ overrides = [f"method={METHOD}", f"data.dataset={dataset}", f"data.noise_type={N
              # warm-ups keep their share of the run (the reference: 20 of 200 epochs)
              f"tcl.warmup_epochs={max(1, round(epochs / 10))}",
              f"optim.warmup_epochs={base.optim.warmup_epochs * epochs / base.train.epochs:g}"]
+if METHOD == "dividemix":  # its warm-up keeps its share too (the reference: 10 of 300 epochs)
+    overrides += [f"dividemix.warmup_epochs={max(1, round(epochs * base.dividemix.warmup_epochs / base.train.epochs))}"]
 if tiny:
     overrides += ["data.image_size=8", "model.width=16"]
 if METHOD == "mlnt":  # MLNT's frozen feature network: a CE run with the same settings, trained first
