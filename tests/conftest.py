@@ -7,9 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-from safetensors.torch import load_file
+# Before torch is imported (libgomp reads it once): the threads of an in-process test's OpenMP pool sleep
+# when idle instead of spinning. The pool size, and so every result, is unchanged; but on a shared or busy
+# machine (the train.py subprocesses of other tests, a second suite) spinning threads starved the working
+# ones: the 8 tiny in-process epochs of test_label_issues' fixture took 147 s instead of 30.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

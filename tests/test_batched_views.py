@@ -246,8 +246,10 @@ RUN = ["method=tcl", "data.augment_on=device", "data.image_size=8", "model.width
 
 def test_sigkill_mid_epoch_then_resume_is_exact_with_device_views(tmp_path: Path) -> None:
     reference = tmp_path / "uninterrupted"
-    run_train(*RUN, f"output_dir={reference}")
     out = tmp_path / "killed"
+    # The uninterrupted run and the one to kill run side by side (one core each).
+    uninterrupted = subprocess.Popen(train_cmd(*RUN, f"output_dir={reference}"), cwd=ROOT, env=run_env(),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     proc = subprocess.Popen(train_cmd(*RUN, f"output_dir={out}"), cwd=ROOT, env=run_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -257,8 +259,12 @@ def test_sigkill_mid_epoch_then_resume_is_exact_with_device_views(tmp_path: Path
             assert proc.poll() is None, f"finished before the kill: {proc.stderr.read().decode()[-2000:]}"
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
+        _, err = uninterrupted.communicate(timeout=240)
+        assert uninterrupted.returncode == 0, err.decode()[-3000:]
     finally:
         proc.wait()
+        uninterrupted.kill()
+        uninterrupted.wait()
     assert proc.returncode == -signal.SIGKILL
     resumed = run_train(*RUN, f"output_dir={out}", "--resume")
     m = re.search(r"resumed from .* \(epoch (\d+), step (\d+) of the epoch", resumed.stdout)
