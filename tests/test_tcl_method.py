@@ -225,13 +225,22 @@ def test_export_writes_csv_and_npy_and_rejects_other_methods(two_epochs, tmp_pat
     assert np.allclose([float(r["clean_probability"]) for r in rows], w)
 
     # a checkpoint of another method: a clear error, exit code 2
+    # a complete, verifiable checkpoint whose method state is CE's (none): the TCL one with its state replaced
+    import hashlib
+    import shutil
+
     from tcl_lite.engine.state_io import save_tree
 
     ce = tmp_path / "ce_run"
-    ckpt = ce / "checkpoints" / "step_00000001"
-    ckpt.mkdir(parents=True)
+    source = sorted((ref / "checkpoints").glob("step_*"))[-1]
+    ckpt = ce / "checkpoints" / source.name
+    shutil.copytree(source, ckpt)
+    (ckpt / "method.safetensors").unlink()
     save_tree(ckpt, "method", {})
+    (ckpt / "manifest.json").write_text(json.dumps({p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                                                    for p in sorted(ckpt.iterdir()) if p.name != "manifest.json"}))
     (ce / "config.yaml").write_text("method: ce\n")
     proc = subprocess.run([sys.executable, "-m", "tcl_lite", "export", str(ckpt)], cwd=ROOT, env=run_env(),
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "method 'ce'" in proc.stderr and "TCL" in proc.stderr
+    assert proc.returncode == 2 and "method 'ce'" in proc.stderr, proc.stderr
+    assert "`method=tcl` or `method=dividemix`" in proc.stderr, "names the methods that keep verdicts"
