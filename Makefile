@@ -19,7 +19,7 @@ install-dev: install
 train: install  ## the embedded default: digits, 40% symmetric noise, CE (add ARGS="method=tcl")
 	$(PYTHON) train.py $(ARGS)
 
-test: install-dev  ## lint + the whole test suite (~16 min on 2 idle CPU cores)
+test: install-dev  ## lint + the whole test suite (~10 min on 2 CPU cores)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q tests
 
