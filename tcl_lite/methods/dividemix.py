@@ -113,6 +113,7 @@ class DivideMix(Method):
         self._warm_set = ctx.data.train_views(("weak",), ctx.device)
         self._two_views = ctx.data.train_views(self.views, ctx.device)
         self._num_iter: dict[str, int] = {}
+        self._eval_loader: Any = None
         self._ensemble = SumOfLogits(ctx.models["net1"], ctx.models["net2"])
 
     # -- the epoch's phases ---------------------------------------------------------------------
@@ -229,7 +230,9 @@ class DivideMix(Method):
         was_training = net.training
         net.eval()
         losses, logits_all = torch.empty(n), torch.empty(n, self.num_classes)
-        for batch in self.ctx.loader(self.ctx.data.train_eval()):
+        if self._eval_loader is None:  # built once: the same ordered, sharded pass every epoch
+            self._eval_loader = self.ctx.loader(self.ctx.data.train_eval())
+        for batch in self._eval_loader:
             logits = net(batch["image"]).logits.float()
             loss = F.cross_entropy(logits, batch["label"], reduction="none")
             index, loss, logits = acc.gather_for_metrics((batch["index"], loss, logits))
