@@ -73,13 +73,6 @@ class StepInfo:
     def fractional_epoch(self) -> float:
         return self.epoch + self.step_in_epoch / max(1, self.steps_per_epoch)
 
-    @property
-    def phase_fraction(self) -> float:
-        """``epoch + phase_step / phase_steps``: the reference's ``epoch + batch_idx / num_iter``."""
-        if self.phase_step < 0:
-            return self.fractional_epoch
-        return self.epoch + self.phase_step / max(1, self.phase_steps)
-
 
 @dataclass
 class ModelSpec:
