@@ -233,8 +233,10 @@ def _optimizer_step(run: Run, step: PhaseStep, epoch: int, steps_per_epoch: int)
         set_lr(opt, run.lr)
     names = step.phase.optimizers or tuple(ctx.optimizers)
     logs = _step_adapting_to_oom(run, step.batch, info)
-    params = [p for name in names for p in ctx.models[name].parameters()]
-    grad_norm = run.accelerator.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
+    grad_norm = None
+    if cfg.optim.grad_clip > 0:  # the phase's networks only: the others have no gradient this step
+        params = [p for name in names for p in ctx.models[name].parameters()]
+        grad_norm = run.accelerator.clip_grad_norm_(params, cfg.optim.grad_clip)
     finite = run.nonfinite.finite(logs, grad_norm)
     if not finite and cfg.train.nonfinite == "stop":
         run.progress.close()
