@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("tcl_lite.inference.predict", "main"),
     "export-model": ("tcl_lite.inference.export_model", "main"),
     "audit": ("tcl_lite.inference.audit", "main"),
+    "plan": ("tcl_lite.plan.command", "main"),
 }
 DESCRIPTIONS = {
     "train": "train or resume a run (the options of train.py)",
@@ -28,6 +29,7 @@ DESCRIPTIONS = {
     "predict": "classes of images or a folder with a trained run's model (CSV)",
     "export-model": "the trained classifier as safetensors + JSON (tcl_lite.load_model)",
     "audit": "check a folder's labels: a short run suited to its size, then the ranking and gallery",
+    "plan": "predicted memory, FLOPs and time of a run on each GPU, and what makes it fit (no GPU needed)",
 }
 
 

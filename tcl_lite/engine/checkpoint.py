@@ -55,6 +55,7 @@ class TrainerState:
     best_step: int = -1
     num_processes: int = 1
     nonfinite_steps: int = 0  # optimizer steps skipped for a NaN/inf loss (train.nonfinite=skip)
+    micro_batches: int = 0  # train.gradient_accumulation_steps as trained (auto resolved); 0: not recorded
 
 
 def _sha256(path: Path) -> str:

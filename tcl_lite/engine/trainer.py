@@ -23,6 +23,7 @@ from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager, Train
 from tcl_lite.engine.epoch_data import EpochData, PhaseStep
 from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, write_data_info
 from tcl_lite.engine.gpu_check import check_gpu
+from tcl_lite.engine.micro_batches import resolve_auto_micro_batches
 from tcl_lite.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, weights_finite
 from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import lr_at, peak_lr, set_lr
@@ -114,6 +115,7 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
         check_checkpoint_layout(resume_from, cfg.model.arch)
     guard.check_data_keys(resume_from)
 
+    resolve_auto_micro_batches(cfg, accelerator.device, resume_from, log)  # before the seed: the plan draws nothing
     set_seed(cfg.seed)
     data = build_data(cfg.data, cfg.seed, cfg.model)  # a pretrained timm model sets size + mean/std
     guard.check_data_labels(resume_from, data.noisy_labels)
@@ -124,12 +126,14 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     eval_loaders = eval_split_loaders(accelerator, data, cfg, log)  # val selects `best`; test is reported
     ctx = TrainContext(cfg, accelerator, models, optimizers, data, out, log=log)
     run = Run(cfg, out, accelerator, method_cls(ctx), ctx, EpochData(accelerator, cfg), ckpts,
-              TrainerState(num_processes=accelerator.num_processes), log, status, stopper, max_lr, eval_loaders,
-              MetricsLog(out / "metrics.jsonl"))
+              TrainerState(num_processes=accelerator.num_processes,
+                           micro_batches=cfg.train.gradient_accumulation_steps),
+              log, status, stopper, max_lr, eval_loaders, MetricsLog(out / "metrics.jsonl"))
     run.data.steps_per_epoch(run.method.epoch_plan(0))  # a batch larger than the data: stop before writing
     guard.take(ckpts, list(models.values()), optimizers)  # the lock, before anything is written
     if resume_from is not None:
         _restore(run, resume_from, resume)
+        run.state.micro_batches = cfg.train.gradient_accumulation_steps  # what this run trains with
     _write_run_files(run, guard, data, resumed=resume_from is not None)
     run.progress = TrainProgress(accelerator.is_main_process, cfg.train.epochs, 0, accelerator.device, run_log=log)
     run.nonfinite = NonFiniteGuard(cfg.train.nonfinite, accelerator)

@@ -183,16 +183,17 @@ class RunTracer:
     """Traces runs of one config under different ``Settings``; the batches are made once.
 
     ``device``: the fake device ("cpu" for memory; "cuda" with ``backward=False`` checks device
-    placement). ``keep_grads``: gradients exist (zeroed) before the step, as in ``bench/step_memory.py``.
+    placement). ``keep_grads``: gradients exist (zeroed) before the step, as in ``bench/step_memory.py``;
+    ``cpu_workspace``: count the CPU convolutions' own buffers (a prediction of a CPU run).
     """
 
     def __init__(self, cfg: Config, meta: DatasetMeta | None = None, *, device: str = "cpu", backward: bool = True,
-                 keep_grads: bool = False) -> None:
+                 keep_grads: bool = False, cpu_workspace: bool = False) -> None:
         self.method_cls = get_method(cfg.method)
         self.meta = meta or dataset_meta(cfg)
         self.cfg = traced_config(cfg)
         self.data = synthetic_data(self.meta, cfg.seed)
-        self.device, self.backward, self.keep_grads = device, backward, keep_grads
+        self.device, self.backward, self.keep_grads, self.cpu_workspace = device, backward, keep_grads, cpu_workspace
         self.base = Settings.of(cfg)
         self._batches: dict[tuple[str, ...], Any] = {}
         self._runs: dict[Settings, RunTrace] = {}
@@ -273,7 +274,7 @@ class RunTracer:
             with fake:
                 t = trace(f"{kind.label}: {phase.name}", functools.partial(self._step, method, phase, batch, info, cfg),
                           modules=[*method.ctx.models.values(), *modules], optimizers=method.ctx.optimizers.values(),
-                          batch=batch, state=state)
+                          batch=batch, state=state, cpu_workspace=self.cpu_workspace)
             run.steps.append(StepTrace(kind.label, phase.name, counts[phase.name], kind.count, t))
             offset += counts[phase.name]
 
@@ -309,7 +310,8 @@ class RunTracer:
 
         with fake:
             t = trace(f"{p.label}" if kind == EVERY_EPOCH else f"{kind}: {p.label}", forward, modules=networks,
-                      optimizers=method.ctx.optimizers.values(), batch=batch, state=state)
+                      optimizers=method.ctx.optimizers.values(), batch=batch, state=state,
+                      cpu_workspace=self.cpu_workspace)
         return PassTrace(kind, p.label, len(p.dataset), int(batch["index"].shape[0]), p.per_epoch, epochs, t)
 
     def _evaluation(self, method: Method, cfg: Config) -> list[PlanPass]:

@@ -74,10 +74,11 @@ class _Tracker(MemTracker):
     gradient cache's replays; MemTracker refuses them because it keeps per-module statistics, which
     are not used here) and plausible values for scalars read back to Python."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpu_workspace: bool = False) -> None:
         super().__init__()
         self._ref_class = _Ref
         self.flops = 0
+        self.cpu_workspace = cpu_workspace
 
     def tag(self, ref: _Ref, tensors: Iterable[Tensor]) -> None:
         for t in tensors:
@@ -132,7 +133,34 @@ class _Tracker(MemTracker):
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.flops += formula(*args, **(kwargs or {}), out_val=out)
+        if self.cpu_workspace and func in _CPU_CONV_WORKSPACE and args[0].device.type == "cpu":
+            self._transient(args[0].device, _CPU_CONV_WORKSPACE[func](args, out))
         return out
+
+    def _transient(self, device: torch.device, size: int) -> None:
+        """``size`` bytes alive only inside the op just run: counted towards the peak, then released."""
+        snap = self._curr_mem_snap.setdefault(device, {**dict.fromkeys(_Ref, 0), "Total": 0})
+        snap[_Ref.TEMP] += size
+        snap["Total"] += size
+        self._update_peak_stats(None)
+        snap[_Ref.TEMP] -= size
+        snap["Total"] -= size
+
+
+def _nbytes(t: Any) -> int:
+    return t.numel() * t.element_size() if isinstance(t, Tensor) else 0
+
+
+# Buffers oneDNN allocates inside a CPU convolution, which no tensor shows (measured on this CPU with the
+# profiler's allocation events: the forward reorders its input or its output into a blocked layout; the
+# backward its input and the larger of input and output gradient). A CPU-only estimate, for traces that
+# predict a CPU run (``bench/step_memory.py``, ``auto`` on the CPU); a GPU's cuDNN workspace is a
+# constant of ``gpus.py`` instead.
+_CPU_CONV_WORKSPACE: dict[Any, Callable[[tuple, Any], int]] = {
+    torch.ops.aten.convolution.default: lambda args, out: max(_nbytes(args[0]), _nbytes(out)),
+    torch.ops.aten.convolution_backward.default: lambda args, out: _nbytes(args[1]) + max(_nbytes(args[0]),
+                                                                                           _nbytes(args[1])),
+}
 
 
 @dataclass
@@ -167,9 +195,10 @@ def tensors_in(obj: Any, depth: int = 3) -> Iterator[Tensor]:
 
 
 def trace(label: str, fn: Callable[[], Any], *, modules: Iterable[nn.Module], optimizers: Iterable[Any],
-          batch: Any, state: Iterable[Tensor] = ()) -> Trace:
-    """Run ``fn`` (on fake tensors) under the memory tracker and the FLOP counter."""
-    tracker = _Tracker()
+          batch: Any, state: Iterable[Tensor] = (), cpu_workspace: bool = False) -> Trace:
+    """Run ``fn`` (on fake tensors) under the memory tracker and the FLOP counter. ``cpu_workspace``: count
+    the CPU convolutions' internal buffers (a trace that predicts a CPU run)."""
+    tracker = _Tracker(cpu_workspace)
     tracker.track_external(*modules, *optimizers)
     tracker.tag(_Ref.BATCH, tensors_in(batch))
     tracker.tag(_Ref.STATE, [t for t in state if not tracker.tracked(t)])
