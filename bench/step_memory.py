@@ -158,14 +158,15 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
                            n_micro=cfg.train.gradient_accumulation_steps, kind=kind, phase=phase, step=step)
 
 
-def predicted_step(cfg: Any, num_classes: int) -> dict[str, Any]:
+def predicted_step(cfg: Any, num_classes: int, cpu_workspace: bool = True) -> dict[str, Any]:
     """The planner's prediction of ``measure_step``'s peak: the same step traced under fake tensors on the
-    CPU device, gradients kept between steps as here (``tcl_lite.plan``)."""
+    CPU device, gradients kept between steps as here (``tcl_lite.plan``). ``cpu_workspace``: with the CPU
+    convolutions' own buffers (a prediction of a CPU run; for a GPU's, False)."""
     from tcl_lite.methods import get_method
     from tcl_lite.plan.runs import RunTracer
 
     kind = bench_kind(get_method(cfg.method), cfg)
-    run = RunTracer(cfg, bench_meta(cfg, num_classes), keep_grads=True, cpu_workspace=True).run()
+    run = RunTracer(cfg, bench_meta(cfg, num_classes), keep_grads=True, cpu_workspace=cpu_workspace).run()
     step = next(s for s in run.steps if s.kind == kind.label)
     return {"predicted_mib": step.trace.above_resident / 2**20, "predicted_step": f"{step.kind}: {step.phase}",
             "predicted_gflop": step.trace.flops / 1e9,

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tcl_lite.config import Config
+from tcl_lite.config import Config, ConfigError, load_config
 from tcl_lite.plan.dataset_meta import DatasetMeta, dataset_meta
 from tcl_lite.plan.fit import Verdict, choose_micro_batches, verdict
-from tcl_lite.plan.gpus import CUDA_CONTEXT_BYTES, GPU, GPUS
+from tcl_lite.plan.gpus import CUDA_CONTEXT_BYTES, GPU, GPUS, gpu_for
 from tcl_lite.plan.runs import RunTrace, RunTracer
 
 
@@ -54,3 +54,19 @@ def resolve_micro_batches(cfg: Config, budget: int, device_type: str, log: Any =
 def default_budget(device_type: str, total_bytes: int, available_bytes: int) -> int:
     """``train.memory_budget`` when empty: a GPU's memory less the CUDA context, or the available RAM."""
     return total_bytes - CUDA_CONTEXT_BYTES if device_type == "cuda" else available_bytes
+
+
+def gpu_settings(preset: str, overrides: list[str], name: str, memory_gib: float,
+                 capability: float = 0.0) -> tuple[Plan, list[str]]:
+    """What a run of ``preset`` trains with on the GPU ``name`` (as nvidia-smi names it): the GPU's mixed
+    precision (bf16 where it has it, else fp16: the faster and smaller one), then the plan's smallest
+    change that fits. Returns the plan of those settings and their overrides (the notebook's settings)."""
+    gpu = gpu_for(name, memory_gib, capability)
+    cfg = load_config(preset, [*overrides, f"train.mixed_precision={gpu.half_precision}"])
+    plan = make_plan(cfg, [gpu], name=preset)
+    v = plan.verdicts[0]
+    if not v.runs:
+        raise ConfigError(f"{preset} cannot run on this {gpu.name}: {v.reason}")
+    s = v.settings
+    return plan, [f"train.mixed_precision={s.precision}", f"train.gradient_accumulation_steps={s.micro_batches}",
+                  f"train.activation_checkpointing={str(s.checkpointing).lower()}", f"optim.name={s.optimizer}"]

@@ -81,9 +81,10 @@ def _gpu_row(v: Verdict, plan: Plan) -> list[Any]:
         change = f"{label or 'precision'}: {' '.join(v.overrides)}"
     fraction, name = (g.fraction_fp32, "fp32") if s.precision == "no" else (g.fraction_half, s.precision)
     rate = f"{g.achieved_tflops(s.precision):.3g} TFLOPS ({fraction:.0%} of {g.tflops(s.precision):g} {name})"
-    epochs = v.epoch_seconds()
-    per_epoch = " / ".join(duration(x) for x in epochs.values()) if plan.meta.sizes_known else "-"
-    run = duration(v.run_seconds()) if plan.meta.sizes_known else "-"
+    timed = plan.meta.sizes_known and g.achieved_tflops(s.precision) > 0
+    per_epoch = " / ".join(duration(x) for x in v.epoch_seconds().values()) if timed else "-"
+    run = duration(v.run_seconds()) if timed else "-"
+    rate = rate if g.achieved_tflops(s.precision) > 0 else "unknown GPU: no time estimate"
     return [g.name, f"{g.memory_gib:.2f} GiB", f"{v.device_bytes / GIB:.2f} GiB",
             "yes" if v.fits_as_is else "with change", change, per_epoch, run, rate]
 
