@@ -134,13 +134,16 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     phase = method.epoch_plan(kind.epoch)[0]
     g = torch.Generator().manual_seed(1)
 
-    def device_batch(obj: Any) -> Any:  # normal images (a loss worth comparing), on the device
+    def device_batch(obj: Any) -> Any:  # normal images, labels over the classes: a loss worth comparing
+        if isinstance(obj, dict) and "index" in obj:
+            n = len(obj["index"])
+            return {**{k: device_batch(v) for k, v in obj.items()}, "index": torch.arange(n, device=acc.device),
+                    "label": torch.randint(0, num_classes, (n,), generator=g).to(acc.device)}
         if isinstance(obj, dict):
             return {k: device_batch(v) for k, v in obj.items()}
         if isinstance(obj, (list, tuple)):
             return [device_batch(v) for v in obj]
-        fresh = torch.randn(obj.shape, generator=g) if obj.is_floating_point() else obj
-        return fresh.to(acc.device)
+        return torch.randn(obj.shape, generator=g).to(acc.device) if obj.is_floating_point() else obj.to(acc.device)
 
     parts = {name: device_batch(first_batch(spec)) for name, spec in phase.loaders.items()}
     batch = parts[""] if list(parts) == [""] else parts
