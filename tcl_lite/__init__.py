@@ -14,7 +14,7 @@ __all__ = ["find_label_issues", "load_model"]
 
 def __getattr__(name: str) -> Any:
     if name == "find_label_issues":
-        from tcl_lite.detection.label_issues import find_label_issues
+        from tcl_lite.results.label_issues import find_label_issues
 
         return find_label_issues
     if name == "load_model":

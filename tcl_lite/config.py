@@ -339,7 +339,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'train.gradient_accumulation_steps': {t.gradient_accumulation_steps} "
                           f"does not divide train.batch_size={t.batch_size}; choose a divisor")
     parse_time_budget(t.time_budget)
-    from tcl_lite.reporting.trackers import parse_log_with
+    from tcl_lite.runlog.trackers import parse_log_with
 
     parse_log_with(t.log_with)
     if len(cfg.optim.betas) != 2:

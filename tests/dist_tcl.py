@@ -23,8 +23,8 @@ from tcl_lite.config import load_config
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.engine import trainer
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods.tcl import TCL
-from tcl_lite.methods.tcl_losses import nt_xent
+from tcl_lite.methods.tcl.losses import nt_xent
+from tcl_lite.methods.tcl.method import TCL
 from tcl_lite.models import build_model
 
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from tcl_lite.config import load_config
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods.dividemix import DivideMix
+from tcl_lite.methods.dividemix.method import DivideMix
 
 K = 10
 # 8x8 digits, a narrow CNN, a linear head; a 400-sample subset keeps an epoch to a few seconds.

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from conftest import train_step
 
+from tcl_lite.algorithms.accumulate import split_batch
 from tcl_lite.config import load_config
 from tcl_lite.engine.optim import build_optimizer, lr_at
-from tcl_lite.methods.accumulate import split_batch
 
 
 def _tiny_model(**model):
@@ -80,7 +80,7 @@ def test_accumulating_4_micro_batches_equals_one_batch(fresh_accelerate, tmp_pat
 
     from tcl_lite.data import build_data
     from tcl_lite.methods import StepInfo, TrainContext
-    from tcl_lite.methods.ce import CrossEntropy
+    from tcl_lite.methods.ce.method import CrossEntropy
 
     cfg = load_config(None, ["model.norm=group", "model.dropout=0", "data.image_size=8", "model.width=8"])
     acc = Accelerator(cpu=True)

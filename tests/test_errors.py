@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import TINY, run_train
 
-from tcl_lite.cli import main_train
+from tcl_lite.cli.train import main_train
 
 
 def _labels(tmp_path, name, values):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 
-from tcl_lite.cli import main_train
+from tcl_lite.cli.train import main_train
 from tcl_lite.engine import trainer
 from tcl_lite.models.layout import ModelLayoutError, check_checkpoint_layout, layout_record
 

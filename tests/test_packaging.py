@@ -110,7 +110,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
 
 
 def test_command_table_lists_every_command(capsys):
-    from tcl_lite.__main__ import COMMANDS, main
+    from tcl_lite.cli import COMMANDS, main
 
     assert main(["--help"]) == 0
     out = capsys.readouterr().out

@@ -38,9 +38,9 @@ def test_two_processes_global_contrastive_loss_and_identical_detection(tmp_path,
     # the sharded pass found what one process finds on the same weights
     from accelerate import Accelerator
 
+    from tcl_lite.algorithms.gmm_detector import detection_pass
     from tcl_lite.config import load_config
     from tcl_lite.data import build_data
-    from tcl_lite.detection import detection_pass
     from tcl_lite.models import build_model
 
     cfg = load_config(out / "config.yaml")

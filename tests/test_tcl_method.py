@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_train, train_step
 
+from tcl_lite.algorithms import gradient_cache as gc
 from tcl_lite.config import load_config
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods import gradient_cache as gc
-from tcl_lite.methods.tcl import TCL, _MixedStep
+from tcl_lite.methods.tcl.method import TCL, _MixedStep
 
 B = 32
 LATE = StepInfo(epoch=100, step_in_epoch=0, global_step=0, steps_per_epoch=1)  # after warm-up
@@ -159,7 +159,7 @@ def test_state_dict_round_trip_is_exact(fresh_accelerate, tmp_path):
     for key in ("clean_probability", "prototypes", "corrected_label"):
         assert torch.equal(getattr(other, key), state[key])
     assert other.est_clean_fraction == 0.6 and other.clean_scale == 0.6
-    from tcl_lite.engine.checkpoint import CheckpointError
+    from tcl_lite.checkpoints.manager import CheckpointError
 
     with pytest.raises(CheckpointError, match="no TCL state"):
         other.load_state_dict({})
@@ -181,7 +181,7 @@ def two_epochs(tmp_path_factory):
 
 
 def _method_state(run_dir):
-    from tcl_lite.engine.state_io import load_tree
+    from tcl_lite.checkpoints.state_io import load_tree
 
     return load_tree(sorted((run_dir / "checkpoints").glob("step_*"))[-1], "method")
 
@@ -229,7 +229,7 @@ def test_export_writes_csv_and_npy_and_rejects_other_methods(two_epochs, tmp_pat
     import hashlib
     import shutil
 
-    from tcl_lite.engine.state_io import save_tree
+    from tcl_lite.checkpoints.state_io import save_tree
 
     ce = tmp_path / "ce_run"
     source = sorted((ref / "checkpoints").glob("step_*"))[-1]

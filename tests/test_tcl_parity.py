@@ -15,7 +15,7 @@ from conftest import ROOT, train_step
 
 from tcl_lite.config import load_config
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods.tcl import TCL
+from tcl_lite.methods.tcl.method import TCL
 
 B, K, D, T = 8, 10, 256, 0.25
 TERMS = ("contrastive", "cross", "mixed", "align", "entropy", "balance")

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from tcl_lite.config import ConfigError, ModelConfig, load_config
 from tcl_lite.data.build import model_data_settings
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods.tcl import TCL
+from tcl_lite.methods.tcl.method import TCL
 from tcl_lite.models import ModelError, build_model
 
 VIT = "timm:test_vit"  # 6 blocks of width 64, LayerNorm only: ~0.3M parameters

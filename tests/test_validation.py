@@ -79,7 +79,7 @@ def test_best_checkpoint_follows_validation_not_test(tmp_path, fresh_accelerate)
     saved = json.loads((out / "checkpoints" / "best" / "trainer.json").read_text())
     assert saved["best_step"] == rows[best_val]["step"] and saved["best_value"] == val[best_val]
     assert saved["metrics"]["val_acc"] == max(val)
-    from tcl_lite.reporting.report import make_report
+    from tcl_lite.results.report import make_report
 
     text = (make_report(out) / "report.md").read_text()
     assert f"| best validation accuracy (noisy labels; selects `best`) | {100 * max(val):.1f}% (epoch {best_val + 1};" \

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tcl_lite.checkpoints.finder import NoCheckpointError, checkpoints_root, find_checkpoint
+from tcl_lite.checkpoints.manager import CheckpointError, CheckpointManager
 from tcl_lite.config import Config, ConfigError, to_dict
-from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager
-from tcl_lite.engine.checkpoint_finder import NoCheckpointError, checkpoints_root, find_checkpoint
 from tcl_lite.engine.run_lock import LOCK_NAME, RunLock, RunLockedError, exit_when_launcher_dies
 
 FINGERPRINT = "data_fingerprint.json"

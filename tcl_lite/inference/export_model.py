@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder to write model.safetensors and model.json to")
     p.add_argument("--checkpoint", default="auto", help="auto (best when kept, else final), best, final or a folder")
     args = p.parse_args(argv)
-    from tcl_lite.inference.issues_cli import user_errors
+    from tcl_lite.cli.issues import user_errors
 
     try:
         out = export_model(args.run_dir, args.out, args.checkpoint)

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", help="e.g. cpu or cuda:0 (default: the GPU when there is one)")
     args = p.parse_args(argv)
-    from tcl_lite.inference.issues_cli import user_errors
+    from tcl_lite.cli.issues import user_errors
 
     try:
         files = image_files(args.images)

@@ -34,8 +34,8 @@ def choose_checkpoint(run_dir: str | Path, which: str = "final") -> Path:
     """``final``: the newest valid rolling checkpoint; ``best``: checkpoints/best; ``auto``: best when the
     run kept one, else final; anything else: a checkpoint folder path. Through ``find_checkpoint``;
     its errors become RunError."""
-    from tcl_lite.engine.checkpoint import CheckpointError
-    from tcl_lite.engine.checkpoint_finder import WHICH, NoCheckpointError, find_checkpoint
+    from tcl_lite.checkpoints.finder import WHICH, NoCheckpointError, find_checkpoint
+    from tcl_lite.checkpoints.manager import CheckpointError
 
     keyword = which in WHICH
     try:
@@ -69,7 +69,7 @@ def load_network(cfg: Config, ckpt: Path, num_classes: int, image_size: int, *,
     weights (``model.safetensors`` for the first, ``model.NAME.safetensors`` for each other) or those
     in ``state``: state dicts by network name (a name it lacks: from the checkpoint's files; a flat
     state dict of tensors: the first network's)."""
-    from tcl_lite.engine.checkpoint import weights_file
+    from tcl_lite.checkpoints.manager import weights_file
     from tcl_lite.methods import get_method
     from tcl_lite.models import build_model
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from tcl_lite.methods.accumulate import accumulate, split_batch
+from tcl_lite.algorithms.accumulate import accumulate, split_batch
 
 if TYPE_CHECKING:
     import numpy as np

@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tcl_lite.reporting.run_log import RunLog
+from tcl_lite.runlog.run_log import RunLog
 
 
 def memory_text(device: torch.device) -> str:

@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=5 "
                    "model.arch=timm:resnet18 model.pretrained=true")
     args = p.parse_intermixed_args(argv)
+    from tcl_lite.cli.issues import user_errors
     from tcl_lite.config import load_config
-    from tcl_lite.detection.label_issues import find_label_issues, write_issues
     from tcl_lite.engine import train
-    from tcl_lite.inference.issues_cli import user_errors
+    from tcl_lite.results.label_issues import find_label_issues, write_issues
 
     folder = Path(args.folder)
     out = Path(args.out) if args.out else Path("runs") / f"audit-{folder.resolve().name}"

@@ -6,7 +6,7 @@ Writes to ``RUN_DIR/report/`` (or ``--out``):
   e.g. TCL's kNN accuracy, MLNT's teacher accuracy) when logged, and train loss per epoch;
 - ``clean_probability.png`` and ``cleaned_labels.csv``: the per-sample verdicts of a method that keeps
   them (its class overrides ``per_sample_outputs``; e.g. TCL), from the newest valid checkpoint
-  through ``tcl_lite.detection.export``; ``confusion.png`` too when the method gives a corrected (or
+  through ``tcl_lite.results.export``; ``confusion.png`` too when the method gives a corrected (or
   a suggested) label per sample;
 - ``noise_rate.png`` when the metrics log holds an estimated clean fraction;
 - ``report.md``: the summary, with the figures embedded by relative path.
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tcl_lite.reporting import plots
-from tcl_lite.reporting.metrics import read_metrics
+from tcl_lite.results import plots
+from tcl_lite.runlog.metrics import read_metrics
 
 CLEANED_COLUMNS = ("index", "given_label", "corrected_label", "clean_probability")  # a TCL run's
 # A method's per-sample label columns the report draws and writes, in order of preference.
@@ -71,13 +71,13 @@ class PerSample:
 
 def needs_verdicts(method: str) -> str:
     """The sentence of a report without per-sample verdicts, naming the methods that keep them."""
-    from tcl_lite.detection.export import verdict_methods_text
+    from tcl_lite.results.export import verdict_methods_text
 
     return NEEDS_VERDICTS.format(method=method, methods=verdict_methods_text())
 
 
 def keeps_verdicts(method: str) -> bool:
-    from tcl_lite.detection.export import verdict_methods
+    from tcl_lite.results.export import verdict_methods
 
     return method in verdict_methods()
 
@@ -136,8 +136,8 @@ def _per_sample(run_dir: Path) -> tuple[PerSample | None, str]:
     safely), or None and the reason."""
     if not (run_dir / "checkpoints").is_dir():
         return None, f"{run_dir / 'checkpoints'} does not exist yet"
-    from tcl_lite.detection.export import ExportError, read_verdicts
-    from tcl_lite.engine.checkpoint import CheckpointError
+    from tcl_lite.checkpoints.manager import CheckpointError
+    from tcl_lite.results.export import ExportError, read_verdicts
 
     try:
         verdicts = read_verdicts(run_dir)

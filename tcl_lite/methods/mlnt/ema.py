@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from tcl_lite.methods.mlnt_config import MLNTConfig
+from tcl_lite.methods.mlnt.config import MLNTConfig
 
 
 def meta_active(it: int, epoch: int, cfg: MLNTConfig) -> bool:

@@ -12,7 +12,7 @@ import sys
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    from tcl_lite.cli import _user_errors
+    from tcl_lite.cli.train import _user_errors
     from tcl_lite.inference.run_loading import RunError
 
     return (*_user_errors(), RunError)
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from pathlib import Path
 
-    from tcl_lite.detection.label_issues import find_label_issues, write_issues
+    from tcl_lite.results.label_issues import find_label_issues, write_issues
 
     try:
         issues = find_label_issues(args.run_dir, args.checkpoint, batch_size=args.batch_size)

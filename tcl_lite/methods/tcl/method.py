@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tcl_lite.detection.gmm_detector import collect_projections, detection_metrics, detection_pass
-from tcl_lite.detection.knn import knn_accuracy
+from tcl_lite.algorithms.gmm_detector import collect_projections, detection_metrics, detection_pass
+from tcl_lite.algorithms.gradient_cache import cached_backward
+from tcl_lite.algorithms.knn import knn_accuracy
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
-from tcl_lite.methods.gradient_cache import cached_backward
 from tcl_lite.methods.registry import register
-from tcl_lite.methods.tcl_config import TCLConfig
-from tcl_lite.methods.tcl_losses import corrected_targets, mixup_targets, tcl_terms, upcast
+from tcl_lite.methods.tcl.config import TCLConfig
+from tcl_lite.methods.tcl.losses import corrected_targets, mixup_targets, tcl_terms, upcast
 
 # Loss terms in the order of ``TCLTerms`` with the config key of each weight.
 TERM_WEIGHTS = (("contrastive", "w_contrastive"), ("cross", "w_cross"), ("mixed", "w_mixed"),
@@ -208,7 +208,7 @@ class TCL(Method):
                 "est_clean_fraction": self.est_clean_fraction, "detections": self.detections}
 
     def load_state_dict(self, state: StateDict) -> None:
-        from tcl_lite.engine.checkpoint import CheckpointError  # the engine imports the methods
+        from tcl_lite.checkpoints.manager import CheckpointError  # the engine imports the methods
 
         if state.get("method") != self.name or any(k not in state for k in STATE_TENSORS):
             raise CheckpointError(f"the checkpoint holds no TCL state (method {state.get('method', 'unknown')!r}); "

@@ -103,7 +103,7 @@ class ScoringContext:
 
     def method_state(self) -> dict[str, Any]:
         """The checkpoint's method state (``Method.state_dict()`` as saved; tensors on the CPU)."""
-        from tcl_lite.engine.state_io import load_tree
+        from tcl_lite.checkpoints.state_io import load_tree
 
         return load_tree(self.ckpt, "method")
 
@@ -154,7 +154,7 @@ def find_label_issues(run_dir: str | Path, checkpoint: str = "final", *, batch_s
 
 def write_issues(issues: LabelIssues, out_dir: str | Path, top: int = 24) -> dict[str, Any]:
     """``label_issues.csv``, ``label_issues.png`` (the gallery) and ``summary.json`` in ``out_dir``."""
-    from tcl_lite.reporting.gallery import draw_gallery
+    from tcl_lite.results.gallery import draw_gallery
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

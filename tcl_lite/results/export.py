@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from tcl_lite.engine.checkpoint import CheckpointError
-from tcl_lite.engine.checkpoint_finder import find_checkpoint
-from tcl_lite.engine.state_io import load_tree
+from tcl_lite.checkpoints.finder import find_checkpoint
+from tcl_lite.checkpoints.manager import CheckpointError
+from tcl_lite.checkpoints.state_io import load_tree
 
 CSV_NAME = "clean_probability.csv"
 _FIXED = ("index", "given_label", "true_label")  # columns export adds; a method's own may not take these names

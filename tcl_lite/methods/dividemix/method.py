@@ -42,14 +42,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tcl_lite.algorithms.accumulate import accumulate
+from tcl_lite.algorithms.gmm_detector import detection_metrics
+from tcl_lite.algorithms.gradient_cache import cached_backward
 from tcl_lite.data.datasets import mix_seed
 from tcl_lite.data.subset import SampleSubset
-from tcl_lite.detection.gmm_detector import detection_metrics
-from tcl_lite.methods.accumulate import accumulate
 from tcl_lite.methods.base import Batch, LoaderSpec, Method, ModelSpec, Phase, StateDict, StepInfo, TrainContext
-from tcl_lite.methods.codivide import clean_probability, division_for, normalise_losses
-from tcl_lite.methods.dividemix_config import DivideMixConfig
-from tcl_lite.methods.dividemix_losses import (
+from tcl_lite.methods.dividemix.codivide import clean_probability, division_for, normalise_losses
+from tcl_lite.methods.dividemix.config import DivideMixConfig
+from tcl_lite.methods.dividemix.losses import (
     co_guess,
     co_refine,
     confidence_penalty,
@@ -58,7 +59,6 @@ from tcl_lite.methods.dividemix_losses import (
     lambda_u_at,
     mixmatch,
 )
-from tcl_lite.methods.gradient_cache import cached_backward
 from tcl_lite.methods.registry import register
 from tcl_lite.models.network import NetworkOutput
 
@@ -300,7 +300,7 @@ class DivideMix(Method):
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
-        from tcl_lite.engine.checkpoint import CheckpointError  # the engine imports the methods
+        from tcl_lite.checkpoints.manager import CheckpointError  # the engine imports the methods
 
         n = len(self.noisy)
         if state.get("method") != self.name or "prob_net1" not in state:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager
+from tcl_lite.checkpoints.manager import CheckpointError, CheckpointManager
 
 WHICH = ("final", "best", "auto", "newest-or-best")
 # Any of these makes a folder a checkpoint (``verify`` then says what else is missing).

@@ -37,9 +37,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tcl_lite.engine import checkpoint_checks as checks
-from tcl_lite.engine.checkpoint_checks import STEP_DIR
-from tcl_lite.engine.state_io import load_tree, save_tree
+from tcl_lite.checkpoints import checks
+from tcl_lite.checkpoints.checks import STEP_DIR
+from tcl_lite.checkpoints.state_io import load_tree, save_tree
 
 
 class CheckpointError(RuntimeError):

@@ -68,12 +68,12 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from tcl_lite.methods.accumulate import batch_size_of
+from tcl_lite.algorithms.accumulate import batch_size_of
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
-from tcl_lite.methods.ema import alpha_at, ema_decay_at, ema_update_, meta_active
-from tcl_lite.methods.mlnt_config import MLNTConfig
+from tcl_lite.methods.mlnt.config import MLNTConfig
+from tcl_lite.methods.mlnt.ema import alpha_at, ema_decay_at, ema_update_, meta_active
+from tcl_lite.methods.mlnt.synthetic_labels import neighbour_relabel
 from tcl_lite.methods.registry import register
-from tcl_lite.methods.synthetic_labels import neighbour_relabel
 from tcl_lite.models import ModelError, Network, build_model
 from tcl_lite.models.layout import check_checkpoint_layout
 
@@ -98,8 +98,8 @@ def resolve_feature_checkpoint(spec: str, log: Any = print) -> Path:
     newest checkpoint that verifies is used.
     """
     # Imported here: the engine package imports the methods package.
-    from tcl_lite.engine.checkpoint import CheckpointError
-    from tcl_lite.engine.checkpoint_finder import NoCheckpointError, find_checkpoint
+    from tcl_lite.checkpoints.finder import NoCheckpointError, find_checkpoint
+    from tcl_lite.checkpoints.manager import CheckpointError
 
     key = f"mlnt.feature_checkpoint={spec!r}"
     path = Path(spec).expanduser()

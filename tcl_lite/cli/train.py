@@ -10,8 +10,8 @@ from tcl_lite.config import ConfigError, load_config
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from tcl_lite.checkpoints.manager import CheckpointError
     from tcl_lite.data import DataError
-    from tcl_lite.engine.checkpoint import CheckpointError
     from tcl_lite.engine.nonfinite import NonFiniteLossError
     from tcl_lite.models import ModelError
 
