@@ -68,7 +68,7 @@ def out_of_fold_probs(args: argparse.Namespace, tcl_config: Path, given: np.ndar
     from tcl_lite.config import load_config
     from tcl_lite.data import build_data
     from tcl_lite.engine.optim import build_optimizer, lr_at, peak_lr, set_lr
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(tcl_config, ["method=ce", "train.cpu=true"])
     data = build_data(cfg.data, cfg.seed)

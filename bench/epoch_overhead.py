@@ -34,7 +34,7 @@ def epoch_vs_detection(overrides: list[str], repeats: int = 1) -> dict[str, Any]
     from tcl_lite.engine.optim import build_optimizer, peak_lr
     from tcl_lite.methods.base import StepInfo, TrainContext
     from tcl_lite.methods.tcl.method import TCL
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(None, ["method=tcl", "train.cpu=true", *overrides])
     acc = Accelerator(cpu=True)

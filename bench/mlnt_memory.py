@@ -91,7 +91,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from tcl_lite.config import load_config
     from tcl_lite.methods.base import StepInfo, TrainContext
     from tcl_lite.methods.mlnt.method import MLNT
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cuda = torch.cuda.is_available()
     cfg = load_config(None, [

@@ -86,7 +86,7 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     from tcl_lite.engine.optim import build_optimizer
     from tcl_lite.methods import get_method
     from tcl_lite.methods.base import StepInfo, TrainContext
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()

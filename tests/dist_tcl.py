@@ -25,7 +25,7 @@ from tcl_lite.engine import trainer
 from tcl_lite.methods import StepInfo, TrainContext
 from tcl_lite.methods.tcl.losses import nt_xent
 from tcl_lite.methods.tcl.method import TCL
-from tcl_lite.models import build_model
+from tcl_lite.models.network import build_model
 
 
 def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

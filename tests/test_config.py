@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tcl_lite.config import Config, ConfigError, config_docs, load_config, parse_time_budget, save_config
+from tcl_lite.config import Config, config_docs, load_config, parse_time_budget, save_config
+from tcl_lite.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from tcl_lite.engine.optim import build_optimizer, lr_at
 
 
 def _tiny_model(**model):
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(None, [f"model.{k}={v}" for k, v in model.items()])
     torch.manual_seed(0)

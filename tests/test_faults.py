@@ -297,7 +297,7 @@ def test_yaml_1_2_floats_parse_on_the_command_line_and_in_a_preset(text, value, 
 
 
 def test_non_finite_and_non_numbers_are_still_refused():
-    from tcl_lite.config import ConfigError
+    from tcl_lite.errors import ConfigError
 
     for bad in ("optim.lr=.inf", "optim.lr=1e-3x", "train.epochs=2.5"):
         with pytest.raises(ConfigError, match="optim.lr|train.epochs"):

@@ -14,7 +14,7 @@ from conftest import ROOT, run_env
 from PIL import Image
 
 import tcl_lite
-from tcl_lite.inference.run_loading import RunError
+from tcl_lite.errors import RunError
 from tcl_lite.results.gallery import gallery_grid, gallery_pixels
 
 FAST = ["data.image_size=8", "model.width=8", "train.batch_size=32", "train.eval_batch_size=512",

@@ -24,11 +24,11 @@ from torch import nn
 from torch.func import functional_call
 
 from tcl_lite.config import load_config
+from tcl_lite.errors import ModelError
 from tcl_lite.methods.base import StepInfo, TrainContext
 from tcl_lite.methods.mlnt.ema import alpha_at, ema_decay_at, ema_update_, meta_active
 from tcl_lite.methods.mlnt.method import MLNT
 from tcl_lite.methods.mlnt.synthetic_labels import neighbour_relabel
-from tcl_lite.models import ModelError
 
 # A short MLNT schedule for the 39-step epochs of TINY: meta loss from step 6, full weight after 15.
 # (EMA horizons scaled down to the ~150 steps of these runs, as in configs/digits_mlnt.yaml.)
@@ -46,7 +46,7 @@ def make_method(tmp_path: Path, *overrides: str, warn_ok: bool = True) -> MLNT:
 
     from tcl_lite.data import build_data
     from tcl_lite.engine.optim import build_optimizer
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(None, ["data.image_size=8", "model.width=8", "method=mlnt", "mlnt.num_synthetic=3",
                              f"output_dir={tmp_path}", *overrides])
@@ -342,7 +342,7 @@ def test_feature_network_from_a_ce_checkpoint_is_loaded_and_frozen(tmp_path, fre
 
 
 def test_feature_checkpoint_errors_and_warning(tmp_path, fresh_accelerate, ce_run):
-    from tcl_lite.checkpoints.manager import CheckpointError
+    from tcl_lite.errors import CheckpointError
 
     with pytest.raises(ModelError, match=r"key 'encoder\.stem\.conv\.weight': shape \(16, 3, 3, 3\) in the checkpoint"):
         make_method(tmp_path, "data.image_size=16", "model.width=8", f"mlnt.feature_checkpoint={ce_run}")

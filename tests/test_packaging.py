@@ -16,7 +16,8 @@ from conftest import ROOT
 from install_helpers import build_wheel, clean_env, make_venv, run, snapshot_repository
 from packaging.requirements import Requirement
 
-from tcl_lite.config import ConfigError, load_config
+from tcl_lite.config import load_config
+from tcl_lite.errors import ConfigError
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 

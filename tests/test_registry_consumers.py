@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tcl_lite
-from tcl_lite.checkpoints.finder import NoCheckpointError, find_checkpoint
-from tcl_lite.checkpoints.manager import CheckpointError
+from tcl_lite.checkpoints.finder import find_checkpoint
+from tcl_lite.errors import CheckpointError, NoCheckpointError
 from tcl_lite.methods import METHODS, Batch, Method, ModelSpec, StepInfo, register
 
 TOY = "toy_verdicts"

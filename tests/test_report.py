@@ -131,7 +131,7 @@ def test_bad_path_exits_2_naming_it_and_what_is_expected(kind, tmp_path):
         (path / "metrics.jsonl").write_text("")
     proc = report_cli(str(path))
     assert proc.returncode == 2
-    assert proc.stderr.startswith("tcl_lite report: error: ") and str(path) in proc.stderr
+    assert proc.stderr.startswith("tcl-lite report: error: ") and str(path) in proc.stderr
     assert "Traceback" not in proc.stderr
     expected = "no evaluation yet" if kind == "no_metrics" else "config.yaml and metrics.jsonl"
     assert expected in proc.stderr

@@ -11,8 +11,9 @@ import re
 import pytest
 from conftest import TINY, run_train
 
-from tcl_lite.config import ConfigError, load_config
-from tcl_lite.engine import CheckpointError, train
+from tcl_lite.config import load_config
+from tcl_lite.engine import train
+from tcl_lite.errors import CheckpointError, ConfigError
 from tcl_lite.runlog.run_status import read_status
 
 NUM = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?"

@@ -41,7 +41,7 @@ def test_two_processes_global_contrastive_loss_and_identical_detection(tmp_path,
     from tcl_lite.algorithms.gmm_detector import detection_pass
     from tcl_lite.config import load_config
     from tcl_lite.data import build_data
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(out / "config.yaml")
     data = build_data(cfg.data, cfg.seed)

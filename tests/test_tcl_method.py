@@ -28,7 +28,7 @@ def _setup(tmp_path, *overrides: str, mixed_precision: str = "no") -> tuple[TCL,
     from accelerate import Accelerator
 
     from tcl_lite.data import build_data
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(None, ["method=tcl", "data.image_size=8", "model.width=8", "model.proj_dim=16", *overrides])
     acc = Accelerator(cpu=True, mixed_precision=mixed_precision)
@@ -159,7 +159,7 @@ def test_state_dict_round_trip_is_exact(fresh_accelerate, tmp_path):
     for key in ("clean_probability", "prototypes", "corrected_label"):
         assert torch.equal(getattr(other, key), state[key])
     assert other.est_clean_fraction == 0.6 and other.clean_scale == 0.6
-    from tcl_lite.checkpoints.manager import CheckpointError
+    from tcl_lite.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="no TCL state"):
         other.load_state_dict({})

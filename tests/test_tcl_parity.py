@@ -85,7 +85,7 @@ def tcl_step(tmp_path_factory):
     from accelerate.state import AcceleratorState, GradientState
 
     from tcl_lite.data import build_data
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()

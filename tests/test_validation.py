@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tcl_lite.config import ConfigError, DataConfig, load_config
-from tcl_lite.data import DataError, build_data
+from tcl_lite.config import DataConfig, load_config
+from tcl_lite.data import build_data
+from tcl_lite.errors import ConfigError, DataError
 
 TINY = ["data.image_size=8", "model.width=8", "train.batch_size=32", "train.eval_batch_size=512",
         "train.log_every=1000", "data.noise_type=none", "data.dataset=imagefolder"]

@@ -22,15 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tcl_lite.checkpoints.manager import CheckpointError, CheckpointManager
+from tcl_lite.checkpoints.manager import CheckpointManager
+from tcl_lite.errors import NoCheckpointError
 
 WHICH = ("final", "best", "auto", "newest-or-best")
 # Any of these makes a folder a checkpoint (``verify`` then says what else is missing).
 _MARKERS = ("manifest.json", "model.safetensors", "method.json", "trainer.json")
 
-
-class NoCheckpointError(CheckpointError):
-    """The path holds no checkpoint of the kind asked for (as opposed to a broken one)."""
 
 
 def is_checkpoint_folder(path: Path) -> bool:

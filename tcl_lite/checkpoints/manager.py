@@ -40,10 +40,7 @@ from torch import nn
 from tcl_lite.checkpoints import checks
 from tcl_lite.checkpoints.checks import STEP_DIR
 from tcl_lite.checkpoints.state_io import load_tree, save_tree
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used, with the reason and what to do."""
+from tcl_lite.errors import CheckpointError
 
 
 @dataclass

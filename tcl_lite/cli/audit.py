@@ -1,37 +1,15 @@
-"""``tcl-lite audit FOLDER``: check the labels of an image folder in one command.
-
-FOLDER is ``<class>/<image>`` (the folder names are the labels) or a dataset root with ``train/``
-(and optionally ``val/``, ``test/``). A short cross-entropy run suited to the folder's size trains in
-``--out`` (default ``runs/audit-<folder name>``), then the training images are ranked by how likely
-their label is wrong (``find_label_issues``) and the CSV and gallery are written to ``OUT/issues/``.
-Running it again continues (or reuses) the same run.
-"""
+"""``tcl-lite audit FOLDER``: check the labels of an image folder in one command: a short cross-entropy
+run suited to the folder's size, then the ranking of its labels and the gallery (``OUT/issues/``)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-import torch
+from tcl_lite.cli.dispatch import run_command
 
-from tcl_lite.data.datasets import IMAGE_EXTENSIONS, DataError, _images_under
-
-
-def dataset_root(folder: Path, out: Path) -> Path:
-    """A root with ``train/``: FOLDER itself, or ``OUT/audit_data`` whose ``train`` links to FOLDER."""
-    if (folder / "train").is_dir():
-        return folder
-    if not folder.is_dir() or not any(e.is_dir() for e in os.scandir(folder)):
-        raise DataError(f"{folder} is not a folder of class folders: expected {folder}/<class>/<image> (the folder "
-                        f"names are the labels; {', '.join(IMAGE_EXTENSIONS)}) or {folder}/train/<class>/<image>")
-    root = out / "audit_data"
-    root.mkdir(parents=True, exist_ok=True)
-    link = root / "train"
-    if not link.exists():
-        link.symlink_to(folder.resolve(), target_is_directory=True)
-    return root
+DESCRIPTION = "check a folder's labels: a short run suited to its size, then the ranking and gallery"
 
 
 def audit_settings(num_images: int, gpu: bool) -> list[str]:
@@ -46,7 +24,7 @@ def audit_settings(num_images: int, gpu: bool) -> list[str]:
             f"data.num_workers={min(2, os.cpu_count() or 1)}"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="tcl-lite audit", description="Train briefly on an image folder and rank its "
                                 "labels by how likely they are wrong (CSV + gallery).")
     p.add_argument("folder", help="<class>/<image> folder, or a root with train/<class>/<image>")
@@ -55,27 +33,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=5 "
                    "model.arch=timm:resnet18 model.pretrained=true")
     args = p.parse_intermixed_args(argv)
-    from tcl_lite.cli.issues import user_errors
+    # torch (engine, data, results): imported once the arguments are parsed
+    import torch
+
     from tcl_lite.config import load_config
-    from tcl_lite.engine import train
+    from tcl_lite.engine.trainer import train
+    from tcl_lite.inference.audit import count_images, dataset_root
     from tcl_lite.results.label_issues import find_label_issues, write_issues
 
     folder = Path(args.folder)
     out = Path(args.out) if args.out else Path("runs") / f"audit-{folder.resolve().name}"
-    try:
-        root = dataset_root(folder, out)
-        num_images = len(_images_under(root / "train"))
-        overrides = [*audit_settings(num_images, torch.cuda.is_available()), f"data.root={root}", f"output_dir={out}",
-                     *args.overrides]
-        print(f"audit: {num_images} images in {folder}; training {out} with {' '.join(overrides[:9])}")
-        train(load_config(None, overrides), resume=True)  # resume: a second audit reuses/continues the run
-        issues = find_label_issues(out)
-        if root != folder and issues.paths is not None:  # name the user's files, not the link's
-            issues.paths = [str(folder / os.path.relpath(p, root / "train")) for p in issues.paths]
-        summary = write_issues(issues, out / "issues", top=args.top)
-    except user_errors() as e:
-        print(f"tcl-lite audit: error: {e}", file=sys.stderr)
-        return 2
+    root = dataset_root(folder, out)
+    num_images = count_images(root)
+    overrides = [*audit_settings(num_images, torch.cuda.is_available()), f"data.root={root}", f"output_dir={out}",
+                 *args.overrides]
+    print(f"audit: {num_images} images in {folder}; training {out} with {' '.join(overrides[:9])}")
+    train(load_config(None, overrides), resume=True)  # resume: a second audit reuses/continues the run
+    issues = find_label_issues(out)
+    if root != folder and issues.paths is not None:  # name the user's files, not the link's
+        issues.paths = [str(folder / os.path.relpath(p, root / "train")) for p in issues.paths]
+    summary = write_issues(issues, out / "issues", top=args.top)
     print(f"wrote {out / 'issues' / 'label_issues.csv'} (every image, most suspect first) and "
           f"{out / 'issues' / 'label_issues.png'} (the {summary['shown_suspects']} top suspects)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("audit", run, argv)

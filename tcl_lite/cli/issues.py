@@ -8,17 +8,14 @@ suggested label and name, score[, true_label][, path]), ``label_issues.png`` (th
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+
+from tcl_lite.cli.dispatch import run_command
+
+DESCRIPTION = "training samples ranked by how likely their label is wrong: CSV + gallery PNG"
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    from tcl_lite.cli.train import _user_errors
-    from tcl_lite.inference.run_loading import RunError
-
-    return (*_user_errors(), RunError)
-
-
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="tcl-lite issues",
                                 description="Rank a run's training labels by how likely they are wrong; CSV + gallery.")
     p.add_argument("run_dir", help="run directory written by train.py")
@@ -27,20 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default="final", help="final (default), best, or a checkpoint folder")
     p.add_argument("--batch-size", type=int, default=256)
     args = p.parse_args(argv)
-    from pathlib import Path
+    from tcl_lite.results.label_issues import find_label_issues, write_issues  # torch: after the arguments
 
-    from tcl_lite.results.label_issues import find_label_issues, write_issues
-
-    try:
-        issues = find_label_issues(args.run_dir, args.checkpoint, batch_size=args.batch_size)
-        out = Path(args.out) if args.out else Path(args.run_dir) / "issues"
-        summary = write_issues(issues, out, top=args.top)
-    except user_errors() as e:
-        print(f"tcl-lite issues: error: {e}", file=sys.stderr)
-        return 2
+    issues = find_label_issues(args.run_dir, args.checkpoint, batch_size=args.batch_size)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "issues"
+    summary = write_issues(issues, out, top=args.top)
     line = f"wrote {out / 'label_issues.csv'} ({len(issues)} samples) and {out / 'label_issues.png'}"
     if summary["precision_at_top"] is not None:
         line += (f"; precision@{summary['top']} {summary['precision_at_top']:.3f} "
                  f"(a random ranking: {summary['noise_rate']:.3f})")
     print(line)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("issues", run, argv)

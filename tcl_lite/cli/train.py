@@ -1,40 +1,29 @@
-"""Command line: ``python train.py [--config F] [--output-dir D] [--resume [PATH]] [key=value ...]``."""
+"""``tcl-lite train`` / ``python train.py [--config F] [--output-dir D] [--resume [PATH]] [key=value ...]``.
+
+The arguments and the config are parsed and checked before the engine (and torch) is imported, so
+``--help`` and every config error answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from tcl_lite.config import ConfigError, load_config
+import tcl_lite.methods  # noqa: F401 - registers the built-in methods (names and config sections, no torch)
+import tcl_lite.models.archs  # noqa: F401 - registers the model.arch check (no torch)
+import tcl_lite.runlog.trackers  # noqa: F401 - registers the train.log_with check
+from tcl_lite.cli.dispatch import run_command
+from tcl_lite.config import Config, load_config
+from tcl_lite.registry import METHODS
+from tcl_lite.runlog.launch import launcher
 
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from tcl_lite.checkpoints.manager import CheckpointError
-    from tcl_lite.data import DataError
-    from tcl_lite.engine.nonfinite import NonFiniteLossError
-    from tcl_lite.models import ModelError
-
-    return ConfigError, DataError, ModelError, CheckpointError, NonFiniteLossError
-
-
-def launcher() -> str:
-    """How the user started training: the installed command (or ``python -m tcl_lite``) or the checkout's script."""
-    return "tcl-lite train" if Path(sys.argv[0]).name in ("tcl-lite", "__main__.py") else "train.py"
-
-
-def continue_command(out: str | Path) -> str:
-    """The command that resumes the run in ``out``, in the form the user started it with."""
-    prog = "tcl-lite train" if launcher() == "tcl-lite train" else "accelerate launch train.py"
-    return f"{prog} --resume --output-dir {out}"
+DESCRIPTION = "train or resume a run (the options of train.py)"
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from tcl_lite.methods import METHODS
-
     p = argparse.ArgumentParser(
         prog=launcher(), description=f"Train an image classifier on noisy labels (method={'|'.join(METHODS)}).",
-        epilog="Examples: python train.py | python train.py method=tcl train.epochs=5 | "
+        epilog="Examples: tcl-lite train | tcl-lite train method=tcl train.epochs=5 | "
                "accelerate launch train.py --config configs/cifar10_tcl_sym50.yaml --resume")
     p.add_argument("--config", help="a preset by name (e.g. digits_tcl, cifar10_tcl_sym50: the files of configs/) or "
                                     "a YAML file; default: the embedded digits run")
@@ -51,7 +40,7 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_config(args: argparse.Namespace):  # noqa: ANN201 - returns Config
+def resolve_config(args: argparse.Namespace) -> Config:
     """CLI arguments -> Config. When resuming without --config, the run's saved config is the base."""
     overrides = list(args.overrides)
     out = args.output_dir
@@ -77,14 +66,17 @@ def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main_train(argv: list[str] | None = None) -> int:
+def run(argv: list[str]) -> int:
     args = parse_train_args(argv)
-    try:
-        cfg = resolve_config(args)
-        from tcl_lite.engine import train
+    cfg = resolve_config(args)
+    from tcl_lite.engine.trainer import train  # torch: only once the arguments and the config are valid
 
-        train(cfg, resume=args.resume, restart=args.restart, allow_data_change=args.allow_data_change)
-    except _user_errors() as e:
-        print(f"tcl_lite: error: {e}", file=sys.stderr)
-        return 2
+    train(cfg, resume=args.resume, restart=args.restart, allow_data_change=args.allow_data_change)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("train", run, argv)
+
+
+main_train = main  # the name train.py and the tests call

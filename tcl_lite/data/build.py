@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tcl_lite.errors import DataError
+
 from ..config import DataConfig, ModelConfig
 from .batched_views import BatchedViews
 from .datasets import (
-    DataError,
     FileImages,
     ImageSource,
     IndexedDataset,

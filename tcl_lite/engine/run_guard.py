@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tcl_lite.checkpoints.finder import NoCheckpointError, checkpoints_root, find_checkpoint
-from tcl_lite.checkpoints.manager import CheckpointError, CheckpointManager
-from tcl_lite.config import Config, ConfigError, to_dict
+from tcl_lite.checkpoints.finder import checkpoints_root, find_checkpoint
+from tcl_lite.checkpoints.manager import CheckpointManager
+from tcl_lite.config import Config, to_dict
 from tcl_lite.engine.run_lock import LOCK_NAME, RunLock, RunLockedError, exit_when_launcher_dies
+from tcl_lite.errors import CheckpointError, ConfigError, NoCheckpointError
 
 FINGERPRINT = "data_fingerprint.json"
 # What decides which samples and labels a run trains on. data.root is left out on purpose: the data

@@ -16,22 +16,23 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 
-from tcl_lite.checkpoints.manager import CheckpointError, CheckpointManager, TrainerState
-from tcl_lite.cli.train import continue_command
+from tcl_lite.checkpoints.manager import CheckpointManager, TrainerState
 from tcl_lite.config import Config, parse_time_budget, save_config, to_dict
 from tcl_lite.data import build_data
 from tcl_lite.engine.epoch_data import EpochData, PhaseStep
 from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, write_data_info
 from tcl_lite.engine.gpu_check import check_gpu
-from tcl_lite.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, weights_finite
+from tcl_lite.engine.nonfinite import NonFiniteGuard, weights_finite
 from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import lr_at, peak_lr, set_lr
 from tcl_lite.engine.run_guard import RunGuard
 from tcl_lite.engine.run_setup import build_networks, build_optimizers, make_accelerator, prepare
 from tcl_lite.engine.stopper import Stopper
+from tcl_lite.errors import CheckpointError, NonFiniteLossError
 from tcl_lite.methods import Method, StepInfo, TrainContext, get_method
 from tcl_lite.models.layout import check_checkpoint_layout, layout_record
 from tcl_lite.runlog.eta import EpochClock
+from tcl_lite.runlog.launch import continue_command
 from tcl_lite.runlog.metrics import MetricsLog
 from tcl_lite.runlog.progress import TrainProgress
 from tcl_lite.runlog.run_log import RunLog

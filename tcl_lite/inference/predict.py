@@ -7,9 +7,7 @@ shorter side to the model's size, centre crop), batched, on the GPU when there i
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,8 @@ import torch
 
 def image_files(inputs: Sequence[str]) -> list[str]:
     """Files as given, and every image under a folder (recursive, sorted); an error for anything else."""
-    from tcl_lite.data.datasets import IMAGE_EXTENSIONS, DataError, _images_under
+    from tcl_lite.data.datasets import IMAGE_EXTENSIONS, _images_under
+    from tcl_lite.errors import DataError
 
     files: list[str] = []
     for item in inputs:
@@ -71,29 +70,3 @@ def write_predictions(path: str | Path, files: Sequence[str], probs: np.ndarray,
             topk = "; ".join(f"{class_names[j]}:{p[j]:.4f}" for j in t)
             writer.writerow([file, int(t[0]), class_names[t[0]], format(float(p[t[0]]), ".6g"), topk])
     return Path(path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tcl-lite predict", description="Classify images with a trained run or an "
-                                "exported model; writes a CSV.")
-    p.add_argument("model", help="run directory (train.py) or exported model folder (export-model)")
-    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
-    p.add_argument("--checkpoint", default="auto", help="run directory: auto (best when kept, else final), best, "
-                   "final or a checkpoint folder")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", help="e.g. cpu or cuda:0 (default: the GPU when there is one)")
-    args = p.parse_args(argv)
-    from tcl_lite.cli.issues import user_errors
-
-    try:
-        files = image_files(args.images)
-        model = load_classifier(args.model, args.checkpoint)
-        probs = predict(model, files, batch_size=args.batch_size, device=args.device)
-    except (*user_errors(), FileNotFoundError) as e:
-        print(f"tcl-lite predict: error: {e}", file=sys.stderr)
-        return 2
-    write_predictions(args.out, files, probs, model.class_names, args.top_k)
-    print(f"wrote {args.out}: {len(files)} images")
-    return 0

@@ -15,10 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tcl_lite.config import Config, load_config
-
-
-class RunError(RuntimeError):
-    """A path that is not a usable run directory or checkpoint; the message says what is expected."""
+from tcl_lite.errors import RunError
 
 
 def run_config(run_dir: str | Path) -> Config:
@@ -34,8 +31,8 @@ def choose_checkpoint(run_dir: str | Path, which: str = "final") -> Path:
     """``final``: the newest valid rolling checkpoint; ``best``: checkpoints/best; ``auto``: best when the
     run kept one, else final; anything else: a checkpoint folder path. Through ``find_checkpoint``;
     its errors become RunError."""
-    from tcl_lite.checkpoints.finder import WHICH, NoCheckpointError, find_checkpoint
-    from tcl_lite.checkpoints.manager import CheckpointError
+    from tcl_lite.checkpoints.finder import WHICH, find_checkpoint
+    from tcl_lite.errors import CheckpointError, NoCheckpointError
 
     keyword = which in WHICH
     try:
@@ -71,7 +68,7 @@ def load_network(cfg: Config, ckpt: Path, num_classes: int, image_size: int, *,
     state dict of tensors: the first network's)."""
     from tcl_lite.checkpoints.manager import weights_file
     from tcl_lite.methods import get_method
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     method_cls = get_method(cfg.method)
     specs = method_cls.model_specs(cfg)

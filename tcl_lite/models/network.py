@@ -18,12 +18,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from tcl_lite.config import ModelConfig
+from tcl_lite.errors import ModelError
+from tcl_lite.models.archs import ARCHS
 
 NORMS = ("batch", "group", "none")
 
-
-class ModelError(ValueError):
-    """A model that cannot be built as configured; the message names the key and the fix."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,8 +209,7 @@ def build_encoder(cfg: ModelConfig, *, in_channels: int = 3, image_size: int = 3
         return preact_resnet18_dividemix(norm=cfg.norm, in_channels=in_channels)
     if cfg.arch in TORCHVISION_ARCHS:
         return TorchvisionResNet(cfg.arch, norm=cfg.norm, in_channels=in_channels, pretrained=cfg.pretrained)
-    raise ModelError(f"model.arch={cfg.arch!r} is not one of tiny_cnn, preact_resnet18, preact_resnet18_he, "
-                     f"preact_resnet18_dividemix, {', '.join(TORCHVISION_ARCHS)}, timm:<name>")
+    raise ModelError(f"model.arch={cfg.arch!r} is not one of {', '.join(ARCHS)}, timm:<name>")
 
 
 def build_model(cfg: ModelConfig, num_classes: int, *, in_channels: int = 3, image_size: int = 32,

@@ -10,7 +10,6 @@ read: nothing is unpickled, nothing is imported from the run.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from dataclasses import dataclass
@@ -20,15 +19,12 @@ from typing import Any
 import numpy as np
 
 from tcl_lite.checkpoints.finder import find_checkpoint
-from tcl_lite.checkpoints.manager import CheckpointError
 from tcl_lite.checkpoints.state_io import load_tree
+from tcl_lite.errors import ExportError
 
 CSV_NAME = "clean_probability.csv"
 _FIXED = ("index", "given_label", "true_label")  # columns export adds; a method's own may not take these names
 
-
-class ExportError(RuntimeError):
-    """A path that holds no exportable per-sample verdicts; the message says what to pass instead."""
 
 
 @dataclass
@@ -75,7 +71,7 @@ def _method_of(ckpt: Path, state: Any) -> str:
 
 
 def _method_outputs(ckpt: Path, method: str, state: Any) -> dict[str, np.ndarray]:
-    from tcl_lite.config import ConfigError
+    from tcl_lite.errors import ConfigError
     from tcl_lite.methods import get_method
 
     try:
@@ -132,19 +128,3 @@ def export(path: str | Path, out: str | Path | None = None) -> Path:
         for row in zip(*verdicts.columns.values()):
             writer.writerow([format(float(v), ".9g") if isinstance(v, np.floating) else int(v) for v in row])
     return out_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tcl_lite export",
-                                description="Export a run's per-sample verdicts (clean probability, corrected or "
-                                "suggested label) per training sample.")
-    p.add_argument("path", help="run directory (its newest valid checkpoint) or a checkpoint directory")
-    p.add_argument("--out", help="output folder (default: RUN/export/CHECKPOINT_NAME)")
-    args = p.parse_args(argv)
-    try:
-        out = export(args.path, args.out)
-    except (ExportError, CheckpointError) as e:
-        print(f"tcl_lite export: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out / CSV_NAME} and the .npy columns")
-    return 0

@@ -25,14 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from tcl_lite.inference.run_loading import (
-    RunError,
-    choose_checkpoint,
-    load_network,
-    predict_probabilities,
-    run_config,
-    run_data,
-)
+from tcl_lite.errors import RunError
+from tcl_lite.inference.run_loading import choose_checkpoint, load_network, predict_probabilities, run_config, run_data
 from tcl_lite.methods import get_method
 
 

@@ -43,7 +43,7 @@ _MARKERS = "osD^vP*X"
 def accuracy_series(method: str | None = None) -> dict[str, str]:
     """The generic series, then ``metric_labels`` of ``method``'s class (of every registered method when
     ``method`` is None or not registered in this process)."""
-    from tcl_lite.config import ConfigError
+    from tcl_lite.errors import ConfigError
     from tcl_lite.methods import METHODS, get_method
 
     try:

@@ -19,7 +19,6 @@ need the dataset and a forward pass, and is not what "corrected label" means in 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tcl_lite.errors import ReportError
 from tcl_lite.results import plots
 from tcl_lite.runlog.metrics import read_metrics
 
@@ -42,9 +42,6 @@ NEEDS_VERDICTS = ("The per-sample figures (clean probability, noise rate, confus
 # Epoch rows shown in report.md's metrics table; longer runs are thinned (the full log is metrics.jsonl).
 MAX_TABLE_ROWS = 25
 
-
-class ReportError(RuntimeError):
-    """A path that is not a run directory (or holds nothing to report yet); the message says what is expected."""
 
 
 @dataclass
@@ -84,7 +81,7 @@ def keeps_verdicts(method: str) -> bool:
 
 def method_metric_labels(method: str) -> dict[str, str]:
     """The run's method's ``metric_labels`` ({} for a method not registered in this process)."""
-    from tcl_lite.config import ConfigError
+    from tcl_lite.errors import ConfigError
     from tcl_lite.methods import get_method
 
     try:
@@ -136,8 +133,8 @@ def _per_sample(run_dir: Path) -> tuple[PerSample | None, str]:
     safely), or None and the reason."""
     if not (run_dir / "checkpoints").is_dir():
         return None, f"{run_dir / 'checkpoints'} does not exist yet"
-    from tcl_lite.checkpoints.manager import CheckpointError
-    from tcl_lite.results.export import ExportError, read_verdicts
+    from tcl_lite.errors import CheckpointError, ExportError
+    from tcl_lite.results.export import read_verdicts
 
     try:
         verdicts = read_verdicts(run_dir)
@@ -366,23 +363,3 @@ def _summary_table(cfg: dict[str, Any], records: list[dict[str, Any]], given: np
     elif true_rate is not None:
         lines.append(f"| true noise rate | {_pct(true_rate)} |")
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tcl_lite report",
-                                description="Figures, a Markdown summary and the cleaned labels of a run directory.")
-    p.add_argument("run_dir", help="run directory written by train.py (config.yaml, metrics.jsonl, checkpoints/)")
-    p.add_argument("--out", help="output folder (default: RUN_DIR/report)")
-    args = p.parse_args(argv)
-    try:
-        out = make_report(args.run_dir, args.out)
-    except ReportError as e:
-        print(f"tcl_lite report: error: {e}", file=sys.stderr)
-        return 2
-    written = sorted(f.name for f in out.iterdir() if f.suffix in (".png", ".md", ".csv"))
-    print(f"wrote {out}: {', '.join(written)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

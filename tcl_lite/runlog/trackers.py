@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from tcl_lite.config import ConfigError
+from tcl_lite.config import register_check
+from tcl_lite.errors import ConfigError
 
 KNOWN = ("tensorboard", "wandb")
 CHOICES = ("auto", "none", *KNOWN)
@@ -30,6 +31,9 @@ def parse_log_with(text: str) -> list[str]:
         raise ConfigError("config key 'train.log_with': 'auto' and 'none' stand alone; list trackers by name "
                           "(e.g. tensorboard,wandb)")
     return names or ["none"]
+
+
+register_check("train.log_with", parse_log_with)  # the config loader checks the key with this module's rules
 
 
 def resolve_trackers(text: str) -> list[str]:

@@ -1,5 +1,2 @@
-"""Plain cross-entropy (``method=ce``)."""
-
-from tcl_lite.methods.ce.method import CrossEntropy
-
-__all__ = ["CrossEntropy"]
+"""Plain cross-entropy (``method=ce``). Imports nothing: the method's
+config section is read without torch (``tcl_lite/methods/__init__.py`` declares the method)."""

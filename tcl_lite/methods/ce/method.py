@@ -6,10 +6,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tcl_lite.methods.base import Batch, Method, StepInfo
-from tcl_lite.methods.registry import register
 
 
-@register
 class CrossEntropy(Method):
     name = "ce"
     presets = ("digits_ce", "cifar10_ce", "cifar10_jpeg_ce")

@@ -1,5 +1,3 @@
-"""DivideMix (``method=dividemix``): the method, its config section, its losses and the co-divide."""
-
-from tcl_lite.methods.dividemix.method import DivideMix
-
-__all__ = ["DivideMix"]
+"""DivideMix (``method=dividemix``): the method, its config section, its losses and the co-divide.
+Imports nothing: the method's config section is read without torch (``tcl_lite/methods/__init__.py``
+declares the method)."""

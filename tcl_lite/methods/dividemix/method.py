@@ -59,7 +59,6 @@ from tcl_lite.methods.dividemix.losses import (
     lambda_u_at,
     mixmatch,
 )
-from tcl_lite.methods.registry import register
 from tcl_lite.models.network import NetworkOutput
 
 NETS = ("net1", "net2")
@@ -81,7 +80,6 @@ def _other(name: str) -> str:
     return NETS[1 - NETS.index(name)]
 
 
-@register
 class DivideMix(Method):
     name = "dividemix"
     config = DivideMixConfig
@@ -300,7 +298,7 @@ class DivideMix(Method):
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
-        from tcl_lite.checkpoints.manager import CheckpointError  # the engine imports the methods
+        from tcl_lite.errors import CheckpointError
 
         n = len(self.noisy)
         if state.get("method") != self.name or "prob_net1" not in state:

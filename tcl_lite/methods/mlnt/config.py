@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tcl_lite.config import ConfigError, opt
+from tcl_lite.config import opt
+from tcl_lite.errors import ConfigError
 
 
 @dataclass

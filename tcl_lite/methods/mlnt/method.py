@@ -69,13 +69,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from tcl_lite.algorithms.accumulate import batch_size_of
+from tcl_lite.errors import ModelError
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
 from tcl_lite.methods.mlnt.config import MLNTConfig
 from tcl_lite.methods.mlnt.ema import alpha_at, ema_decay_at, ema_update_, meta_active
 from tcl_lite.methods.mlnt.synthetic_labels import neighbour_relabel
-from tcl_lite.methods.registry import register
-from tcl_lite.models import ModelError, Network, build_model
 from tcl_lite.models.layout import check_checkpoint_layout
+from tcl_lite.models.network import Network, build_model
 
 _TEACHER = "teacher."
 
@@ -98,8 +98,8 @@ def resolve_feature_checkpoint(spec: str, log: Any = print) -> Path:
     newest checkpoint that verifies is used.
     """
     # Imported here: the engine package imports the methods package.
-    from tcl_lite.checkpoints.finder import NoCheckpointError, find_checkpoint
-    from tcl_lite.checkpoints.manager import CheckpointError
+    from tcl_lite.checkpoints.finder import find_checkpoint
+    from tcl_lite.errors import CheckpointError, NoCheckpointError
 
     key = f"mlnt.feature_checkpoint={spec!r}"
     path = Path(spec).expanduser()
@@ -150,7 +150,6 @@ class _Autocast(nn.Module):
             return self.net(x)
 
 
-@register
 class MLNT(Method):
     name = "mlnt"
     config = MLNTConfig

@@ -32,7 +32,6 @@ from tcl_lite.algorithms.gradient_cache import cached_backward
 from tcl_lite.algorithms.knn import knn_accuracy
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
-from tcl_lite.methods.registry import register
 from tcl_lite.methods.tcl.config import TCLConfig
 from tcl_lite.methods.tcl.losses import corrected_targets, mixup_targets, tcl_terms, upcast
 
@@ -42,7 +41,6 @@ TERM_WEIGHTS = (("contrastive", "w_contrastive"), ("cross", "w_cross"), ("mixed"
 STATE_TENSORS = ("clean_probability", "prototypes", "corrected_label")
 
 
-@register
 class TCL(Method):
     name = "tcl"
     config = TCLConfig
@@ -208,7 +206,7 @@ class TCL(Method):
                 "est_clean_fraction": self.est_clean_fraction, "detections": self.detections}
 
     def load_state_dict(self, state: StateDict) -> None:
-        from tcl_lite.checkpoints.manager import CheckpointError  # the engine imports the methods
+        from tcl_lite.errors import CheckpointError
 
         if state.get("method") != self.name or any(k not in state for k in STATE_TENSORS):
             raise CheckpointError(f"the checkpoint holds no TCL state (method {state.get('method', 'unknown')!r}); "
