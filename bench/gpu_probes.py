@@ -62,7 +62,7 @@ def one_step_gradient(overrides: list[str], num_classes: int = 10) -> dict[str, 
         rig.optimizer.zero_grad(set_to_none=True)
         rig.acc.scaler.update(scale / 2)
     return {"loss": float(logs["loss"]), "grads": grads, "scale": scale, "finite": finite,
-            "micro_batches": rig.n_micro}
+            "micro_batches": rig.micro_batches}
 
 
 def cache_exactness(precision: str, *, arch: str, image_size: int, batch: int, micro: int, width: int = 64,

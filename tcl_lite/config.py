@@ -149,8 +149,8 @@ class TrainConfig:
     epochs: int = opt(30, "Training epochs.", ge=1)
     batch_size: int = opt(64, "Samples per optimizer step on each process (the global batch is "
                           "batch_size x processes).", ge=1)
-    gradient_accumulation_steps: int = opt(1, "Split each batch into this many micro-batches "
-                                           "(memory / accumulation); must divide batch_size.", ge=1)
+    gradient_accumulation_steps: int = opt(1, "The number of micro-batches each batch is split into (memory / "
+                                           "accumulation; Accelerate's name for it); must divide batch_size.", ge=1)
     auto_micro_batch: bool = opt(True, "On a GPU out-of-memory error, retry the step split into more "
                                  "micro-batches (same effective batch); single process only.")
     mixed_precision: str = opt("no", "Autocast through Accelerate. fp16 needs a GPU; bf16 also runs "

@@ -2,7 +2,7 @@
 
 1. The contrastive loss on all-gathered projections equals the single-process loss on the same
    global batch, and so do the gradients after DDP's averaging.
-2. TCL's exact mode under DDP: one step with gas=2 gives the gas=1 gradient.
+2. TCL's exact mode under DDP: one step with micro_batches=2 gives the micro_batches=1 gradient.
 3. A real TCL training run through the engine (detection before training and after the epoch);
    every process writes its own w / prototypes / corrected labels for the test to compare.
 Results go to OUTPUT/rank{R}.json and OUTPUT/rank{R}_tcl.safetensors.

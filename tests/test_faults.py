@@ -104,7 +104,8 @@ def test_every_checkpoint_unusable_is_refused_leaving_the_directory_byte_identic
 def _three_checkpoints(root: Path):
     from accelerate import Accelerator
 
-    from tcl_lite.checkpoints.manager import CheckpointManager, TrainerState
+    from tcl_lite.checkpoints.reader import TrainerState
+    from tcl_lite.checkpoints.writer import CheckpointManager
 
     acc = Accelerator(cpu=True)
     model = torch.nn.Linear(3, 2)
@@ -346,7 +347,7 @@ def test_an_unwritable_output_directory_is_a_clear_error(tmp_path, capsys, fresh
 
 
 def test_a_full_disk_is_a_clear_error_before_training_and_at_a_save(tmp_path, capsys, fresh_accelerate, monkeypatch):
-    import tcl_lite.checkpoints.manager as checkpoint
+    import tcl_lite.checkpoints.writer as checkpoint
     import tcl_lite.engine.run_guard as run_guard
 
     out = tmp_path / "full"

@@ -491,11 +491,11 @@ def _step_with_oom_retry(tmp_path: Path, fail_first: bool) -> tuple[list[torch.T
 
     method._synthetic_set = flaky
     torch.manual_seed(9)
-    _, gas = step_adapting_to_oom(lambda n: train_step(method, batch, StepInfo(0, 3, 3, 39), n),
+    _, micro_batches = step_adapting_to_oom(lambda n: train_step(method, batch, StepInfo(0, 3, 3, 39), n),
                                   32, 1 if fail_first else 2, True,
                                   on_retry=lambda: method.ctx.optimizer.zero_grad(set_to_none=True),
                                   log=lambda msg: None)
-    assert gas == 2 and method.teacher_updates == 1
+    assert micro_batches == 2 and method.teacher_updates == 1
     return grads_of(method), [t.clone() for t in method.teacher.parameters()]
 
 

@@ -18,7 +18,7 @@ micro-batch's activations are alive at a time. Two things must not differ betwee
   before its replay, so the graph is built on the very function whose outputs gave ``L``;
 * stateful layers: BatchNorm updates its running statistics in every training forward. The first
   pass updates them (once per micro-batch, as without the cache); the replays run inside the same
-  save-and-restore context that activation checkpointing uses (``models.network.KeepBuffers``), so
+  save-and-restore context that activation checkpointing uses (``models.encoder.KeepBuffers``), so
   they leave them untouched. The replay's outputs depend only on batch statistics, so the gradients
   are unaffected.
 
@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tcl_lite.models.network import KeepBuffers, batchnorm_buffers
+from tcl_lite.models.encoder import KeepBuffers, batchnorm_buffers
 
 Outputs = tuple[Tensor, ...]
 LossFn = Callable[[Outputs], tuple[Tensor, dict[str, Tensor]]]

@@ -2,7 +2,7 @@
 
 ``find_checkpoint(path, which)`` accepts a run directory (``RUN``), its ``RUN/checkpoints`` folder or a
 checkpoint folder (``RUN/checkpoints/step_X``, ``RUN/checkpoints/best``, or one copied elsewhere) and
-returns a checkpoint folder whose manifest matches its files (``CheckpointManager.verify``):
+returns a checkpoint folder whose manifest matches its files (``reader.verify``):
 
 * a checkpoint folder is returned as is (``which`` does not apply: it names itself);
 * ``final``: the newest rolling checkpoint (``step_*``) that verifies; each newer corrupt one is
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tcl_lite.checkpoints.manager import CheckpointManager
+from tcl_lite.checkpoints.reader import diagnose, list_steps, newest_valid, verify
 from tcl_lite.errors import NoCheckpointError
 
 WHICH = ("final", "best", "auto", "newest-or-best")
@@ -41,7 +41,7 @@ def checkpoints_root(path: str | Path) -> Path | None:
     if (path / "checkpoints").is_dir():
         return path / "checkpoints"
     if path.is_dir() and not is_checkpoint_folder(path) and (
-            (path / "best").is_dir() or CheckpointManager(None, path, keep_last=1).list_steps()):
+            (path / "best").is_dir() or list_steps(path)):
         return path
     return None
 
@@ -59,7 +59,7 @@ def find_checkpoint(path: str | Path, which: str = "final", *, log: Callable[[st
     if is_checkpoint_folder(path):
         bare = not (path / "manifest.json").is_file() and (path / "model.safetensors").is_file()
         if not (manifest_optional and bare):
-            CheckpointManager.verify(path)
+            verify(path)
         return path
     root = checkpoints_root(path)
     if root is None:
@@ -73,7 +73,7 @@ def find_checkpoint(path: str | Path, which: str = "final", *, log: Callable[[st
         which = "best" if is_checkpoint_folder(best) else "final"
     if which == "best":
         return _best(best)
-    newest = CheckpointManager(None, root, keep_last=1).newest_valid(log or (lambda msg: None))
+    newest = newest_valid(root, log or (lambda msg: None))
     if newest is not None:
         return newest
     if which == "newest-or-best" and is_checkpoint_folder(best):
@@ -85,12 +85,12 @@ def _best(best: Path) -> Path:
     if not is_checkpoint_folder(best):
         raise NoCheckpointError(f"{best} does not exist: the run kept no `best` checkpoint (it needs a validation "
                                 "split, data.val_fraction); use the final one (--checkpoint final)")
-    CheckpointManager.verify(best)
+    verify(best)
     return best
 
 
 def _nothing_valid(root: Path, also_best: bool) -> str:
-    diagnosis = CheckpointManager(None, root, keep_last=1).diagnose()
+    diagnosis = diagnose(root)
     if not diagnosis:
         return (f"{root} holds no valid checkpoint yet{' (and no best/)' if also_best else ''}: train (or resume) "
                 "the run until it saves one")

@@ -22,7 +22,13 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tcl_lite.errors import NotAnExportError, OutputExistsError
+from tcl_lite.config import ModelConfig
+from tcl_lite.data.datasets import resize_center_crop
+from tcl_lite.data.transforms import make_transform
+from tcl_lite.errors import ConfigError, NotAnExportError, OutputExistsError
+from tcl_lite.inference.run_loading import choose_checkpoint, load_network, logits_of, run_config, run_data
+from tcl_lite.methods import get_method
+from tcl_lite.models.network import Network, build_model
 
 FORMAT = "tcl_lite-model"
 # The ModelConfig fields that shape the network (pretrained* only say where weights came from).
@@ -54,24 +60,16 @@ class ExportedClassifier(nn.Module):
         return int(self.meta["image_size"])
 
     def transform(self, image: Tensor) -> Tensor:
-        from tcl_lite.data.datasets import resize_center_crop
-        from tcl_lite.data.transforms import make_transform
-
         tf = make_transform("test", self.image_size, self.meta["mean"], self.meta["std"])
         return tf(resize_center_crop(image, self.image_size))
 
     def forward(self, images: Tensor) -> Tensor:
         if "module" in self._modules:
-            from tcl_lite.inference.run_loading import logits_of
-
             return logits_of(self.module(images))
         return self.classifier(self.encoder(images))
 
 
 def _build(meta: dict[str, Any]) -> ExportedClassifier:
-    from tcl_lite.config import ModelConfig
-    from tcl_lite.models.network import build_model
-
     model_cfg = ModelConfig(**{k: meta["model"][k] for k in _ARCH_FIELDS})
     size = {"in_channels": int(meta.get("channels", 3)), "image_size": int(meta["image_size"])}
     inference = meta.get("inference")
@@ -84,9 +82,6 @@ def _build(meta: dict[str, Any]) -> ExportedClassifier:
 
 
 def _method(name: str) -> Any:
-    from tcl_lite.errors import ConfigError
-    from tcl_lite.methods import get_method
-
     try:
         return get_method(name)
     except ConfigError as e:
@@ -114,8 +109,6 @@ def load_model(path: str | Path) -> ExportedClassifier:
 
 def classifier_from_run(run_dir: str | Path, checkpoint: str = "auto") -> ExportedClassifier:
     """The run's classifier at ``checkpoint`` (auto: best when kept, else final), with its metadata."""
-    from tcl_lite.inference.run_loading import choose_checkpoint, load_network, run_config
-
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     ckpt = choose_checkpoint(run_dir, checkpoint)
@@ -124,7 +117,6 @@ def classifier_from_run(run_dir: str | Path, checkpoint: str = "auto") -> Export
     meta = {"format": FORMAT, "version": 1, "model": {k: getattr(cfg.model, k) for k in _ARCH_FIELDS},
             **{k: info[k] for k in ("class_names", "num_classes", "image_size", "channels", "mean", "std")},
             "source": {"run_dir": str(run_dir.resolve()), "checkpoint": ckpt.name, "method": cfg.method}}
-    from tcl_lite.models.network import Network
 
     if isinstance(net, Network):  # one network predicts: its encoder and classifier
         return ExportedClassifier(net.encoder, net.classifier, meta).eval()
@@ -140,7 +132,6 @@ def _data_info(run_dir: Path, cfg: Any) -> dict[str, Any]:
     info_file = run_dir / "data.json"
     if info_file.is_file():
         return json.loads(info_file.read_text())
-    from tcl_lite.inference.run_loading import run_data
 
     data = run_data(run_dir, cfg)  # a run from before data.json: rebuild the data (the dataset must still be there)
     return {"class_names": data.class_names, "num_classes": data.num_classes, "image_size": data.image_size,

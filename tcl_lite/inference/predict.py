@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from tcl_lite.data.datasets import IMAGE_EXTENSIONS, FileImages, _images_under
+from tcl_lite.errors import DataError
+from tcl_lite.inference.export_model import classifier_from_run, load_model
+from tcl_lite.inference.run_loading import default_device
+
 
 def image_files(inputs: Sequence[str]) -> list[str]:
     """Files as given, and every image under a folder (recursive, sorted); an error for anything else."""
-    from tcl_lite.data.datasets import IMAGE_EXTENSIONS, _images_under
-    from tcl_lite.errors import DataError
-
     files: list[str] = []
     for item in inputs:
         path = Path(item)
@@ -38,17 +40,12 @@ def image_files(inputs: Sequence[str]) -> list[str]:
 
 def load_classifier(source: str, checkpoint: str = "auto") -> Any:
     """An exported model folder (model.json) or a run directory's checkpoint."""
-    from tcl_lite.inference.export_model import classifier_from_run, load_model
-
     return load_model(source) if (Path(source) / "model.json").is_file() else classifier_from_run(source, checkpoint)
 
 
 @torch.no_grad()
 def predict(model: Any, files: Sequence[str], *, batch_size: int = 64, device: Any = None) -> np.ndarray:
     """Softmax probabilities [N, K] of ``model`` (an ExportedClassifier) on the image files."""
-    from tcl_lite.data.datasets import FileImages
-    from tcl_lite.inference.run_loading import default_device
-
     device = torch.device(device) if device is not None else default_device()
     model = model.to(device).eval()
     images = FileImages(files, model.image_size)

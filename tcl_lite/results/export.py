@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from tcl_lite.checkpoints.finder import find_checkpoint
-from tcl_lite.checkpoints.state_io import load_tree
-from tcl_lite.errors import ExportError
+from tcl_lite.checkpoints.reader import checkpoint_method, read_method_state
+from tcl_lite.errors import ConfigError, ExportError
+from tcl_lite.methods import METHODS, Method, get_method  # importing the package registers the built-in methods
 
 CSV_NAME = "clean_probability.csv"
 _FIXED = ("index", "given_label", "true_label")  # columns export adds; a method's own may not take these names
@@ -42,8 +44,6 @@ class Verdicts:
 
 def verdict_methods() -> list[str]:
     """Names of the registered methods that keep per-sample verdicts (override ``per_sample_outputs``)."""
-    from tcl_lite.methods import METHODS, Method  # importing the package registers the built-in methods
-
     base = Method.per_sample_outputs.__func__
     return [name for name, cls in METHODS.items() if cls.per_sample_outputs.__func__ is not base]
 
@@ -59,21 +59,15 @@ def _run_dir(ckpt: Path) -> Path:
     return ckpt.parent.parent
 
 
-def _method_of(ckpt: Path, state: Any) -> str:
-    if isinstance(state, dict) and isinstance(state.get("method"), str) and state["method"]:
-        return state["method"]
+def _method_of(ckpt: Path) -> str:
+    """The run's method (its config.yaml), else what the checkpoint records (``reader.checkpoint_method``)."""
     config = _run_dir(ckpt) / "config.yaml"
     if config.is_file():
-        import yaml
-
         return str((yaml.safe_load(config.read_text()) or {}).get("method", "unknown"))
-    return "unknown"
+    return checkpoint_method(ckpt) or "unknown"
 
 
 def _method_outputs(ckpt: Path, method: str, state: Any) -> dict[str, np.ndarray]:
-    from tcl_lite.errors import ConfigError
-    from tcl_lite.methods import get_method
-
     try:
         cls = get_method(method)
     except ConfigError:
@@ -93,8 +87,8 @@ def read_verdicts(path: str | Path) -> Verdicts:
     """The verdicts of the checkpoint at ``path``, or of a run directory's newest valid one (``best``
     when no rolling checkpoint verifies), with the run's given (and true) labels."""
     ckpt = find_checkpoint(path, "newest-or-best", log=lambda msg: print(msg, file=sys.stderr))
-    state = load_tree(ckpt, "method")
-    method = _method_of(ckpt, state)
+    state = read_method_state(ckpt)
+    method = _method_of(ckpt)
     outputs = _method_outputs(ckpt, method, state)
     run = _run_dir(ckpt)
     noisy_path, true_path = run / "noisy_labels.npy", run / "true_labels.npy"

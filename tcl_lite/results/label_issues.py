@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from tcl_lite.checkpoints.reader import read_method_state
 from tcl_lite.errors import RunError
 from tcl_lite.inference.run_loading import choose_checkpoint, load_network, predict_probabilities, run_config, run_data
 from tcl_lite.methods import get_method
+from tcl_lite.results.gallery import draw_gallery
 
 
 @dataclass
@@ -97,9 +99,7 @@ class ScoringContext:
 
     def method_state(self) -> dict[str, Any]:
         """The checkpoint's method state (``Method.state_dict()`` as saved; tensors on the CPU)."""
-        from tcl_lite.checkpoints.state_io import load_tree
-
-        return load_tree(self.ckpt, "method")
+        return read_method_state(self.ckpt)
 
     def probabilities(self, weights: dict[str, dict] | None = None) -> np.ndarray:
         """Softmax [N, K] of the run's inference model over the training set (test transform), with the
@@ -148,8 +148,6 @@ def find_label_issues(run_dir: str | Path, checkpoint: str = "final", *, batch_s
 
 def write_issues(issues: LabelIssues, out_dir: str | Path, top: int = 24) -> dict[str, Any]:
     """``label_issues.csv``, ``label_issues.png`` (the gallery) and ``summary.json`` in ``out_dir``."""
-    from tcl_lite.results.gallery import draw_gallery
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     issues.to_csv(out_dir / "label_issues.csv")

@@ -19,6 +19,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tcl_lite.errors import ConfigError
+from tcl_lite.methods import METHODS, get_method
+
 DPI = 100
 # Inches at DPI -> pixels; the tests check the saved PNGs against FIGURE_PIXELS.
 _FIGSIZE: dict[str, tuple[float, float]] = {
@@ -43,9 +46,6 @@ _MARKERS = "osD^vP*X"
 def accuracy_series(method: str | None = None) -> dict[str, str]:
     """The generic series, then ``metric_labels`` of ``method``'s class (of every registered method when
     ``method`` is None or not registered in this process)."""
-    from tcl_lite.errors import ConfigError
-    from tcl_lite.methods import METHODS, get_method
-
     try:
         classes = [get_method(method)] if method is not None else list(METHODS.values())
     except ConfigError:

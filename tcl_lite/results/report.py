@@ -29,8 +29,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tcl_lite.errors import ReportError
+from tcl_lite.data.build import CIFAR10_CLASSES
+from tcl_lite.errors import CheckpointError, ConfigError, ExportError, ReportError
+from tcl_lite.methods import get_method
 from tcl_lite.results import plots
+from tcl_lite.results.export import read_verdicts, verdict_methods, verdict_methods_text
 from tcl_lite.runlog.metrics import read_metrics
 
 CLEANED_COLUMNS = ("index", "given_label", "corrected_label", "clean_probability")  # a TCL run's
@@ -68,22 +71,15 @@ class PerSample:
 
 def needs_verdicts(method: str) -> str:
     """The sentence of a report without per-sample verdicts, naming the methods that keep them."""
-    from tcl_lite.results.export import verdict_methods_text
-
     return NEEDS_VERDICTS.format(method=method, methods=verdict_methods_text())
 
 
 def keeps_verdicts(method: str) -> bool:
-    from tcl_lite.results.export import verdict_methods
-
     return method in verdict_methods()
 
 
 def method_metric_labels(method: str) -> dict[str, str]:
     """The run's method's ``metric_labels`` ({} for a method not registered in this process)."""
-    from tcl_lite.errors import ConfigError
-    from tcl_lite.methods import get_method
-
     try:
         return dict(get_method(method).metric_labels)
     except ConfigError:
@@ -116,8 +112,6 @@ def class_names(cfg: dict[str, Any], num_classes: int) -> list[str]:
     if dataset == "digits":
         return [str(k) for k in range(num_classes)]
     if dataset == "cifar10" and num_classes == 10:
-        from tcl_lite.data.build import CIFAR10_CLASSES
-
         return list(CIFAR10_CLASSES)
     if dataset == "imagefolder":  # the folder's class names, in the sorted order the loader uses
         train = Path(str(data.get("root", "")), "train")
@@ -133,8 +127,6 @@ def _per_sample(run_dir: Path) -> tuple[PerSample | None, str]:
     safely), or None and the reason."""
     if not (run_dir / "checkpoints").is_dir():
         return None, f"{run_dir / 'checkpoints'} does not exist yet"
-    from tcl_lite.errors import CheckpointError, ExportError
-    from tcl_lite.results.export import read_verdicts
 
     try:
         verdicts = read_verdicts(run_dir)

@@ -47,6 +47,7 @@ from tcl_lite.algorithms.gmm_detector import detection_metrics
 from tcl_lite.algorithms.gradient_cache import cached_backward
 from tcl_lite.data.datasets import mix_seed
 from tcl_lite.data.subset import SampleSubset
+from tcl_lite.errors import CheckpointError
 from tcl_lite.methods.base import Batch, LoaderSpec, Method, ModelSpec, Phase, StateDict, StepInfo, TrainContext
 from tcl_lite.methods.dividemix.codivide import clean_probability, division_for, normalise_losses
 from tcl_lite.methods.dividemix.config import DivideMixConfig
@@ -118,22 +119,35 @@ class DivideMix(Method):
     def begin_epoch(self, epoch: int) -> None:
         if epoch >= self.dcfg.warmup_epochs:
             self._co_divide(epoch)
+            self._count_iterations()
+
+    def _count_iterations(self) -> None:
+        """The reference's ``num_iter`` of each network's MixMatch phase (lambda_u's ramp), from the
+        current division: set at the co-divide and when the state is restored (a resumed epoch)."""
+        per_step = self.cfg.train.batch_size * self.ctx.accelerator.num_processes
+        for name in NETS:
+            self._num_iter[name] = len(self._division(name)[0]) // per_step + 1
 
     def epoch_plan(self, epoch: int) -> list[Phase]:
         b = self.cfg.train.batch_size
         if epoch < self.dcfg.warmup_epochs:  # CE for each network in turn, at twice the batch
-            return [Phase(f"warmup_{name}", {"": LoaderSpec(self._warm_set, 2 * b)}, optimizers=(name,))
-                    for name in NETS]
+            return [Phase(f"warmup_{name}", {"": LoaderSpec(self._warm_set, 2 * b)}, optimizers=(name,),
+                          role="warmup", info={"network": name}) for name in NETS]
         return [self._train_phase(name, b) for name in NETS]
 
-    def _train_phase(self, name: str, b: int) -> Phase:
+    def _division(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labeled, unlabeled) indices for network ``name``: the OTHER network's division; a side that
+        is empty is replaced by the whole training set."""
         probs = {n: self.prob[n].numpy() for n in NETS}
-        div = division_for(name, probs, self.dcfg.p_threshold)  # the OTHER network's division
+        div = division_for(name, probs, self.dcfg.p_threshold)
         labeled, unlabeled = div.labeled_indices, div.unlabeled_indices
         if len(labeled) == 0 or len(unlabeled) == 0:
             labeled = unlabeled = np.arange(len(self.noisy))
+        return labeled, unlabeled
+
+    def _train_phase(self, name: str, b: int) -> Phase:
+        labeled, unlabeled = self._division(name)
         per_step = b * self.ctx.accelerator.num_processes
-        self._num_iter[name] = len(labeled) // per_step + 1  # the reference's num_iter (lambda_u's ramp)
         # One pass over the labeled set, its last batch partial as the reference's, unless that batch would
         # hold a single sample per process (BatchNorm cannot train on one); the unlabeled set is cycled.
         tail = len(labeled) % per_step
@@ -141,13 +155,13 @@ class DivideMix(Method):
             "labeled": LoaderSpec(SampleSubset(self._two_views, labeled), b,
                                   drop_last=0 < tail < 2 * self.ctx.accelerator.num_processes < len(labeled)),
             "unlabeled": LoaderSpec(SampleSubset(self._two_views, unlabeled), b, drop_last=len(unlabeled) >= per_step)},
-            optimizers=(name,))
+            optimizers=(name,), role="mixmatch", info={"network": name})
 
     # -- one step ---------------------------------------------------------------------------------
     def training_step(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
-        kind, name = info.phase.split("_", 1)
+        name = info.phase_info["network"]
         self.ctx.models[name].train()
-        if kind == "warmup":
+        if info.role == "warmup":
             return self._warmup_step(name, batch)
         return self._mixmatch_step(name, batch, info)
 
@@ -272,7 +286,7 @@ class DivideMix(Method):
     # -- per-sample verdicts ----------------------------------------------------------------------
     @classmethod
     def per_sample_outputs(cls, state: StateDict) -> dict[str, np.ndarray] | None:
-        if state.get("method") != cls.name or not state.get("divisions"):
+        if "prob_net1" not in state or not state.get("divisions"):
             return None
         p1, p2 = state["prob_net1"].float().numpy(), state["prob_net2"].float().numpy()
         return {"clean_probability": (p1 + p2) / 2, "clean_probability_net1": p1, "clean_probability_net2": p2,
@@ -289,7 +303,7 @@ class DivideMix(Method):
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> StateDict:
-        state: StateDict = {"method": self.name, "divisions": self.divisions, "predicted_label": self.predicted,
+        state: StateDict = {"divisions": self.divisions, "predicted_label": self.predicted,
                             "history_rows": int(self.history["net1"].shape[0])}
         for name in NETS:
             state[f"prob_{name}"] = self.prob[name]
@@ -298,12 +312,11 @@ class DivideMix(Method):
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
-        from tcl_lite.errors import CheckpointError
-
         n = len(self.noisy)
-        if state.get("method") != self.name or "prob_net1" not in state:
-            raise CheckpointError(f"the checkpoint holds no DivideMix state (method {state.get('method', 'unknown')!r})"
-                                  "; resume a DivideMix run from its own checkpoints")
+        if "prob_net1" not in state:  # (checkpoints of other methods are refused earlier)
+            keys = ", ".join(sorted(state)) or "none"
+            raise CheckpointError(f"the checkpoint holds no DivideMix state (it has {keys}); resume a DivideMix run "
+                                  "from its own checkpoints")
         if tuple(state["prob_net1"].shape) != (n,):
             raise CheckpointError(f"DivideMix state has {tuple(state['prob_net1'].shape)[0]} samples, this run "
                                   f"{n}: the checkpoint is of another data set")
@@ -313,4 +326,5 @@ class DivideMix(Method):
             self.history[name] = state[f"history_{name}"].float().cpu() if rows else torch.zeros(0, n)
         self.predicted = state["predicted_label"].long().cpu()
         self.divisions = int(state["divisions"])
+        self._count_iterations()  # what begin_epoch computed, for an epoch resumed midway
 

@@ -69,7 +69,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from tcl_lite.algorithms.accumulate import batch_size_of
-from tcl_lite.errors import ModelError
+from tcl_lite.checkpoints.finder import find_checkpoint
+from tcl_lite.errors import CheckpointError, ModelError, NoCheckpointError
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
 from tcl_lite.methods.mlnt.config import MLNTConfig
 from tcl_lite.methods.mlnt.ema import alpha_at, ema_decay_at, ema_update_, meta_active
@@ -98,8 +99,6 @@ def resolve_feature_checkpoint(spec: str, log: Any = print) -> Path:
     newest checkpoint that verifies is used.
     """
     # Imported here: the engine package imports the methods package.
-    from tcl_lite.checkpoints.finder import find_checkpoint
-    from tcl_lite.errors import CheckpointError, NoCheckpointError
 
     key = f"mlnt.feature_checkpoint={spec!r}"
     path = Path(spec).expanduser()

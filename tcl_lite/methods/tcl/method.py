@@ -31,6 +31,7 @@ from tcl_lite.algorithms.gmm_detector import collect_projections, detection_metr
 from tcl_lite.algorithms.gradient_cache import cached_backward
 from tcl_lite.algorithms.knn import knn_accuracy
 from tcl_lite.distributed import all_gather_with_grad
+from tcl_lite.errors import CheckpointError
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
 from tcl_lite.methods.tcl.config import TCLConfig
 from tcl_lite.methods.tcl.losses import corrected_targets, mixup_targets, tcl_terms, upcast
@@ -78,7 +79,7 @@ class TCL(Method):
     # -- per-sample verdicts (report, export, label issues) ---------------------------------------
     @classmethod
     def per_sample_outputs(cls, state: StateDict) -> dict[str, np.ndarray] | None:
-        if state.get("method") != cls.name or "clean_probability" not in state:
+        if "clean_probability" not in state:  # e.g. a checkpoint saved before the first detection
             return None
         return {"clean_probability": state["clean_probability"].float().numpy(),
                 "corrected_label": state["corrected_label"].long().numpy()}
@@ -201,15 +202,13 @@ class TCL(Method):
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> StateDict:
-        return {"method": self.name, "clean_probability": self.clean_probability,
+        return {"clean_probability": self.clean_probability,
                 "prototypes": self.prototypes, "corrected_label": self.corrected_label,
                 "est_clean_fraction": self.est_clean_fraction, "detections": self.detections}
 
     def load_state_dict(self, state: StateDict) -> None:
-        from tcl_lite.errors import CheckpointError
-
-        if state.get("method") != self.name or any(k not in state for k in STATE_TENSORS):
-            raise CheckpointError(f"the checkpoint holds no TCL state (method {state.get('method', 'unknown')!r}); "
+        if any(k not in state for k in STATE_TENSORS):  # (checkpoints of other methods are refused earlier)
+            raise CheckpointError(f"the checkpoint holds no TCL state (it has {', '.join(sorted(state)) or 'none'}); "
                                   "resume a TCL run from its own checkpoints")
         expected = {"clean_probability": self.clean_probability.shape, "prototypes": self.prototypes.shape,
                     "corrected_label": self.corrected_label.shape}
