@@ -295,8 +295,10 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     unknown = sorted(set(values) - set(fields) - set(sections))
     if unknown:
         key = prefix + unknown[0]
+        hint = "" if METHODS or cls is not Config else (" (a method's section is known once the method is "
+                                                        f"registered: `import {METHODS.filled_by}`)")
         raise ConfigError(f"unknown config key '{key}'; allowed keys here: "
-                          f"{', '.join(prefix + k for k in [*fields, *sections])}")
+                          f"{', '.join(prefix + k for k in [*fields, *sections])}{hint}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         if name in sections:

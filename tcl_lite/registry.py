@@ -21,8 +21,9 @@ T = TypeVar("T")
 class Registry(MutableMapping[str, T], Generic[T]):
     """Things by name, in registration order; ``registry[name]`` loads a lazily registered thing once."""
 
-    def __init__(self, kind: str, key: str) -> None:
+    def __init__(self, kind: str, key: str, filled_by: str) -> None:
         self.kind, self.key = kind, key  # key: the config key that names an entry (for errors)
+        self.filled_by = filled_by  # the module whose import registers the built-in entries (for errors)
         self._declared: dict[str, dict[str, Any]] = {}
         self._things: dict[str, T] = {}
         self._loaders: dict[str, Callable[[], T]] = {}
@@ -45,8 +46,12 @@ class Registry(MutableMapping[str, T], Generic[T]):
 
     def check(self, name: str) -> None:
         """A ConfigError naming the registered names unless ``name`` is one."""
-        if name not in self._declared:
-            raise ConfigError(f"config key '{self.key}': {name!r} is not available; choose one of {', '.join(self)}")
+        if name in self._declared:
+            return
+        if not self:
+            raise ConfigError(f"config key '{self.key}': {name!r} is not available: no {self.kind} is registered yet "
+                              f"(`import {self.filled_by}` registers the built-in ones)")
+        raise ConfigError(f"config key '{self.key}': {name!r} is not available; choose one of {', '.join(self)}")
 
     def get_checked(self, name: str) -> T:
         """``self[name]``, or the ConfigError of ``check``."""
@@ -80,4 +85,4 @@ class Registry(MutableMapping[str, T], Generic[T]):
 
 #: the training methods (``method=NAME``), filled by ``tcl_lite.methods``; declared: ``config``, the
 #: dataclass of the method's config section (or None)
-METHODS: Registry[Any] = Registry("method", "method")
+METHODS: Registry[Any] = Registry("method", "method", filled_by="tcl_lite.methods")
