@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tcl_lite.config import ConfigError
 from tcl_lite.methods.promix.config import ProMixConfig
 from tcl_lite.methods.promix.losses import (
     HeadLogits,
@@ -489,8 +490,6 @@ def test_empty_sets_give_zero_terms() -> None:
 
 
 def test_config_defaults_and_cross_checks() -> None:
-    from tcl_lite.config import ConfigError
-
     cfg = ProMixConfig()
     assert (cfg.rho_start, cfg.rho_end, cfg.tau, cfg.warmup_epochs, cfg.debias_output, cfg.debias_pl) == \
         (0.5, 0.5, 0.99, 10, 0.8, 0.8)

@@ -63,15 +63,14 @@ def test_blocks_are_post_activation() -> None:
     encoder = build_resnet18_cifar().eval()
     x = torch.randn(2, 64, 8, 8)
     for block in (encoder.stages[0][0], encoder.stages[1][0]):  # identity and 1x1 conv shortcut, both from 64
-        inp = x
         with torch.no_grad():
             for bn in (block.bn1, block.bn2):  # non-trivial statistics
                 bn.running_mean.uniform_(-0.5, 0.5)
                 bn.running_var.uniform_(0.5, 2.0)
-            a = F.relu(block.bn1(block.conv1(inp)))
-            expected = F.relu(block.bn2(block.conv2(a)) + block.shortcut(inp))
-            assert torch.allclose(block(inp), expected, atol=1e-6)
-            assert block(inp).min() >= 0  # the output is activated (a pre-activation block's is not)
+            a = F.relu(block.bn1(block.conv1(x)))
+            expected = F.relu(block.bn2(block.conv2(a)) + block.shortcut(x))
+            assert torch.allclose(block(x), expected, atol=1e-6)
+            assert block(x).min() >= 0  # the output is activated (a pre-activation block's is not)
 
 
 def test_initialisation_is_the_references() -> None:

@@ -55,8 +55,8 @@ class ProMixConfig:
                              "of the unlabeled term): w = min(epoch / w_ramp_epochs, 1) (reference `warmup_ep`: "
                              "50).", ge=0)
     unlabeled_weight: float = opt(0.1, "beta, the unlabeled term's weight: beta = unlabeled_weight * "
-                                  "min(epoch / unlabeled_epochs, 1) before epoch unlabeled_epochs, then 0 "
-                                  "(reference: 0.1; 1 at every epoch when debias_pl = 0).", ge=0.0)
+                                  "min(epoch / unlabeled_epochs, 1) before epoch unlabeled_epochs, then 0 if it is "
+                                  "below 1 (reference: 0.1; 1 at every epoch when debias_pl = 0).", ge=0.0)
     unlabeled_epochs: int = opt(100, "Epoch at which the unlabeled term switches off; its weight ramps up "
                                 "until then (reference: 2 * warmup_ep = 100).", ge=0)
     eval_output: str = opt("net1_ap", "Output reported as test accuracy: network 1's auxiliary pseudo head "
