@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tcl_lite.models.network import Encoder
+from tcl_lite.models.encoder import Encoder
 from tcl_lite.models.resnet_cifar import BasicBlock, build_resnet18_cifar
 
 

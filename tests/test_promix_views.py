@@ -9,7 +9,6 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from tcl_lite.data import DataError
 from tcl_lite.data.batched_views import sample_keys
 from tcl_lite.data.randaugment import (
     BATCHED_OPS,
@@ -27,6 +26,7 @@ from tcl_lite.data.randaugment import (
     randaugment_params,
     randaugment_view,
 )
+from tcl_lite.errors import DataError
 
 S = 32
 DRAWS = 10_000

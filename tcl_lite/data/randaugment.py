@@ -36,8 +36,9 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from tcl_lite.errors import DataError
+
 from .batched_views import WeakParams, pad_crop_flip, sample_keys, uniforms
-from .datasets import DataError
 
 # (name, low, high): the magnitude is low + (high - low) * U(0, 1)
 OPS: tuple[tuple[str, float, float], ...] = (

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from tcl_lite.models.network import Encoder, init_conv_and_norm, norm2d
+from tcl_lite.models.encoder import Encoder, init_conv_and_norm, norm2d
 
 
 class BasicBlock(nn.Module):
