@@ -71,11 +71,11 @@ def step_overrides(args: argparse.Namespace, config: str) -> list[str]:
 
     s = _settings(config)
     cuda = torch.cuda.is_available()
-    n_micro = args.batch // args.micro if s["accumulate"] else 1
+    micro_batches = args.batch // args.micro if s["accumulate"] else 1
     return [
         f"method={args.method}", f"model.arch={args.arch}", f"model.norm={args.norm}", "model.dropout=0",
         f"model.width={args.width}", f"data.image_size={args.image_size}", f"optim.name={s['optim']}",
-        f"train.batch_size={args.batch}", f"train.gradient_accumulation_steps={n_micro}",
+        f"train.batch_size={args.batch}", f"train.gradient_accumulation_steps={micro_batches}",
         f"train.activation_checkpointing={str(s['checkpointing']).lower()}",
         f'train.mixed_precision="{s["precision"]}"', f"train.cpu={str(not cuda).lower()}", "tcl.gradient_mode=exact"]
 
@@ -100,7 +100,7 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     in the bench's kind of epoch (``bench_kind``), its images drawn from a seeded normal distribution.
 
     Returns ``acc, model`` (the first network), ``models, optimizer`` (the first network's),
-    ``optimizers, method, n_micro, kind, phase`` and ``step()`` (forward + backward of the whole batch,
+    ``optimizers, method, micro_batches, kind, phase`` and ``step()`` (forward + backward of the whole batch,
     no optimizer step). A fresh Accelerator each time: in-process callers (``gpu_check.py``, tests)
     build several with different precisions.
     """
@@ -147,7 +147,7 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
 
     parts = {name: device_batch(first_batch(spec)) for name, spec in phase.loaders.items()}
     batch = parts[""] if list(parts) == [""] else parts
-    info = StepInfo(kind.epoch, 0, kind.global_step, 10**6, phase.name, 0, 10**6)
+    info = StepInfo(kind.epoch, 0, kind.global_step, 10**6, phase.name, 0, 10**6, phase.role, phase.info)
 
     def step() -> dict[str, Any]:
         torch.manual_seed(2)  # the same mixup lambda and permutation (and MLNT synthetic labels) everywhere
@@ -158,7 +158,7 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     names = phase.optimizers or tuple(optimizers)
     return SimpleNamespace(acc=acc, model=models[names[0]], models=models, optimizer=optimizers[names[0]],
                            optimizers={n: optimizers[n] for n in names}, method=method,
-                           n_micro=cfg.train.gradient_accumulation_steps, kind=kind, phase=phase, step=step)
+                           micro_batches=cfg.train.gradient_accumulation_steps, kind=kind, phase=phase, step=step)
 
 
 def predicted_step(cfg: Any, num_classes: int, cpu_workspace: bool = True) -> dict[str, Any]:
@@ -242,7 +242,7 @@ def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[
         optimizer.zero_grad(set_to_none=False)
 
     allocated = peak if cuda else allocated_peak(one_step)  # after the timed steps: the profiler slows a step
-    out = {"config": label, "micro_batches": rig.n_micro, "peak_mib": peak / 2**20, "base_mib": base / 2**20,
+    out = {"config": label, "micro_batches": rig.micro_batches, "peak_mib": peak / 2**20, "base_mib": base / 2**20,
            "allocated_mib": allocated / 2**20,
            "optim_state_mib": state_bytes / 2**20, "seconds": statistics.median(times), "loss": loss,
            "grad_norm": grad_norm, "device": f"cuda:{torch.cuda.get_device_name()}" if cuda else "cpu (peak RSS)",

@@ -274,6 +274,7 @@ time per epoch and per run are estimates (`bench/gpu_check.py` measures them on 
 precision, and a tiny preset on the embedded digits; the plan is printed all the same."""
 
 SETTINGS = """\
+import tcl_lite.methods  # registers the built-in methods, whose names and config sections load_config reads
 from tcl_lite.config import ConfigError, load_config
 
 

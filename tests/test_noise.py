@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from tcl_lite.data import (
-    DataError,
-    asymmetric_map,
-    asymmetric_noise,
-    load_label_file,
-    read_label_file,
-    symmetric_noise,
-)
+from tcl_lite.data import asymmetric_map, asymmetric_noise, load_label_file, read_label_file, symmetric_noise
 from tcl_lite.data.noise import CIFAR100_COARSE
+from tcl_lite.errors import DataError
 
 # ---------------------------------------------------------------------------------------------
 # symmetric

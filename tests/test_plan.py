@@ -15,8 +15,11 @@ from conftest import ROOT, TINY, run_env
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from tcl_lite.config import ConfigError, load_config
-from tcl_lite.methods import METHODS, Method, register
+import tcl_lite.methods  # noqa: F401 - registers the built-in methods
+from tcl_lite.config import load_config
+from tcl_lite.errors import ConfigError
+from tcl_lite.methods import METHODS, register
+from tcl_lite.methods.base import Method
 from tcl_lite.plan.dataset_meta import dataset_meta
 from tcl_lite.plan.fit import choose_micro_batches, verdict
 from tcl_lite.plan.gpus import GPU, GPUS
@@ -59,7 +62,7 @@ def test_flops_equal_hand_counts_for_a_conv_and_the_preact_resnet18_forward():
         conv = trace("conv", lambda: layer(x), modules=[layer], optimizers=[], batch=x)
     assert conv.flops == 2 * 8 * 64 * 32 * 32 * 3 * 3 * 3
 
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config("cifar10_tcl_sym50")
     with FakeTensorMode():

@@ -9,9 +9,10 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 from torch import nn
 
-from tcl_lite.config import Config, ConfigError
+from tcl_lite.config import Config
+from tcl_lite.errors import ConfigError
 from tcl_lite.methods.build import build_networks, build_optimizers  # noqa: F401 - built below (the planner too)
-from tcl_lite.reporting.trackers import resolve_trackers
+from tcl_lite.runlog.trackers import resolve_trackers
 
 
 def make_accelerator(cfg: Config) -> Accelerator:

@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tcl_lite.config import Config, ConfigError, OptimConfig
-from tcl_lite.models import build_model
+from tcl_lite.config import Config, OptimConfig
+from tcl_lite.errors import ConfigError
+from tcl_lite.models.network import build_model
 
 
 def _bitsandbytes_optim():  # noqa: ANN202 - returns the module or None

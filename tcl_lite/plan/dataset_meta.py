@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 
 from tcl_lite.config import Config
-from tcl_lite.data import DataError
 from tcl_lite.data.build import model_data_settings
 from tcl_lite.data.datasets import read_file_list, scan_image_folder
+from tcl_lite.errors import DataError
 
 # (train, test, classes) of the data sets whose sizes are fixed
 KNOWN_SIZES = {"digits": (1797, 0, 10), "cifar10": (50000, 10000, 10), "cifar100": (50000, 10000, 100)}

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tcl_lite.config import ConfigError
+from tcl_lite.errors import ConfigError
 from tcl_lite.plan.gpus import ALLOCATOR_MARGIN, CUDA_CONTEXT_BYTES, CUDNN_WORKSPACE_BYTES, GPU
 from tcl_lite.plan.runs import RunTrace, RunTracer, Settings
 from tcl_lite.plan.trace import gib_text

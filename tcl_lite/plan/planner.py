@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tcl_lite.config import Config, ConfigError, load_config
+from tcl_lite.config import Config, load_config
+from tcl_lite.errors import ConfigError
 from tcl_lite.plan.dataset_meta import DatasetMeta, dataset_meta
 from tcl_lite.plan.fit import Verdict, choose_micro_batches, verdict
 from tcl_lite.plan.gpus import CUDA_CONTEXT_BYTES, GPU, GPUS, gpu_for

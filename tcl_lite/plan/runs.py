@@ -25,7 +25,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.data import default_collate
 
 from tcl_lite.config import Config
-from tcl_lite.methods import LoaderSpec, Method, Phase, StepInfo, TrainContext, get_method
+from tcl_lite.methods import get_method
+from tcl_lite.methods.base import LoaderSpec, Method, Phase, StepInfo, TrainContext
 from tcl_lite.methods.build import build_networks, build_optimizers
 from tcl_lite.methods.planning import PlanEpoch, PlanPass
 from tcl_lite.plan.dataset_meta import DatasetMeta, dataset_meta
@@ -270,7 +271,7 @@ class RunTracer:
                 continue
             batch = self._fake_batch((kind.label, phase.name), phase.loaders, fake)
             info = StepInfo(kind.epoch, offset, kind.global_step, sum(counts.values()), phase.name, 0,
-                            counts[phase.name])
+                            counts[phase.name], phase.role, phase.info)
             modules, state = _held(method)
             with fake:
                 t = trace(f"{kind.label}: {phase.name}", functools.partial(self._step, method, phase, batch, info, cfg),

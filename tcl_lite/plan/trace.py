@@ -33,7 +33,7 @@ from torch.distributed._tools.common_utils import get_untyped_storages
 from torch.distributed._tools.mem_tracker import MemTracker
 from torch.utils.flop_counter import flop_registry
 
-from tcl_lite.methods import gradient_cache
+from tcl_lite.algorithms import gradient_cache
 
 CATEGORIES = ("weights", "gradients", "optimizer state", "activations", "gradient cache", "temporaries", "batch",
               "method state")
