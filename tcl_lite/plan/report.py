@@ -72,8 +72,8 @@ def _flops_line(plan: Plan) -> str:
 def _gpu_row(v: Verdict, plan: Plan) -> list[Any]:
     g, s = v.gpu, v.settings
     if not v.runs:
-        return [g.name, f"{g.memory_gib:.2f} GiB", f"{v.device_bytes / GIB:.2f} GiB" if v.run else "-", "no",
-                "cannot run: " + v.reason, "-", "-", "-"]
+        needs = f"{v.device_bytes / GIB:.2f} GiB" if v.run and not v.run.problems else "-"
+        return [g.name, f"{g.memory_gib:.2f} GiB", needs, "no", "cannot run: " + v.reason, "-", "-", "-"]
     if v.fits_as_is:
         change = "auto: 1 micro-batch" if plan.auto else "-"
     else:

@@ -263,7 +263,7 @@ class RunTracer:
     def _trace_steps(self, run: RunTrace, method: Method, kind: PlanEpoch, cfg: Config, fake: FakeTensorMode) -> None:
         phases = method.epoch_plan(kind.epoch)
         problems = {phase.name: phase_problem(phase) for phase in phases}
-        run.problems += [p for p in problems.values() if p]
+        run.problems += [p for p in problems.values() if p and p not in run.problems]
         counts = {phase.name: 0 if problems[phase.name] else phase_steps(phase) for phase in phases}
         offset = 0
         for phase in phases:
