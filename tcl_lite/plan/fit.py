@@ -63,23 +63,27 @@ def smallest_fitting(tracer: RunTracer, settings: Settings, fits: Callable[[int]
         return None
     lo, hi = -1, 0
     while not ok(hi):
-        if hi == len(counts) - 1:
+        nxt = _next_count(counts, tried, fits, hi) if hi < len(counts) - 1 else None
+        if nxt is None:
             return None
-        lo, hi = hi, _next_count(counts, tried, fits, hi)
+        lo, hi = hi, nxt
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     return tried[counts[hi]]
 
 
-def _next_count(counts: list[int], tried: dict[int, RunTrace], fits: Callable[[int], bool], i: int) -> int:
-    """The index to try after ``i`` (which did not fit): the first the peak model says fits, else double."""
+def _next_count(counts: list[int], tried: dict[int, RunTrace], fits: Callable[[int], bool], i: int) -> int | None:
+    """The index to try after ``i`` (which did not fit): the first the peak model says fits, else double;
+    None when more micro-batches did not lower the peak (what remains does not shrink with them)."""
     doubled = next((j for j, n in enumerate(counts) if n >= 2 * counts[i]), len(counts) - 1)
     known = sorted(tried)
     if len(known) < 2:
         return doubled
     n1, n2 = known[-2:]
     p1, p2 = tried[n1].peak.peak_bytes, tried[n2].peak.peak_bytes
+    if p2 >= p1:
+        return None
     part = (p1 - p2) / (1 / n1 - 1 / n2)
     fixed = p2 - part / n2
     return next((j for j in range(i + 1, len(counts)) if fits(int(fixed + part / counts[j]))), len(counts) - 1)
