@@ -5,10 +5,10 @@
 
 Each preset is planned as ``tcl-lite plan --config PRESET --gpu ...`` plans it (its own settings), in one
 process; the CIFAR-10 JPEG folder preset with CIFAR-10's sizes (its folder need not be here). Columns: the
-largest traced peak and where, what the GPU must hold (with the CUDA context and the allocator margin),
-whether it fits or the smallest change that does, and the estimated time per epoch and per run at the
-stated share of the GPU's peak (``tcl_lite/plan/gpus.py``: estimates until ``bench/gpu_check.py``
-measures them). Also prints how long each plan took.
+largest traced peak and where, then per GPU what it must hold (with the CUDA context and the allocator
+margin), whether the run fits or the smallest change that does, and the estimated time per epoch (of each
+kind: e.g. TCL's warm-up / corrected epochs) and per run at the stated share of the GPU's peak
+(``tcl_lite/plan/gpus.py``: estimates until ``bench/gpu_check.py`` measures them). Also prints how long each plan took.
 """
 
 from __future__ import annotations
@@ -39,17 +39,19 @@ def main() -> None:
         t0 = time.perf_counter()
         samples = (50000, 10000) if preset == "cifar10_jpeg_ce" else None  # the JPEG folder is CIFAR-10
         plan = make_plan(load_config(preset), gpus, name=preset, samples=samples)
-        seconds = time.perf_counter() - t0
-        peak = plan.run.peak
+        peak, cells = plan.run.peak, []
         for v in plan.verdicts:
-            change = "-" if v.fits_as_is else (f"cannot: {v.reason}" if not v.runs else " ".join(v.overrides))
-            epochs = " / ".join(duration(x) for x in v.epoch_seconds().values()) if v.runs else "-"
-            rows.append([preset, v.gpu.name, f"{peak.peak_bytes / 2**30:.2f} GiB ({peak.label})",
-                         f"{v.device_bytes / 2**30:.2f} GiB", "yes" if v.fits_as_is else "with change" if v.runs
-                         else "no", change, epochs, duration(v.run_seconds()) if v.runs else "-", f"{seconds:.1f}"])
-    print(markdown_table(["preset", "GPU", "traced peak (step)", "GPU needs", "fits", "change that fits",
-                          "epoch (by kind)", "run", "plan s"], rows))
-
+            if not v.runs:
+                cells.append(f"cannot: {v.reason}")
+                continue
+            verdict = "fits" if v.fits_as_is else "fits with " + " ".join(v.overrides)
+            epochs = " / ".join(duration(x) for x in v.epoch_seconds().values())
+            run = duration(v.run_seconds())
+            cells.append(f"{v.device_bytes / 2**30:.2f} GiB, {verdict}; epoch {epochs}; run {run}")
+        rows.append([preset, f"{peak.peak_bytes / 2**30:.2f} GiB ({peak.label})", *cells,
+                     f"{time.perf_counter() - t0:.1f}"])
+    print(markdown_table(["preset", "traced peak (at)", *(f"{g.name}: needs, verdict, time" for g in gpus),
+                          "plan s"], rows))
 
 if __name__ == "__main__":
     main()
