@@ -3,8 +3,8 @@
 formulas, which count matrix products and convolutions, forward and backward).
 
 Fake tensors (``torch._subclasses.fake_tensor.FakeTensorMode``) have shapes, dtypes and devices but
-no data, so nothing is computed and nothing is allocated: a ResNet step at batch 1,536 traces in about
-a second on a CPU. The autograd engine needs a real device for a backward, so memory is traced on the
+no data, so nothing is computed and nothing is allocated: a trace costs the Python dispatch of its ops,
+whatever the batch. The autograd engine needs a real device for a backward, so memory is traced on the
 fake CPU device; a trace on the fake ``cuda`` device runs forwards only (``TraceAccelerator(backward=
 False)``), which is what the device-placement check needs.
 
