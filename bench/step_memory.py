@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -275,7 +276,9 @@ def _run(args: argparse.Namespace, config: str) -> dict[str, Any]:
     passed = [f"--method={args.method}", f"--arch={args.arch}", f"--width={args.width}", f"--norm={args.norm}",
               f"--image-size={args.image_size}", f"--batch={args.batch}", f"--micro={args.micro}",
               f"--steps={args.steps}", f"--num-classes={args.num_classes}", f"--config={config}"]
-    proc = subprocess.run([sys.executable, __file__, *passed, "--child"], capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ, **({"MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)} if args.mmap_threshold else {}))
+    proc = subprocess.run([sys.executable, __file__, *passed, "--child"], capture_output=True, text=True, cwd=ROOT,
+                          env=env)
     if proc.returncode != 0:
         return {"config": config, "error": (proc.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1]}
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -302,6 +305,9 @@ def main() -> None:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS + GPU_CONFIGS)}")
     p.add_argument("--no-predict", action="store_true", help="skip the planner's prediction (tcl_lite.plan)")
+    p.add_argument("--mmap-threshold", type=int, default=0, metavar="BYTES",
+                   help="glibc's M_MMAP_THRESHOLD in the measured processes (e.g. 65536): freed tensors go back to "
+                        "the OS at once, so the peak RSS counts what is alive rather than what glibc's heap keeps")
     p.add_argument("--json", type=Path, help="also write the results here (default bench/out/step_memory_*.json)")
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
