@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.distributed._tools.common_utils import get_untyped_storages
 from torch.distributed._tools.mem_tracker import MemTracker
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.flop_counter import flop_registry
 
 from tcl_lite.algorithms import gradient_cache
@@ -69,14 +70,51 @@ def _plausible(t: Tensor) -> Any:
     return 0.5 if t.is_floating_point() else 1
 
 
+class _ForwardHooks:
+    """What MemTracker needs of its ``ModTracker``: global module forward hooks, and whether a backward is
+    running. ModTracker also hooks every module's backward, through multi-grad hooks on its inputs and
+    outputs; those keep tensors alive that a second-order backward (MLNT's fast step) would free, so
+    they would change the very memory being measured. The per-module backward snapshots they feed are
+    not used here."""
+
+    def __init__(self) -> None:
+        self._pre: Callable | None = None
+        self._post: Callable | None = None
+        self._handles: list[Any] = []
+
+    @property
+    def is_bw(self) -> bool:
+        return torch._C._current_graph_task_id() != -1
+
+    def register_user_hooks(self, pre_fw: Callable | None = None, post_fw: Callable | None = None,
+                            pre_bw: Callable | None = None, post_bw: Callable | None = None) -> None:
+        self._pre, self._post = pre_fw, post_fw
+
+    def clear_user_hooks(self) -> None:
+        self._pre = self._post = None
+
+    def __enter__(self) -> _ForwardHooks:
+        self._handles = [
+            register_module_forward_pre_hook(lambda m, args: self._pre(m, args) if self._pre else None),
+            register_module_forward_hook(lambda m, args, out: self._post(m, args, out) if self._post else None)]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
 class _Tracker(MemTracker):
-    """MemTracker with our categories, repeated calls of a module in one trace (micro-batches, the
-    gradient cache's replays; MemTracker refuses them because it keeps per-module statistics, which
-    are not used here) and plausible values for scalars read back to Python."""
+    """MemTracker with our categories, forward hooks only (``_ForwardHooks``), repeated calls of a
+    module in one trace (micro-batches, the gradient cache's replays; MemTracker refuses them because it
+    keeps per-module statistics, which are not used here) and plausible values for scalars read back
+    to Python."""
 
     def __init__(self, cpu_workspace: bool = False) -> None:
         super().__init__()
         self._ref_class = _Ref
+        self._mod_tracker = _ForwardHooks()
         self.flops = 0
         self.cpu_workspace = cpu_workspace
 
