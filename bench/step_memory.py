@@ -95,6 +95,30 @@ def bench_kind(method_cls: Any, cfg: Any) -> Any:
     return method_cls.plan_epochs(cfg)[-1]
 
 
+def bench_batch(phase: Any, num_classes: int, device: Any) -> Any:
+    """A batch of ``phase``'s shapes (``tcl_lite.plan.runs.first_batch``) with normal images, labels over the
+    classes and distinct indices, on ``device``: a loss worth comparing between configurations."""
+    import torch
+
+    from tcl_lite.plan.runs import first_batch
+
+    g = torch.Generator().manual_seed(1)
+
+    def fill(obj: Any) -> Any:
+        if isinstance(obj, dict) and "index" in obj:
+            n = len(obj["index"])
+            return {**{k: fill(v) for k, v in obj.items()}, "index": torch.arange(n, device=device),
+                    "label": torch.randint(0, num_classes, (n,), generator=g).to(device)}
+        if isinstance(obj, dict):
+            return {k: fill(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [fill(v) for v in obj]
+        return torch.randn(obj.shape, generator=g).to(device) if obj.is_floating_point() else obj.to(device)
+
+    parts = {name: fill(first_batch(spec)) for name, spec in phase.loaders.items()}
+    return parts[""] if list(parts) == [""] else parts
+
+
 def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     """Networks, optimizers, method and one fixed batch as ``cfg`` says, on Accelerate's device, built as
     the engine builds them (``methods/build.py``); the batch has the shapes of the method's first phase
@@ -112,7 +136,6 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     from tcl_lite.methods import get_method
     from tcl_lite.methods.base import StepInfo, TrainContext
     from tcl_lite.methods.build import build_networks, build_optimizers
-    from tcl_lite.plan.runs import first_batch
     from tcl_lite.plan.synthetic import synthetic_data
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -133,21 +156,7 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     kind = bench_kind(method_cls, cfg)
     method.prepare_plan(kind.epoch)
     phase = method.epoch_plan(kind.epoch)[0]
-    g = torch.Generator().manual_seed(1)
-
-    def device_batch(obj: Any) -> Any:  # normal images, labels over the classes: a loss worth comparing
-        if isinstance(obj, dict) and "index" in obj:
-            n = len(obj["index"])
-            return {**{k: device_batch(v) for k, v in obj.items()}, "index": torch.arange(n, device=acc.device),
-                    "label": torch.randint(0, num_classes, (n,), generator=g).to(acc.device)}
-        if isinstance(obj, dict):
-            return {k: device_batch(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [device_batch(v) for v in obj]
-        return torch.randn(obj.shape, generator=g).to(acc.device) if obj.is_floating_point() else obj.to(acc.device)
-
-    parts = {name: device_batch(first_batch(spec)) for name, spec in phase.loaders.items()}
-    batch = parts[""] if list(parts) == [""] else parts
+    batch = bench_batch(phase, num_classes, acc.device)
     info = StepInfo(kind.epoch, 0, kind.global_step, 10**6, phase.name, 0, 10**6, phase.role, phase.info)
 
     def step() -> dict[str, Any]:
