@@ -15,6 +15,7 @@ import tcl_lite.methods  # noqa: F401 - registers the built-in methods (names an
 import tcl_lite.models.archs  # noqa: F401 - registers the model.arch check (no torch)
 import tcl_lite.runlog.trackers  # noqa: F401 - registers the train.log_with check
 from tcl_lite import signals
+from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
 from tcl_lite.config import Config, load_config
 from tcl_lite.errors import ConfigError
@@ -96,7 +97,12 @@ def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(argv: list[str]) -> int:
     with signals.handled():  # SIGTERM / Ctrl-C from here on (train.py: already from its first line)
         args = parse_train_args(argv)
+        paths.check_args("train", [("--output-dir", args.output_dir, "output"),
+                                   ("--resume", args.resume if isinstance(args.resume, str) else None, "folder"),
+                                   ("--config", args.config if args.config and Path(args.config).exists() else None,
+                                    "file")])
         cfg = resolve_config(args)
+        paths.check_config(cfg)  # a missing, empty or damaged file named in the config: now, not after torch
         from tcl_lite.engine.trainer import train  # torch: only once the arguments and the config are valid
 
         try:
@@ -114,3 +120,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 main_train = main  # the name train.py and the tests call
+parser = train_parser  # every command module has ``parser()`` (tests/test_paths.py walks them)

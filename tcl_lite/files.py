@@ -1,0 +1,102 @@
+"""Files and folders given by path, checked before anything reads them: a clear error naming the path
+and what it should be, instead of a traceback from deep inside a reader.
+
+``problem(path, kind)`` says what is wrong with a path, or None. Kinds:
+
+- ``file``: an existing, non-empty, readable regular file whose first bytes fit its extension
+  (``.npy``: numpy's magic; ``.safetensors``: an 8-byte header length and a JSON header; ``.pt``: a
+  zip or pickle stream; ``.csv``/``.txt``/``.yaml``/``.yml``/``.json``/``.tsv``: UTF-8 text without NUL
+  bytes). What is inside is the reader's to check (it names the file too).
+- ``folder``: an existing directory.
+- ``checkpoint``: a ``.safetensors`` file (as ``file``) or a folder.
+- ``output``: where a command writes a folder: absent (it is created) or a folder, never a file.
+- ``output-file``: where a command writes a file: absent or a file, never a folder.
+
+Standard library only: the CLI checks its arguments with it before importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+TEXT = (".csv", ".txt", ".yaml", ".yml", ".json", ".tsv", ".md")
+KINDS = ("file", "folder", "checkpoint", "output", "output-file")
+
+
+def problem(path: str | Path, kind: str) -> str | None:
+    """What is wrong with ``path`` as a ``kind`` (see the module docstring), or None when it is usable."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: one of {', '.join(KINDS)}")
+    p = Path(path).expanduser()
+    if kind == "output":
+        return "is a file, not a folder" if p.exists() and not p.is_dir() else None
+    if kind == "output-file":
+        return "is a folder, not a file" if p.is_dir() else None
+    if not p.exists():
+        return "does not exist"
+    if kind == "folder" or (kind == "checkpoint" and p.is_dir()):
+        return None if p.is_dir() else "is a file, not a folder"
+    if kind == "checkpoint" and p.suffix != ".safetensors":
+        return "is neither a folder nor a .safetensors file"
+    if p.is_dir():
+        return "is a folder, not a file"
+    if not p.is_file():
+        return "is not a regular file"
+    return _content_problem(p)
+
+
+def _content_problem(p: Path) -> str | None:
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if size == 0:
+        return "is empty (0 bytes)"
+    suffix = p.suffix.lower()
+    if suffix == ".npy" and not head.startswith(b"\x93NUMPY"):
+        return "is not a numpy .npy file (no NUMPY header)"
+    if suffix == ".safetensors":
+        return _safetensors_problem(head, size)
+    if suffix == ".pt" and not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        return "is not a torch .pt file (neither a zip archive nor a pickle stream)"
+    if suffix in TEXT:
+        if b"\x00" in head:
+            return "is not a text file (it holds NUL bytes: binary data)"
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if e.start < len(head) - 4:  # not just a character cut at the end of the sample
+                return f"is not UTF-8 text (byte {e.start} cannot be decoded)"
+    return None
+
+
+def _safetensors_problem(head: bytes, size: int) -> str | None:
+    if len(head) < 8:
+        return "is not a safetensors file (shorter than its header)"
+    (n,) = struct.unpack("<Q", head[:8])
+    if n < 2 or n > size - 8:
+        return f"is not a safetensors file (its header length {n} does not fit its {size} bytes)"
+    if len(head) >= 8 + n:
+        try:
+            header = json.loads(head[8:8 + n])
+        except (ValueError, UnicodeDecodeError):
+            return "is not a safetensors file (its header is not JSON)"
+        if not isinstance(header, dict):
+            return "is not a safetensors file (its header is not a mapping)"
+    elif head[8:9] != b"{":
+        return "is not a safetensors file (its header is not JSON)"
+    return None
+
+
+def writable_parent(path: str | Path) -> bool:
+    """Whether the nearest existing folder above ``path`` may be written (where ``path`` would be created)."""
+    p = Path(path).expanduser().absolute()
+    for parent in [p, *p.parents]:
+        if parent.exists():
+            return parent.is_dir() and os.access(parent, os.W_OK)
+    return False
