@@ -56,6 +56,10 @@ def check_files(path: Path, manifest: dict[str, str]) -> dict[str, Any]:
         raise InvalidCheckpoint(f"manifest.json does not list {', '.join(unlisted)}, which this kind of "
                                 "checkpoint needs (an incomplete save or copy)")
     check_trainer(path, trainer)
+    trees = sorted(m.group(1) for name in manifest if (m := _OPTIMIZER.fullmatch(name)))
+    if "format" in trainer and trees and sorted(trainer.get("optimizer_states", {})) != trees:
+        raise InvalidCheckpoint(f"trainer.json: optimizer_states={trainer.get('optimizer_states')!r} does not name "
+                                f"the optimizer files {', '.join(trees)}")
     processes = trainer.get("num_processes", 1)
     rng = None
     for name in sorted(manifest):

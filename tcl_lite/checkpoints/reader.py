@@ -195,7 +195,8 @@ def load_checkpoint(path: Path, models: dict[str, nn.Module], optimizers: dict[s
             raise CheckpointError(f"{path}: {e}") from None
     weights = {name: _read_weights(path, weights_file(i, name), net) for i, (name, net) in enumerate(models.items())}
     trainer = trainer_state(trainer_json)
-    states = {name: _read_optimizer(path, optimizer_tree(i, name), opt, keep_hyperparameters)
+    states = {name: _read_optimizer(path, optimizer_tree(i, name), opt, keep_hyperparameters,
+                                    trainer_json.get("optimizer_states", {}).get(optimizer_tree(i, name)))
               for i, (name, opt) in enumerate(optimizers.items())}
     rng = None
     if optimizers:
@@ -241,7 +242,9 @@ def _read_weights(path: Path, file: str, net: nn.Module) -> dict[str, torch.Tens
     own = net.state_dict()
     problems = ([f"{k} missing" for k in own if k not in weights] + [f"{k} unexpected" for k in weights if k not in own]
                 + [f"{k}: shape {tuple(weights[k].shape)}, the model has {tuple(own[k].shape)}"
-                   for k in own if k in weights and weights[k].shape != own[k].shape])
+                   for k in own if k in weights and weights[k].shape != own[k].shape]
+                + [f"{k}: dtype {weights[k].dtype}, the model has {own[k].dtype}"
+                   for k in own if k in weights and weights[k].dtype != own[k].dtype])
     if problems:
         raise CheckpointError(f"{path}: the weights in {file} do not fit this model ({'; '.join(problems[:3])}"
                               f"{'...' if len(problems) > 3 else ''}). Resume with the run's own config "
@@ -261,8 +264,8 @@ def _check_finite(path: Path, file: str, tensors: dict[str, Any]) -> None:
 _PARAM_SHAPED = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "state1", "state2")
 
 
-def _read_optimizer(path: Path, tree: str, optimizer: torch.optim.Optimizer, keep_hyperparameters: bool
-                    ) -> dict[str, Any]:
+def _read_optimizer(path: Path, tree: str, optimizer: torch.optim.Optimizer, keep_hyperparameters: bool,
+                    entries: int | None = None) -> dict[str, Any]:
     """The optimizer state of ``tree``, checked to fit ``optimizer``: its groups and their sizes, the shapes
     of per-parameter state, finite values, and (unless ``keep_hyperparameters``: then they are replaced
     by the optimizer's own) the same hyperparameters but the learning rate, which the schedule sets."""
@@ -276,11 +279,21 @@ def _read_optimizer(path: Path, tree: str, optimizer: torch.optim.Optimizer, kee
                               f"this optimizer {[len(g['params']) for g in own]}; resume with the run's own config "
                               "(OUTPUT/config.yaml)")
     params = {i: p for saved, mine in zip(groups, own) for i, p in zip(saved["params"], mine["params"])}
+    if entries is not None and len(state["state"]) != entries:
+        raise CheckpointError(f"{where}: state holds {len(state['state'])} entries, trainer.json's optimizer_states "
+                              f"says {entries}")
+    kinds = {frozenset(entry) for entry in state["state"].values()}
+    if len(kinds) > 1 and type(getattr(optimizer, "optimizer", optimizer)).__module__.startswith("torch.optim"):
+        raise CheckpointError(f"{where}: its state entries hold different fields ({sorted(map(sorted, kinds))}); "
+                              "a torch optimizer keeps the same ones for every parameter")
     for index, entry in state["state"].items():
         for key, value in entry.items():
             if key in _PARAM_SHAPED and isinstance(value, torch.Tensor) and value.shape != params[index].shape:
-                raise CheckpointError(f"{where}: state.{index}.{key} has shape {tuple(value.shape)}, its parameter "
-                                      f"{tuple(params[index].shape)}")
+                raise CheckpointError(f"{where}: state.{index}.{key} ({tree}.safetensors) has shape "
+                                      f"{tuple(value.shape)}, its parameter {tuple(params[index].shape)}")
+            if key in _PARAM_SHAPED[:4] and isinstance(value, torch.Tensor) and value.dtype != params[index].dtype:
+                raise CheckpointError(f"{where}: state.{index}.{key} ({tree}.safetensors) has dtype {value.dtype}, "
+                                      f"its parameter {params[index].dtype}")
         _check_finite(path, f"{tree}.safetensors", {f"state.{index}.{k}": v for k, v in entry.items()})
     for i, (saved, mine) in enumerate(zip(groups, own)):
         for key in sorted(set(saved) | set(mine)):

@@ -21,7 +21,7 @@ import math
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from tcl_lite.config import check_setting, key_fields
 from tcl_lite.errors import ConfigError
+from tcl_lite.registry import METHODS
 
 
 class Invalid(ValueError):
@@ -41,6 +42,7 @@ class TensorInfo:
 
     dtype: str  # safetensors' name: F32, I64, U8, BF16...
     shape: tuple[int, ...]
+    source: str = field(default="", compare=False)  # FILE['key'], for messages
 
     @property
     def numel(self) -> int:
@@ -228,6 +230,8 @@ class Tensor(Spec):
         info = value if isinstance(value, TensorInfo) else _torch_info(value)
         if info is None:
             raise _fail(where, "expected a tensor", value)
+        if info.source:
+            where = f"{where} ({info.source})"
         if info.dtype not in self.dtypes:
             raise _fail(where, f"tensor dtype must be one of {', '.join(self.dtypes)}", info.dtype)
         if self.ndim is not None and len(info.shape) != self.ndim:
@@ -301,7 +305,7 @@ def safetensors_header(path: Path) -> dict[str, TensorInfo]:
         where = f"{name}: tensor {key!r}"
         Record({"dtype": Str(choices=tuple(_DTYPE_BYTES)), "shape": ListOf(Int(ge=0)),
                 "data_offsets": ListOf(Int(ge=0), length=2)}).check(entry, where)
-        info = TensorInfo(entry["dtype"], tuple(entry["shape"]))
+        info = TensorInfo(entry["dtype"], tuple(entry["shape"]), f"{name}[{key!r}]")
         start, end = entry["data_offsets"]
         if end - start != info.numel * _DTYPE_BYTES[info.dtype]:
             raise Invalid(f"{where}: its {end - start} bytes do not hold shape {info.shape} of {info.dtype}")
@@ -322,16 +326,17 @@ _ARRAY_DTYPES = ("bool", "uint8", "int8", "int16", "uint16", "int32", "uint32", 
 _FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
-def decode_tree(meta: Any, tensors: dict[str, TensorInfo], where: str, used: set[str] | None = None) -> Any:
+def decode_tree(meta: Any, tensors: dict[str, TensorInfo], where: str, used: set[str] | None = None,
+                store: str = "the .safetensors file") -> Any:
     """``state_io``'s JSON encoding -> the value it stands for, each tensor as its ``TensorInfo``;
     Invalid for anything ``state_io`` would not have written."""
     if isinstance(meta, list):
-        return [decode_tree(v, tensors, f"{where}[{i}]", used) for i, v in enumerate(meta)]
+        return [decode_tree(v, tensors, f"{where}[{i}]", used, store) for i, v in enumerate(meta)]
     if not isinstance(meta, dict):
         return meta
     markers = [k for k in meta if k.startswith("__")]
     if not markers:
-        return {k: decode_tree(v, tensors, _child(where, k), used) for k, v in meta.items()}
+        return {k: decode_tree(v, tensors, _child(where, k), used, store) for k, v in meta.items()}
     kind = markers[0]
     allowed = {"__tensor__": {"__tensor__"}, "__ndarray__": {"__ndarray__", "dtype"}, "__items__": {"__items__"},
                "__tuple__": {"__tuple__"}, "__float__": {"__float__"}}.get(kind)
@@ -340,7 +345,7 @@ def decode_tree(meta: Any, tensors: dict[str, TensorInfo], where: str, used: set
     value = meta[kind]
     if kind == "__tensor__":
         if not isinstance(value, str) or value not in tensors:
-            raise _fail(where, "refers to a tensor the .safetensors file does not hold", value)
+            raise _fail(where, f"refers to a tensor {store} does not hold", value)
         if used is not None:
             used.add(value)
         return tensors[value]
@@ -353,15 +358,17 @@ def decode_tree(meta: Any, tensors: dict[str, TensorInfo], where: str, used: set
     if not isinstance(value, list):
         raise _fail(where, "expected a list", value)
     if kind == "__tuple__":
-        return tuple(decode_tree(v, tensors, f"{where}[{i}]", used) for i, v in enumerate(value))
+        return tuple(decode_tree(v, tensors, f"{where}[{i}]", used, store) for i, v in enumerate(value))
     items = {}
     for i, pair in enumerate(value):
         if not isinstance(pair, list) or len(pair) != 2:
             raise _fail(f"{where}[{i}]", "expected a [key, value] pair", pair)
-        key = decode_tree(pair[0], tensors, f"{where}[{i}][0]", used)
+        key = decode_tree(pair[0], tensors, f"{where}[{i}][0]", used, store)
         if not isinstance(key, (int, str, float, bool, tuple)) or key is None:
             raise _fail(f"{where}[{i}][0]", "not a usable key", key)
-        items[key] = decode_tree(pair[1], tensors, f"{where}[{i}][1]", used)
+        if key in items:
+            raise _fail(f"{where}[{i}][0]", "a key that appears twice", key)
+        items[key] = decode_tree(pair[1], tensors, f"{where}[{i}][1]", used, store)
     return items
 
 
@@ -398,7 +405,7 @@ def read_tree(folder: Path, name: str, schema: Spec) -> Any:
     st = folder / f"{name}.safetensors"
     tensors = safetensors_header(st) if st.is_file() else {}
     used: set[str] = set()
-    tree = decode_tree(meta, tensors, f"{name}.json", used)
+    tree = decode_tree(meta, tensors, f"{name}.json", used, st.name)
     unused = sorted(set(tensors) - used)
     if unused:
         raise Invalid(f"{st.name}: holds tensors {name}.json does not refer to ({', '.join(unused[:3])})")
@@ -452,7 +459,9 @@ def _best_agrees(t: dict) -> str | None:
 
 _TRAINER_COMMON = {"epoch": Int(ge=0), "step_in_epoch": Int(ge=0), "global_step": Int(ge=0)}
 _TRAINER_LAYOUT = {"model_arch": Str(pattern=r".+"), "model_layout": Int(ge=1),
-                   "metrics": MapOf(Str(), Optional(Num(finite=False)))}  # metrics: `best` only
+                   "metrics": MapOf(Str(), Optional(Num(finite=False))),  # metrics: `best` only
+                   # entries of each optimizer file's `state` (writer.py), so that none can go missing
+                   "optimizer_states": MapOf(Str(pattern=r"optimizer(\.[A-Za-z0-9_\-]+)?"), Int(ge=0))}
 
 TRAINER = Record(
     {**_TRAINER_COMMON, "format": Int(ge=TRAINER_FORMAT, le=TRAINER_FORMAT), "best_value": Optional(Num()),
@@ -468,10 +477,21 @@ TRAINER_LEGACY = Record(
                                "method": Str(), **_TRAINER_LAYOUT}, rules=(_best_agrees,))
 
 
+_FIELDS: dict[tuple[str, ...], dict] = {}
+
+
+def _key_fields() -> dict:
+    """``config.key_fields()``, once per set of registered methods (their sections are keys too)."""
+    names = tuple(METHODS)
+    if names not in _FIELDS:
+        _FIELDS[names] = key_fields()
+    return _FIELDS[names]
+
+
 def check_settings(settings: dict[str, Any]) -> None:
     """trainer.json's ``settings`` (the run's config, flat): each known key with its declared type and range
     (``tcl_lite/config.py`` is the schema); keys this version does not know are left alone."""
-    fields = key_fields()
+    fields = _key_fields()
     for key, value in settings.items():
         try:
             check_setting(key, value, fields)
@@ -492,7 +512,7 @@ def _params_unique(opt: dict) -> str | None:
 _HYPER = AnyOf(Num(finite=False), Bool(), Null(), Str(), ListOf(AnyOf(Num(finite=False), Null()), tuple_ok=True))
 OPTIMIZER = Record(
     {"state": MapOf(Int(ge=0), MapOf(Str(), AnyOf(Tensor(), Num(), Bool(), Null()))),
-     "param_groups": ListOf(Record({"params": ListOf(Int(ge=0))}, extra=_HYPER), min_len=1)},
+     "param_groups": ListOf(Record({"params": ListOf(Int(ge=0)), "lr": Num(ge=0)}, extra=_HYPER), min_len=1)},
     rules=(_params_unique,))
 
 METHOD_STATE = MapOf(Str(), Anything())  # each method checks its own keys (Method.load_state_dict)
@@ -516,7 +536,11 @@ def rng_schema() -> Spec:
 
 def _python_rng_position(r: dict) -> str | None:
     position = r["python"][1][-1]
-    return None if 0 <= position <= 624 else f"python: the generator's position {position} is not in 0..624"
+    if not 0 <= position <= 624:
+        return f"python: the generator's position {position} is not in 0..624"
+    if r["numpy"][3] == 0 and r["numpy"][4] != 0.0:
+        return f"numpy: a cached gaussian {r['numpy'][4]!r} without has_gauss (numpy writes 0.0 then)"
+    return None
 
 
 # -- run directory files ------------------------------------------------------------------------------

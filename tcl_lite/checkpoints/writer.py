@@ -106,10 +106,14 @@ class CheckpointManager:
                 save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()},
                           str(tmp / weights_file(i, model_name)))
         if acc.is_main_process:
+            counts = {}
             for i, (opt_name, optimizer) in enumerate(optimizers.items()):
-                save_tree(tmp, optimizer_tree(i, opt_name), optimizer.state_dict())
+                state = optimizer.state_dict()
+                save_tree(tmp, optimizer_tree(i, opt_name), state)
+                counts[optimizer_tree(i, opt_name)] = len(state["state"])
             save_tree(tmp, "method", method_state)
-            (tmp / "trainer.json").write_text(json.dumps({**trainer.record(), **(extra or {})}, indent=1))
+            record = {**trainer.record(), **(extra or {}), **({"optimizer_states": counts} if counts else {})}
+            (tmp / "trainer.json").write_text(json.dumps(record, indent=1))
         acc.wait_for_everyone()
         if acc.is_main_process:
             files = sorted(p for p in tmp.iterdir() if p.is_file())

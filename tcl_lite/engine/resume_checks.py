@@ -16,6 +16,7 @@ from typing import Any
 
 from tcl_lite.checkpoints.reader import TrainerState
 from tcl_lite.errors import CheckpointError, ConfigError
+from tcl_lite.methods.base import Method
 
 # Changing these keeps every training step as it was.
 RESUME_FREE = (
@@ -91,3 +92,11 @@ def legacy_epoch_steps(state: TrainerState, where: str) -> list[int]:
         raise CheckpointError(f"{where}: trainer.json: {state.epoch} completed epochs cannot have {before} steps")
     per, extra = divmod(before, state.epoch)
     return [per + (1 if e >= state.epoch - extra else 0) for e in range(state.epoch)]
+
+
+def check_method_state(method_cls: type[Method], loaded: dict[str, Any]) -> None:
+    """A method that keeps no state (CE) has none in its checkpoints either; the others check their own
+    keys and shapes in ``load_state_dict``."""
+    if method_cls.state_dict is Method.state_dict and loaded:
+        raise CheckpointError(f"method.json holds a state ({', '.join(sorted(map(str, loaded))[:5])}), but method "
+                              f"{method_cls.name!r} keeps none: the file was altered or belongs to another method")

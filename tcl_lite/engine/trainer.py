@@ -27,7 +27,7 @@ from tcl_lite.engine.gpu_check import check_gpu
 from tcl_lite.engine.nonfinite import NonFiniteGuard, weights_finite
 from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import lr_at, peak_lr, set_lr
-from tcl_lite.engine.resume_checks import check_position, legacy_epoch_steps
+from tcl_lite.engine.resume_checks import check_method_state, check_position, legacy_epoch_steps
 from tcl_lite.engine.run_guard import DATA_KEYS, RunGuard
 from tcl_lite.engine.run_setup import build_networks, build_optimizers, make_accelerator, prepare
 from tcl_lite.engine.stopper import Stopper
@@ -170,6 +170,7 @@ def _fits(run: Run, state: TrainerState, method_state: dict[str, Any]) -> None:
     """The method's state loads, and the counters fit this run: its train.epochs, and the steps of the
     epochs of this data (else the previous checkpoint is tried)."""
     try:
+        check_method_state(type(run.method), method_state)
         run.method.load_state_dict(method_state)
     except CheckpointError:
         raise
