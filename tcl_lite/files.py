@@ -61,7 +61,7 @@ def _content_problem(p: Path) -> str | None:
     if suffix == ".npy" and not head.startswith(b"\x93NUMPY"):
         return "is not a numpy .npy file (no NUMPY header)"
     if suffix == ".safetensors":
-        return _safetensors_problem(head, size)
+        return _safetensors_problem(p, size)
     if suffix == ".pt" and not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         return "is not a torch .pt file (neither a zip archive nor a pickle stream)"
     if suffix in TEXT:
@@ -75,21 +75,25 @@ def _content_problem(p: Path) -> str | None:
     return None
 
 
-def _safetensors_problem(head: bytes, size: int) -> str | None:
-    if len(head) < 8:
-        return "is not a safetensors file (shorter than its header)"
-    (n,) = struct.unpack("<Q", head[:8])
-    if n < 2 or n > size - 8:
-        return f"is not a safetensors file (its header length {n} does not fit its {size} bytes)"
-    if len(head) >= 8 + n:
+def _safetensors_problem(p: Path, size: int) -> str | None:
+    """The header must parse and describe exactly the bytes that follow it (a cut file does not)."""
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return "is not a safetensors file (shorter than its header)"
+        (n,) = struct.unpack("<Q", head)
+        if n < 2 or n > min(size - 8, 100 << 20):
+            return f"is not a safetensors file (its header length {n} does not fit its {size} bytes)"
         try:
-            header = json.loads(head[8:8 + n])
+            header = json.loads(f.read(n))
         except (ValueError, UnicodeDecodeError):
             return "is not a safetensors file (its header is not JSON)"
-        if not isinstance(header, dict):
-            return "is not a safetensors file (its header is not a mapping)"
-    elif head[8:9] != b"{":
-        return "is not a safetensors file (its header is not JSON)"
+    if not isinstance(header, dict):
+        return "is not a safetensors file (its header is not a mapping)"
+    ends = [e.get("data_offsets", [0, 0])[-1] for k, e in header.items() if k != "__metadata__" and isinstance(e, dict)]
+    if not all(isinstance(x, int) for x in ends) or max(ends, default=0) != size - 8 - n:
+        return f"is not a complete safetensors file (its header describes {max(ends, default=0)} bytes of data, " \
+               f"{size - 8 - n} follow it: cut or damaged)"
     return None
 
 
