@@ -428,16 +428,18 @@ def check_setting(key: str, value: Any, fields: dict[str, tuple[Any, dict]]) -> 
     if key not in fields:
         return
     tp, meta = fields[key]
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        if value is None:
-            return
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    options = [a for a in typing.get_args(tp) if a is not type(None)] \
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+    if value is None and len(options) < len(typing.get_args(tp) or (tp,)):
+        return  # an Optional key left unset
     exact = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-             str: lambda v: isinstance(v, str)}.get(tp, _number_list)
-    if not exact(value):
-        raise ConfigError(f"config key '{key}': {value!r} is not a {getattr(tp, '__name__', tp)}")
-    _check_constraints(key, value, meta)
+             str: lambda v: isinstance(v, str)}
+    if not any(exact.get(option, _number_list)(value) for option in options):
+        names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+        raise ConfigError(f"config key '{key}': {value!r} is not a {names}")
+    if not isinstance(value, str) or all(o is str for o in options):  # a number's range; "auto" has none
+        _check_constraints(key, value, meta)
 
 
 def _number_list(value: Any) -> bool:

@@ -18,7 +18,6 @@ Standard library only: the CLI checks its arguments with it before importing tor
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -95,12 +94,3 @@ def _safetensors_problem(p: Path, size: int) -> str | None:
         return f"is not a complete safetensors file (its header describes {max(ends, default=0)} bytes of data, " \
                f"{size - 8 - n} follow it: cut or damaged)"
     return None
-
-
-def writable_parent(path: str | Path) -> bool:
-    """Whether the nearest existing folder above ``path`` may be written (where ``path`` would be created)."""
-    p = Path(path).expanduser().absolute()
-    for parent in [p, *p.parents]:
-        if parent.exists():
-            return parent.is_dir() and os.access(parent, os.W_OK)
-    return False

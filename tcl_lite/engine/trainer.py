@@ -201,8 +201,9 @@ def _write_run_files(run: Run, guard: RunGuard, data: Any, resumed: bool) -> Non
         save_config(run.cfg, out / "config.yaml")
         guard.write_fingerprint(data.noisy_labels)
         run.log.open(out / "train.log")
+        allowed = [c for c in guard.config_changes if c[0] != "train.epochs"]  # extending a run is no exception
         changes = {"config_changes": [{"key": k, "from": a, "to": b, "step": run.state.global_step}
-                                      for k, a, b in guard.config_changes]} if guard.config_changes else {}
+                                      for k, a, b in allowed]} if allowed else {}
         run.status.start(run.cfg.train.epochs, run.log, epoch=run.state.epoch, step=run.state.global_step, **changes)
         np.save(out / "noisy_labels.npy", data.noisy_labels)
         write_data_info(out, data)  # classes and normalisation, for predict / export-model
