@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import tcl_lite.methods  # noqa: F401 - registers the built-in methods (names and config sections, no torch)
-import tcl_lite.models.archs  # noqa: F401 - registers the model.arch check (no torch)
-import tcl_lite.runlog.trackers  # noqa: F401 - registers the train.log_with check
+from tcl_lite import register_builtins
 from tcl_lite.cli.dispatch import run_command
 from tcl_lite.config import Config, load_config
 from tcl_lite.registry import METHODS
 from tcl_lite.runlog.launch import launcher
+
+register_builtins()  # the built-in methods, architectures, datasets and config checks (no torch)
 
 DESCRIPTION = "train or resume a run (the options of train.py)"
 
