@@ -15,7 +15,10 @@ import torch
 from PIL import Image
 
 from tcl_lite.config import DataConfig
-from tcl_lite.data import build_data
+from tcl_lite.data import build_data, mix_seed
+from tcl_lite.data.randaugment import BatchedRandAugment, make_randaugment_transform
+from tcl_lite.errors import DataError
+from tcl_lite.registry import DATASETS
 
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -128,3 +131,68 @@ def test_file_lists_with_subsets_and_val_fraction_are_bit_exact(tmp_path: Path) 
                      image_size=8, noise_type="symmetric", noise_rate=0.3, train_subset=32, test_subset=4,
                      val_fraction=0.25, cache_decoded="on")
     assert fingerprint(cfg, 4) == "63a6991a3c88376f"
+
+
+# ---------------------------------------------------------------------------------------------
+# describe: a dataset's shape without reading it (what the planner needs)
+
+
+def _same_shape(cfg: DataConfig, seed: int = 0) -> None:
+    info = DATASETS[cfg.dataset].describe(cfg)
+    b = build_data(cfg, seed)
+    sizes = tuple(0 if split is None else len(split) for split in (b.train, b.val, b.test))
+    assert (info.train, info.val, info.test) == sizes
+    assert (info.num_classes, info.channels, info.image_size) == (b.num_classes, b.channels, b.image_size)
+    if info.mean is not None:
+        assert (info.mean, info.std) == (b.mean, b.std)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"train_subset": 300, "test_subset": 100, "val_fraction": 0.2},
+                                       {"digits_test_fraction": 0.45, "val_fraction": 0.15, "image_size": 8}])
+def test_digits_describe_matches_the_bundle(overrides: dict) -> None:
+    _same_shape(DataConfig(**overrides))
+
+
+def test_folders_and_lists_describe_matches_the_bundle(tmp_path: Path) -> None:
+    root = _cifar_like_folder(tmp_path / "c10")
+    _same_shape(DataConfig(dataset="imagefolder", root=str(root), image_size=8, noise_type="none", train_subset=30))
+    train, test = _file_lists(tmp_path / "lists")
+    _same_shape(DataConfig(dataset="filelist", root=str(tmp_path / "lists"), train_list=train, test_list=test,
+                           image_size=8, train_subset=32, test_subset=4, val_fraction=0.25, noise_type="none"))
+
+
+def test_cifar_describes_itself_without_its_files(tmp_path: Path) -> None:
+    cfg = DataConfig(dataset="cifar100", root=str(tmp_path / "absent"), download=False, image_size=32,
+                     train_subset=10000, val_fraction=0.1)
+    info = DATASETS["cifar100"].describe(cfg)
+    assert (info.train, info.val, info.test, info.num_classes, info.channels) == (9000, 1000, 10000, 100, 3)
+    assert info.mean == (0.5071, 0.4865, 0.4409) and DATASETS["cifar100"].view_options == {"crop_then_flip": True}
+    assert DATASETS["cifar10"].describe(DataConfig(dataset="cifar10", root=str(tmp_path))).train == 50000
+    assert not (tmp_path / "absent").exists()  # nothing read, nothing downloaded
+
+
+def test_a_missing_folder_is_a_data_error_for_describe_too(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        DATASETS["imagefolder"].describe(DataConfig(dataset="imagefolder", root=str(tmp_path / "absent")))
+
+
+# ---------------------------------------------------------------------------------------------
+# the randaugment view (ProMix's strong view) and the dataset's crop_then_flip
+
+
+@pytest.mark.parametrize("crop_then_flip", [False, True])
+def test_randaugment_view_takes_the_datasets_crop_then_flip(crop_then_flip: bool) -> None:
+    b = build_data(DataConfig(image_size=16, train_subset=64), seed=3)
+    b.view_options = {"crop_then_flip": True} if crop_then_flip else {}  # what Cifar100's entry gives
+    per_sample = b.train_views(("randaugment",), "cpu")
+    per_sample.set_epoch(2)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(mix_seed(3, 2, 5))
+        expected = make_randaugment_transform(16, b.mean, b.std, crop_then_flip)(b.train.images[5])
+    assert torch.equal(per_sample[5]["image"], expected)
+    b.augment_on = "device"
+    device = b.train_views(("weak", "randaugment"), "cpu")
+    images, index = torch.stack([b.train.images[i] for i in range(8)]), torch.arange(8)
+    views = device.batch_transform(images, index, 4)
+    reference = BatchedRandAugment(16, b.mean, b.std, seed=3, crop_then_flip=crop_then_flip, slot=1)
+    assert torch.equal(views[1], reference(images, index, 4))

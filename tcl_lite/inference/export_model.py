@@ -83,6 +83,14 @@ def _build(meta: dict[str, Any]) -> ExportedClassifier:
     return ExportedClassifier(None, None, meta, module=_method(inference["method"]).inference_model(nets))
 
 
+def _spec_record(spec: ModelSpec) -> dict[str, Any]:
+    """A network's ``ModelSpec`` for model.json: ``projector`` and every field that is not at its default
+    (so the file of a method without extra heads is as before; ``ModelSpec(**record)`` restores it)."""
+    default = ModelSpec()
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+            if f.name == "projector" or getattr(spec, f.name) != getattr(default, f.name)}
+
+
 def _method(name: str) -> Any:
     try:
         return get_method(name)
@@ -124,7 +132,7 @@ def classifier_from_run(run_dir: str | Path, checkpoint: str = "auto") -> Export
         return ExportedClassifier(net.encoder, net.classifier, meta).eval()
     specs = _method(cfg.method).model_specs(cfg)
     meta |= {"version": 2, "inference": {"method": cfg.method,
-                                         "networks": {n: dataclasses.asdict(s) for n, s in specs.items()}}}
+                                         "networks": {n: _spec_record(s) for n, s in specs.items()}}}
     model = _build(meta)
     model.module.load_state_dict(net.state_dict())
     return model.eval()
