@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tcl_lite.config import DataConfig, ModelConfig
-from tcl_lite.errors import DataError
+from tcl_lite.errors import ConfigError, DataError
 from tcl_lite.models.archs import weights_input
 from tcl_lite.registry import DATASETS, VIEWS
 
@@ -171,9 +171,7 @@ def dataset_entry(cfg: DataConfig) -> Dataset:
     """The registered entry of ``data.dataset`` (a DataError naming the registered ones otherwise)."""
     try:
         return DATASETS.get_checked(cfg.dataset)
-    except DataError:
-        raise
-    except ValueError as e:  # the registry's ConfigError: a DataConfig built in Python skips the loader's check
+    except ConfigError as e:  # a DataConfig built in Python never met the config loader's check
         raise DataError(str(e)) from None
 
 
