@@ -73,6 +73,18 @@ def subset_size(n: int, size: int) -> int:
     return size if 0 < size < n else n
 
 
+def describe_counts(cfg: DataConfig, counts: SplitCounts, stats: Stats | None = None) -> DatasetInfo:
+    """The run's shape of a dataset with these split sizes as read: after the subsets and the validation split
+    (``build_data``'s arithmetic; e.g. for sizes a user gives where the files are absent)."""
+    train, val = subset_size(counts.train, cfg.train_subset), counts.val
+    test = subset_size(counts.test, cfg.test_subset)
+    if cfg.val_fraction > 0:
+        val = math.ceil(cfg.val_fraction * train)  # scikit-learn's train_test_split rounds the held-out share up
+        train -= val
+    mean, std = stats or (None, None)
+    return DatasetInfo(cfg.dataset, train, val, test, counts.num_classes, 3, cfg.image_size, mean, std)
+
+
 class Dataset:
     """A ``data.dataset`` entry. Subclasses implement ``read`` and ``counts``; register one with
     ``data.catalog.register_dataset`` (class attributes ``name`` and ``help``)."""
@@ -100,14 +112,9 @@ class Dataset:
         return None
 
     def describe(self, cfg: DataConfig) -> DatasetInfo:
-        """The dataset's shape under ``cfg`` (after the subsets and the validation split), without reading it."""
-        c = self.counts(cfg)
-        train, test, val = subset_size(c.train, cfg.train_subset), subset_size(c.test, cfg.test_subset), c.val
-        if cfg.val_fraction > 0:
-            val = math.ceil(cfg.val_fraction * train)  # scikit-learn's train_test_split rounds the held-out share up
-            train -= val
-        mean, std = self.stats or (None, None)
-        return DatasetInfo(cfg.dataset, train, val, test, c.num_classes, 3, cfg.image_size, mean, std)
+        """The dataset's shape under ``cfg`` (after the subsets and the validation split), without reading it
+        (a DataError where the files it counts are absent)."""
+        return describe_counts(cfg, self.counts(cfg), self.stats)
 
 
 def no_val_list(cfg: DataConfig) -> None:
