@@ -182,7 +182,7 @@ def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
 
     cfg = load_config(None, step_overrides(args, args.config))
     return measure_step(cfg, steps=args.steps, num_classes=args.num_classes, label=args.config)

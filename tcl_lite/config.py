@@ -6,9 +6,12 @@ rejected before anything runs, with the key and what is allowed named in the err
 
 This module is a leaf of the package: it imports only ``errors``, ``registry`` and ``presets``. What
 higher layers own reaches the loader by registration, never by an import from here: the methods'
-config sections and names come from ``registry.METHODS`` (filled by ``tcl_lite.methods``), and a
-key whose check lives with its owner (``model.arch`` with the models, ``train.log_with`` with the
-trackers) is checked by the function that owner passed to ``register_check`` when it was imported.
+config sections and names come from ``registry.METHODS`` (filled by ``tcl_lite.methods``); ``method``,
+``model.arch`` and ``data.dataset`` name entries of ``METHODS``, ``ARCHS`` (filled by ``tcl_lite.models``)
+and ``DATASETS`` (filled by ``tcl_lite.data``), which check them, list them in errors and in
+``config_docs``; and a key whose check lives with its owner (``data`` with the datasets, ``train.log_with``
+with the trackers) is checked by the function that owner passed to ``register_check`` when it was
+imported. ``tcl_lite.load_config`` imports every built-in owner, then calls ``load_config`` here.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import yaml
 
 from tcl_lite.errors import ConfigError
 from tcl_lite.presets import find_base, find_preset
-from tcl_lite.registry import METHODS
+from tcl_lite.registry import ARCHS, DATASETS, METHODS, REGISTERS_BUILTINS, Registry
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -46,11 +49,12 @@ def load_yaml(text: str) -> Any:
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
-        gt: float | None = None, le: float | None = None, path: str | None = None) -> Any:
-    """A dataclass field with its documentation and its constraints. ``path``: the key names a file or
-    folder (``file``, ``folder``, ``checkpoint``, ``output``): the CLI checks it before training and
-    tests/test_paths.py gives it damaged files."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "path": path}
+        gt: float | None = None, le: float | None = None, registry: Registry | None = None,
+        path: str | None = None) -> Any:
+    """A dataclass field with its documentation and its constraints (``registry``: the value names one of
+    its entries). ``path``: the key names a file or folder (``file``, ``folder``, ``checkpoint``,
+    ``output``): the CLI checks it before training and tests/test_paths.py gives it damaged files."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "registry": registry, "path": path}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -58,8 +62,8 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | No
 
 @dataclass
 class DataConfig:
-    dataset: str = opt("digits", "Dataset. `digits` is scikit-learn's bundled 8x8 digits (no download).",
-                       choices=("digits", "cifar10", "cifar100", "imagefolder", "filelist"))
+    dataset: str = opt("digits", "Dataset: a registered dataset's name (the table in the README's Data section; "
+                       "`digits` is scikit-learn's bundled 8x8 digits, no download).", registry=DATASETS)
     root: str = opt("./data", "Folder holding the dataset (CIFAR: torchvision's layout; imagefolder: "
                     "train/<class>/..., optional val/<class>/... and test/<class>/...; filelist: the image root "
                     "of the lists).", path="folder")
@@ -104,13 +108,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("tiny_cnn", "Encoder: tiny_cnn; preact_resnet18, the TCL reference's own PreAct ResNet-18 "
-                    "(stem BN, identity branch = the pre-activated tensor), the CIFAR encoder the paper trained; "
-                    "preact_resnet18_he, He et al.'s form (tcl_lite's preact_resnet18 before model layout 2); "
-                    "preact_resnet18_dividemix, DivideMix's encoder (preact_resnet18 without the final BN + ReLU, "
-                    "PyTorch's default initialisation; with model.head=linear as in DivideMix); "
-                    "resnet18/34/50 (torchvision, larger images) or `timm:<name>` (any timm.list_models() name, "
-                    "e.g. timm:convnext_tiny; its own norm layers, model.norm sets the heads').")
+    arch: str = opt("tiny_cnn", "Encoder: a registered architecture's name (the table in the README's "
+                    "Architectures section), or `timm:<name>` for any timm.list_models() name.", registry=ARCHS)
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
     norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
                     "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))
@@ -188,7 +187,7 @@ class CheckpointConfig:
 @dataclass
 class Config:
     method: str = opt("ce", "Training method: a registered method's name (`tcl_lite/methods/`; each has its own "
-                      "config section named after it).")
+                      "config section named after it).", registry=METHODS)
     seed: int = opt(0, "Seed of everything: noise, data order, augmentations, initialisation.", ge=0)
     output_dir: str = opt("runs/default", "Run directory: config, labels, metrics, checkpoints.", path="output")
     data: DataConfig = field(default_factory=DataConfig)
@@ -277,6 +276,8 @@ def _number_text(value: Any) -> Any:
 
 
 def _check_constraints(key: str, value: Any, meta: dict) -> None:
+    if meta.get("registry") is not None:
+        meta["registry"].check(value)  # a ConfigError naming the registered names
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"config key '{key}': {value!r} is not allowed; choose one of "
@@ -299,7 +300,8 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     if unknown:
         key = prefix + unknown[0]
         hint = "" if METHODS or cls is not Config else (" (a method's section is known once the method is "
-                                                        f"registered: `import {METHODS.filled_by}`)")
+                                                        f"registered: {REGISTERS_BUILTINS} registers the built-in "
+                                                        "ones)")
         raise ConfigError(f"unknown config key '{key}'; allowed keys here: "
                           f"{', '.join(prefix + k for k in [*fields, *sections])}{hint}")
     kwargs: dict[str, Any] = {}
@@ -324,8 +326,8 @@ def method_sections() -> dict[str, type]:
     return {name: METHODS.declared(name)["config"] for name in METHODS if METHODS.declared(name).get("config")}
 
 
-# Single-key checks that live with the key's owner, registered by the owner's module: key -> check(value)
-# (raises ConfigError). The models register ``model.arch``, the trackers ``train.log_with``.
+# Checks that live with the key's owner, registered by the owner's module: key -> check(value) (raises a
+# UserError). The datasets register ``data`` (a dataset's own keys), the trackers ``train.log_with``.
 _KEY_CHECKS: dict[str, Callable[[Any], Any]] = {}
 
 
@@ -367,11 +369,6 @@ def validate(cfg: Config) -> Config:
     parse_time_budget(t.time_budget)
     if len(cfg.optim.betas) != 2:
         raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
-    if cfg.data.dataset == "filelist" and not cfg.data.train_list:
-        raise ConfigError("config key 'data.train_list' is required with data.dataset=filelist")
-    if cfg.data.val_list and cfg.data.dataset != "filelist":
-        raise ConfigError("config key 'data.val_list' is for data.dataset=filelist; an image folder takes a val/ "
-                          "folder, any dataset data.val_fraction")
     if "test" in cfg.checkpoint.best_metric:
         raise ConfigError(f"config key 'checkpoint.best_metric': {cfg.checkpoint.best_metric!r} would select "
                           "checkpoints on the test set; use a validation metric (val_acc) with data.val_fraction, "
@@ -380,7 +377,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("config key 'data.noise_file' is required with data.noise_type=file")
     for key, check in _KEY_CHECKS.items():
         check(_value_at(cfg, key))
-    METHODS.check(cfg.method)  # a ConfigError naming the registered methods
     for section in cfg.sections.values():  # checks across a method's own keys
         if hasattr(section, "validate"):
             section.validate()
@@ -439,7 +435,8 @@ def check_setting(key: str, value: Any, fields: dict[str, tuple[Any, dict]]) -> 
         names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
         raise ConfigError(f"config key '{key}': {value!r} is not a {names}")
     if not isinstance(value, str) or all(o is str for o in options):  # a number's range; "auto" has none
-        _check_constraints(key, value, meta)
+        # Whether a name is registered is the loader's question (this may run before anything registers).
+        _check_constraints(key, value, {k: v for k, v in meta.items() if k != "registry"})
 
 
 def _number_list(value: Any) -> bool:
@@ -479,7 +476,10 @@ def merge(base: dict, update: dict) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML file (which may name a ``base:`` preset) <- ``key=value`` overrides."""
+    """Defaults <- YAML file (which may name a ``base:`` preset) <- ``key=value`` overrides.
+
+    The names of methods, architectures and datasets are those registered so far: ``tcl_lite.load_config``
+    registers the built-in ones first (this function alone does not, being the package's ground floor)."""
     values: dict = {}
     if path:
         values = _read_yaml(find_preset(path))
@@ -535,8 +535,8 @@ def config_docs() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             allowed = ", ".join(map(str, m["choices"])) if m.get("choices") else " ".join(
                 f"{w} {m[b]}" for b, w in (("ge", ">="), ("gt", ">"), ("le", "<=")) if m.get(b) is not None)
-            if cls is Config and f.name == "method":
-                allowed = ", ".join(METHODS)
+            if m.get("registry") is not None:
+                allowed = ", ".join(m["registry"].shown())
             rows.append(f"| `{prefix}{f.name}` | `{json.dumps(default)}` | {allowed} | {m['help']} |")
 
     walk(Config, "")

@@ -11,16 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import tcl_lite.methods  # noqa: F401 - registers the built-in methods (names and config sections, no torch)
-import tcl_lite.models.archs  # noqa: F401 - registers the model.arch check (no torch)
-import tcl_lite.runlog.trackers  # noqa: F401 - registers the train.log_with check
-from tcl_lite import signals
+from tcl_lite import register_builtins, signals
 from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
 from tcl_lite.config import Config, load_config
 from tcl_lite.errors import ConfigError
 from tcl_lite.registry import METHODS
 from tcl_lite.runlog.launch import launcher
+
+register_builtins()  # the built-in methods, architectures, datasets and config checks (no torch)
 
 DESCRIPTION = "train or resume a run (the options of train.py)"
 

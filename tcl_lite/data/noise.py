@@ -34,6 +34,9 @@ CIFAR100_COARSE = np.array([
 ], dtype=np.int64)
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+# CIFAR-10's classes in its label order: the order the "cifar10" map is defined on (an image folder with
+# exactly these classes takes it too).
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def asymmetric_map(dataset: str) -> np.ndarray:

@@ -14,6 +14,7 @@ in the loading process (the built-in ones always are).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -30,7 +31,7 @@ from tcl_lite.data.transforms import make_transform
 from tcl_lite.errors import ConfigError, NotAnExportError, OutputExistsError, PathError, RunError
 from tcl_lite.inference.run_loading import choose_checkpoint, load_network, logits_of, run_config, run_data
 from tcl_lite.methods import get_method
-from tcl_lite.models.network import Network, build_model
+from tcl_lite.models.network import ModelSpec, Network, build_model
 
 FORMAT = "tcl_lite-model"
 # The ModelConfig fields that shape the network (pretrained* only say where weights came from).
@@ -78,9 +79,18 @@ def _build(meta: dict[str, Any]) -> ExportedClassifier:
     if not inference:
         net = build_model(model_cfg, int(meta["num_classes"]), **size)
         return ExportedClassifier(net.encoder, net.classifier, meta)
-    nets = {name: build_model(model_cfg, int(meta["num_classes"]), **size, with_projector=bool(spec["projector"]))
+    # each network's ModelSpec as exported (a spec of an earlier version lacks the later fields: defaults)
+    nets = {name: build_model(model_cfg, int(meta["num_classes"]), **size, spec=ModelSpec(**spec))
             for name, spec in inference["networks"].items()}
     return ExportedClassifier(None, None, meta, module=_method(inference["method"]).inference_model(nets))
+
+
+def _spec_record(spec: ModelSpec) -> dict[str, Any]:
+    """A network's ``ModelSpec`` for model.json: ``projector`` and every field that is not at its default
+    (so the file of a method without extra heads is as before; ``ModelSpec(**record)`` restores it)."""
+    default = ModelSpec()
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+            if f.name == "projector" or getattr(spec, f.name) != getattr(default, f.name)}
 
 
 def _method(name: str) -> Any:
@@ -157,7 +167,7 @@ def classifier_from_run(run_dir: str | Path, checkpoint: str = "auto") -> Export
         return ExportedClassifier(net.encoder, net.classifier, meta).eval()
     specs = _method(cfg.method).model_specs(cfg)
     meta |= {"version": 2, "inference": {"method": cfg.method,
-                                         "networks": {n: {"projector": s.projector} for n, s in specs.items()}}}
+                                         "networks": {n: _spec_record(s) for n, s in specs.items()}}}
     model = _build(meta)
     model.module.load_state_dict(net.state_dict())
     return model.eval()

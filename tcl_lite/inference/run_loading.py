@@ -78,7 +78,7 @@ def load_network(cfg: Config, ckpt: Path, num_classes: int, image_size: int, *,
         state = {next(iter(specs)): state}
     model_cfg, nets = _weights_free(cfg.model), {}
     for i, (name, spec) in enumerate(specs.items()):
-        net = build_model(model_cfg, num_classes, image_size=image_size, with_projector=spec.projector)
+        net = build_model(model_cfg, num_classes, image_size=image_size, spec=spec)
         weights = (state or {}).get(name)
         if weights is None:
             weights = _read_weights(ckpt, weights_file(i, name))

@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from tcl_lite.checkpoints import schema
-from tcl_lite.data.build import CIFAR10_CLASSES
+from tcl_lite.data.noise import CIFAR10_CLASSES
 from tcl_lite.errors import CheckpointError, ConfigError, ExportError, ReportError
 from tcl_lite.methods import get_method
 from tcl_lite.results import plots

@@ -178,7 +178,7 @@ class MLNT(Method):
         # pretrained=False: the weights come from ``state``, no need to read ImageNet weights again.
         net = build_model(dataclasses.replace(self.cfg.model, pretrained=False), data.num_classes,
                           in_channels=data.channels, image_size=data.image_size,
-                          with_projector=self.needs_projector)
+                          spec=next(iter(self.model_specs(self.cfg).values())))  # the student's spec
         load_matching(net, state, what)
         return net.to(self.ctx.device).requires_grad_(False)
 
