@@ -44,14 +44,14 @@ def config_paths(cfg: Config) -> list[tuple[str, str, str]]:
 
 
 def check_config(cfg: Config) -> None:
-    """Every path the config names: a folder that does not exist yet is left to its reader (torchvision
-    downloads into data.root; the run directory is created)."""
+    """Every path the config names that exists: empty, damaged or of the wrong kind is refused now. A path
+    that does not exist is left to its reader, which says what to do in its context (torchvision downloads
+    into data.root, the run directory is created, MLNT names the CE run to train first...)."""
     for key, value, kind in config_paths(cfg):
-        exists = Path(value).expanduser().exists()
-        if kind == "folder" and not exists:
-            continue
-        parts = value.split(",") if "," in value and not exists else [value]  # data.train_list: KEYS,LABELS
-        for part in parts:
-            why = files.problem(part.strip(), kind)
+        parts = value.split(",") if "," in value and not Path(value).exists() else [value]  # KEYS,LABELS lists
+        for part in (p.strip() for p in parts):
+            if not Path(part).expanduser().exists():
+                continue
+            why = files.problem(part, kind)
             if why:
-                raise ConfigError(f"config key '{key}': {part.strip()!r} {why}; expected {WHAT[kind]}")
+                raise ConfigError(f"config key '{key}': {part!r} {why}; expected {WHAT[kind]}")
