@@ -282,10 +282,15 @@ def _read_optimizer(path: Path, tree: str, optimizer: torch.optim.Optimizer, kee
     if entries is not None and len(state["state"]) != entries:
         raise CheckpointError(f"{where}: state holds {len(state['state'])} entries, trainer.json's optimizer_states "
                               f"says {entries}")
-    kinds = {frozenset(entry) for entry in state["state"].values()}
-    if len(kinds) > 1 and type(getattr(optimizer, "optimizer", optimizer)).__module__.startswith("torch.optim"):
-        raise CheckpointError(f"{where}: its state entries hold different fields ({sorted(map(sorted, kinds))}); "
-                              "a torch optimizer keeps the same ones for every parameter")
+    if type(getattr(optimizer, "optimizer", optimizer)).__module__.startswith("torch.optim"):
+        kinds = {frozenset(entry) for entry in state["state"].values()}
+        if len(kinds) > 1:
+            raise CheckpointError(f"{where}: its state entries hold different fields ({sorted(map(sorted, kinds))}); "
+                                  "a torch optimizer keeps the same ones for every parameter")
+        nested = [f"state.{i}.{k}" for i, entry in state["state"].items() for k, v in entry.items()
+                  if isinstance(v, dict)]
+        if nested:
+            raise CheckpointError(f"{where}: {nested[0]} is a mapping; a torch optimizer keeps tensors and numbers")
     for index, entry in state["state"].items():
         for key, value in entry.items():
             if key in _PARAM_SHAPED and isinstance(value, torch.Tensor) and value.shape != params[index].shape:

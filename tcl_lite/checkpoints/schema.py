@@ -510,8 +510,10 @@ def _params_unique(opt: dict) -> str | None:
 
 
 _HYPER = AnyOf(Num(finite=False), Bool(), Null(), Str(), ListOf(AnyOf(Num(finite=False), Null()), tuple_ok=True))
+_STATE_VALUE = AnyOf(Tensor(), Num(), Bool(), Null())
 OPTIMIZER = Record(
-    {"state": MapOf(Int(ge=0), MapOf(Str(), AnyOf(Tensor(), Num(), Bool(), Null()))),
+    # bitsandbytes keeps one more level (``__bnb_optimizer_quant_state__``: state1, absmax1, ...)
+    {"state": MapOf(Int(ge=0), MapOf(Str(), AnyOf(_STATE_VALUE, MapOf(Str(), _STATE_VALUE)))),
      "param_groups": ListOf(Record({"params": ListOf(Int(ge=0)), "lr": Num(ge=0)}, extra=_HYPER), min_len=1)},
     rules=(_params_unique,))
 

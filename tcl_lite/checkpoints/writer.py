@@ -137,8 +137,10 @@ class CheckpointManager:
 
     def _prune(self) -> None:
         steps = self.list_steps()
-        for path in steps[:-self.keep_last]:
-            shutil.rmtree(path, ignore_errors=True)
+        for path in steps[:-self.keep_last]:  # renamed first: a kill mid-removal leaves no half checkpoint
+            doomed = self.root / f".del-{path.name}"
+            os.replace(path, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
         for stale in self.root.glob(".tmp-*"):  # left by a crash mid-save
             shutil.rmtree(stale, ignore_errors=True)
 

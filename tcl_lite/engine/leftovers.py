@@ -6,7 +6,8 @@ exists (``best``) first moves the old one to ``.old-NAME``. A kill between those
 - ``.tmp-NAME`` complete (its manifest verifies) and no ``NAME``: the rename is completed;
 - ``.tmp-NAME`` incomplete: removed (a save that never finished; ``NAME`` or ``.old-NAME`` is intact);
 - ``.old-NAME`` and no ``NAME``: renamed back (rolled back);
-- ``.old-NAME`` beside ``NAME``: removed (the swap had finished).
+- ``.old-NAME`` beside ``NAME``: removed (the swap had finished);
+- ``.del-NAME``: removed (a checkpoint beyond ``checkpoint.keep_last`` is renamed so before it is deleted).
 
 Small files written through a temporary name (``.tmp-*`` / ``.*.tmp`` at the top of the run
 directory: the data fingerprint, status.json, parent.json) are removed: the start writes them again.
@@ -32,6 +33,9 @@ def recover(out: Path, echo: Callable[[str], None]) -> list[str]:
     if root.is_dir():
         for tmp in sorted(root.glob(".tmp-*")):
             done.append(_finish_save(root, tmp))
+        for doomed in sorted(root.glob(".del-*")):
+            shutil.rmtree(doomed, ignore_errors=True)
+            done.append(f"removed {doomed.name}, an old checkpoint whose pruning (keep_last) was interrupted")
         for old in sorted(root.glob(".old-*")):
             final = root / old.name.removeprefix(".old-")
             if final.exists():
