@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    paths.check_args("export-model", [("RUN_DIR", args.run_dir, "folder"), ("--out", args.out, "output"),
+    paths.check_args("export-model", [("RUN_DIR", args.run_dir, "run"), ("--out", args.out, "output"),
                                       ("--checkpoint", paths.checkpoint_arg(args.checkpoint), "folder")])
     from tcl_lite.inference.export_model import export_model  # torch: after the arguments are parsed
 

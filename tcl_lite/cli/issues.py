@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    paths.check_args("issues", [("RUN_DIR", args.run_dir, "folder"), ("--out", args.out, "output"),
+    paths.check_args("issues", [("RUN_DIR", args.run_dir, "run"), ("--out", args.out, "output"),
                                 ("--checkpoint", paths.checkpoint_arg(args.checkpoint), "folder")])
     from tcl_lite.results.label_issues import find_label_issues, write_issues  # torch: after the arguments
 

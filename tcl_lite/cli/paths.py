@@ -11,16 +11,19 @@ from tcl_lite import files
 from tcl_lite.config import Config, key_fields
 from tcl_lite.errors import ConfigError, PathError
 
-WHAT = {"file": "a file", "folder": "a folder", "checkpoint": "a checkpoint folder, a run directory or a "
-        ".safetensors file", "output": "a folder to write to", "output-file": "a file to write"}
+WHAT = {"file": "a file", "folder": "a folder",
+        "run": "a run directory written by train.py (with config.yaml and metrics.jsonl, checkpoints/)",
+        "model": "a run directory written by train.py or a folder written by export-model",
+        "checkpoint": "a checkpoint folder, a run directory or a .safetensors file",
+        "output": "a folder to write to", "output-file": "a file to write"}
 
 
 def check_args(command: str, paths: Iterable[tuple[str, str | None, str]]) -> None:
-    """``(argument, value, kind)`` triples of one command; None values (not given) are skipped."""
+    """``(argument, value, kind)`` triples of one command (kinds: ``WHAT``); None values (not given) are skipped."""
     for argument, value, kind in paths:
         if value is None:
             continue
-        why = files.problem(value, kind)
+        why = files.problem(value, "folder" if kind in ("run", "model") else kind)
         if why:
             raise PathError(f"{argument} {value}: {why}; expected {WHAT[kind]}")
 

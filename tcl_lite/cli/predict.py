@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    paths.check_args("predict", [("MODEL", args.model, "folder"), ("--out", args.out, "output-file"),
+    paths.check_args("predict", [("MODEL", args.model, "model"), ("--out", args.out, "output-file"),
                                  ("--checkpoint", paths.checkpoint_arg(args.checkpoint), "folder")])
     from tcl_lite.inference.predict import image_files, load_classifier, predict, write_predictions  # torch
 

@@ -20,7 +20,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    paths.check_args("report", [("RUN_DIR", args.run_dir, "folder"), ("--out", args.out, "output")])
+    paths.check_args("report", [("RUN_DIR", args.run_dir, "run"), ("--out", args.out, "output")])
     from tcl_lite.results.report import make_report  # matplotlib, torch: after the arguments are parsed
 
     out = make_report(args.run_dir, args.out)
