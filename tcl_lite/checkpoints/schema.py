@@ -288,13 +288,15 @@ def safetensors_header(path: Path) -> dict[str, TensorInfo]:
     try:
         with open(path, "rb") as f:
             head = f.read(8)
-            if len(head) < 8:
-                raise Invalid(f"{name}: not a safetensors file (shorter than its 8-byte header length)")
-            (n,) = struct.unpack("<Q", head)
             size = path.stat().st_size
-            if n < 2 or n > min(size - 8, 100 << 20):
-                raise Invalid(f"{name}: not a safetensors file (header length {n}, file size {size})")
-            header = json.loads(f.read(n))
+            (n,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
+            raw = f.read(n) if 2 <= n <= min(size - 8, 100 << 20) else None
+    except OSError as e:
+        raise Invalid(f"{name}: cannot be read ({e.strerror or e})") from None
+    if raw is None:
+        raise Invalid(f"{name}: not a safetensors file (header length {n}, file size {size})")
+    try:
+        header = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise Invalid(f"{name}: not a safetensors file (its header is not JSON: {e})") from None
     if not isinstance(header, dict):
