@@ -117,7 +117,7 @@ def write_outputs(rows: list[Row], out: Path, header: str) -> tuple[Path, Path]:
 def child_step(spec: dict[str, Any]) -> dict[str, Any]:
     from step_memory import measure_step
 
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
 
     cfg = load_config(spec.get("config_file"), spec["overrides"])
     return measure_step(cfg, steps=spec["steps"], num_classes=spec.get("num_classes", 10), label=spec["label"])
@@ -147,7 +147,7 @@ def child_loader(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from gpu_probes import loader_throughput, pin_to_cores
 
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
     from tcl_lite.data import build_data
     from tcl_lite.methods.tcl.method import TCL
 

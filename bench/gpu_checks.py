@@ -180,7 +180,7 @@ TOY_MODEL = ["model.arch=tiny_cnn", "model.width=16", "data.image_size=16"]
 def _fit(row: Row, ctx: SimpleNamespace) -> None:
     from gpu_probes import detection_bank_mib, fit_verdict
 
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
 
     if not ctx.cuda:
         row.notes = "needs CUDA memory figures (allocator reserve, CUDA context)"

@@ -86,7 +86,7 @@ def bench_meta(cfg: Any, num_classes: int) -> Any:
     from tcl_lite.plan.dataset_meta import DatasetMeta
 
     n = max(4 * cfg.train.batch_size, 1024)
-    return DatasetMeta("synthetic", n, 0, 0, num_classes, 3, cfg.data.image_size)
+    return DatasetMeta("synthetic", n, 0, 0, num_classes, 3, cfg.data.image_size, {})
 
 
 def bench_kind(method_cls: Any, cfg: Any) -> Any:
@@ -275,7 +275,7 @@ def prediction_cells(r: dict[str, Any]) -> list[str]:
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
 
     cfg = load_config(None, step_overrides(args, args.config))
     return measure_step(cfg, steps=args.steps, num_classes=args.num_classes, label=args.config)

@@ -1,7 +1,9 @@
 """Writes ``notebooks/tcl_lite_colab.ipynb`` from the cell sources below: ``python notebooks/build_notebook.py``.
 
 The notebook is generated so that it can be reviewed as plain Python and diffs stay readable; edit
-this file, not the .ipynb, and re-run it (``tests/test_notebook.py`` checks that the two agree).
+this file, not the .ipynb, and re-run it (``tests/test_notebook.py`` checks that the two agree). The form's
+dataset and method choices are the registered ones (``tcl_lite.registry``: the datasets that need no files of
+the user, every method), so a new dataset or method reaches the form by re-running this file.
 
 Runtime -> Run all does everything: get the code (the checkout the notebook sits in, a copy attached as
 Kaggle input, or ``pip install git+REPO_URL``), install without touching the preinstalled torch, pick
@@ -19,7 +21,22 @@ from pathlib import Path
 
 import nbformat
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's tcl_lite, for its registries (no torch imported)
+import tcl_lite  # noqa: E402
+from tcl_lite.registry import DATASETS, METHODS  # noqa: E402
+
 NOTEBOOK = Path(__file__).with_name("tcl_lite_colab.ipynb")
+tcl_lite.register_builtins()
+
+
+def choices(default: str, names: list[str]) -> str:
+    """A Colab form's ``#@param`` list: the default first, then the other registered names in order."""
+    return "[" + ", ".join(f'"{n}"' for n in [default, *(n for n in names if n != default)]) + "]"
+
+
+FORM_DATASETS = choices("cifar10", [n for n in DATASETS if DATASETS.declared(n)["self_contained"]])
+FORM_METHODS = choices("tcl", list(METHODS))
 
 INTRO = """\
 # tcl_lite: noisy-label training on one free GPU (or a CPU)
@@ -42,10 +59,10 @@ estimated noise rate and where the corrected labels go, plus `cleaned_labels.csv
 PARAMETERS = """\
 #@title Settings { display-mode: "form" }
 # This is the "parameters" cell (papermill convention): CI and papermill inject overrides after it.
-DATASET = "cifar10"  #@param ["cifar10", "cifar100", "digits"]
+DATASET = "cifar10"  #@param FORM_DATASETS
 NOISE_TYPE = "symmetric"  #@param ["symmetric", "asymmetric", "none"]
 NOISE_RATE = 0.5  #@param {type:"slider", min:0.0, max:0.9, step:0.05}
-METHOD = "tcl"  #@param ["tcl", "ce", "mlnt", "dividemix"]
+METHOD = "tcl"  #@param FORM_METHODS
 EPOCHS = 0  #@param {type:"integer"}
 TIME_BUDGET = ""  #@param {type:"string"}
 USE_DRIVE = True  #@param {type:"boolean"}
@@ -61,7 +78,7 @@ INSTALL = True  #@param {type:"boolean"}
 PRESET = "auto"  #@param ["auto", "tiny"]
 EXTRA_ARGS = ""  #@param {type:"string"}
 RUNS_ROOT = ""  #@param {type:"string"}
-"""
+""".replace("FORM_DATASETS", FORM_DATASETS).replace("FORM_METHODS", FORM_METHODS)
 
 SETUP_MD = """\
 ## 1. Where are we? Get the code and install it
@@ -274,8 +291,8 @@ time per epoch and per run are estimates (`bench/gpu_check.py` measures them on 
 precision, and a tiny preset on the embedded digits; the plan is printed all the same."""
 
 SETTINGS = """\
-import tcl_lite.methods  # registers the built-in methods, whose names and config sections load_config reads
-from tcl_lite.config import ConfigError, load_config
+from tcl_lite import load_config  # registers the built-in methods, datasets, architectures first (no torch)
+from tcl_lite.errors import ConfigError
 
 
 def gpu() -> tuple[str, float, float] | None:

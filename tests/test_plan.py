@@ -208,7 +208,7 @@ def test_auto_picks_a_count_under_the_budget_and_trains_as_that_count_set_by_han
     log = (tmp_path / "auto" / "train.log").read_text()
     assert "train.gradient_accumulation_steps=auto: 2 micro-batches" in log
     step = sorted((tmp_path / "auto" / "checkpoints").glob("step_*"))[-1]
-    assert json.loads((step / "trainer.json").read_text())["micro_batches"] == 2
+    assert json.loads((step / "trainer.json").read_text())["settings"]["train.gradient_accumulation_steps"] == 2
 
     # Resuming keeps the count the run started with, whatever the budget now says (exactness).
     from tcl_lite.engine.micro_batches import resolve_auto_micro_batches

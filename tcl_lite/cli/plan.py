@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-import tcl_lite.methods  # noqa: F401 - registers the built-in methods (names and config sections, no torch)
-import tcl_lite.models.archs  # noqa: F401 - registers the model.arch check (no torch)
-import tcl_lite.runlog.trackers  # noqa: F401 - registers the train.log_with check
+from tcl_lite import register_builtins
+from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
 from tcl_lite.config import load_config
 from tcl_lite.errors import UserError
+
+register_builtins()  # the built-in methods, architectures, datasets and config checks (no torch)
 
 DESCRIPTION = "predicted memory, FLOPs and time of a run on each GPU, and what makes it fit (no GPU needed)"
 GPU_KEYS = ("t4", "l4", "a100-40", "a100-80", "h100", "p100")
@@ -62,7 +64,10 @@ def _samples(text: str | None) -> tuple[int, int] | None:
 def run(argv: list[str]) -> int:
     args = parser().parse_intermixed_args(argv)
     keys, samples = _gpu_keys(args.gpu), _samples(args.samples)
+    paths.check_args("plan", [("--config", args.config if args.config and Path(args.config).exists() else None,
+                               "file")])
     cfg = load_config(args.config, args.overrides)
+    paths.check_config(cfg)  # a damaged file the config names (the plan counts a folder's or a list's files)
     # torch: after the arguments and the config are checked (it takes seconds to import).
     from tcl_lite.plan.gpus import GPUS
     from tcl_lite.plan.planner import make_plan

@@ -1,6 +1,6 @@
 """``train.gradient_accumulation_steps=auto``, resolved once before anything is built: on a fresh run the
 fewest micro-batches whose planned peak fits ``train.memory_budget`` (``tcl_lite.plan``), on resume the
-count the run's checkpoint was trained with (trainer.json), so the resumed run is the uninterrupted one.
+count the run's checkpoint was trained with (trainer.json's settings), so the resumed run is the uninterrupted one.
 The resolved count replaces ``auto`` in the config (config.yaml keeps it). The out-of-memory retry
 (``oom.py``) stays the backstop should the prediction be short."""
 
@@ -16,13 +16,16 @@ import torch
 from tcl_lite.config import Config, parse_size
 from tcl_lite.plan.planner import default_budget, resolve_micro_batches
 
+KEY = "train.gradient_accumulation_steps"
+
 
 def saved_micro_batches(checkpoint: Path | None) -> int:
-    """The count a checkpoint's run trained with (0: none recorded)."""
+    """The count a checkpoint's run trained with (trainer.json's ``settings``; 0: none recorded)."""
     if checkpoint is None:
         return 0
     try:
-        value = json.loads((Path(checkpoint) / "trainer.json").read_text()).get("micro_batches", 0)
+        settings = json.loads((Path(checkpoint) / "trainer.json").read_text()).get("settings", {})
+        value = settings.get(KEY, 0)
     except (OSError, ValueError, AttributeError):
         return 0
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -7,8 +7,9 @@ data per epoch and whatever state it keeps. A method class declares, for the reg
 
 * ``name``, ``config`` (its config section's dataclass, the section named ``name``), ``presets``,
   ``views``, ``metric_labels`` (its metrics, for plots and the report);
-* ``model_specs(cfg)``: the networks it trains (each gets an optimizer, prepared by Accelerate,
-  scheduled, clipped, checkpointed and resumed by the engine);
+* ``model_specs(cfg)``: the networks it trains, each a ``ModelSpec`` (projector, extra classifier heads;
+  each network gets an optimizer, prepared by Accelerate, scheduled, clipped, checkpointed and resumed by
+  the engine);
 * ``inference_model(models)``: what predicts with a run's networks (e.g. a sum of logits);
 * ``per_sample_outputs(state)`` and ``label_issue_scores(scoring)``: its per-sample verdicts, for
   the report, ``export`` and ``find_label_issues``.
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 
 from tcl_lite.algorithms.accumulate import accumulate, split_batch
 from tcl_lite.methods.planning import PlanEpoch, PlanPass
+from tcl_lite.models.network import ModelSpec  # re-exported: a method declares its networks with it
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,14 +77,6 @@ class StepInfo:
     @property
     def fractional_epoch(self) -> float:
         return self.epoch + self.step_in_epoch / max(1, self.steps_per_epoch)
-
-
-@dataclass
-class ModelSpec:
-    """A network a method trains: the engine builds it from ``model.*``, gives it an optimizer from
-    ``optim.*`` and prepares, schedules, checkpoints and resumes both."""
-
-    projector: bool = False  # with the projector head (contrastive methods)
 
 
 @dataclass
@@ -251,6 +245,13 @@ class Method:
     def begin_epoch(self, epoch: int) -> None:
         """Called before the first step of ``epoch`` (not when resuming inside it: the state
         saved there already holds what this computed)."""
+
+    @classmethod
+    def fixed_epoch_plan(cls) -> bool:
+        """Whether every epoch has the same steps (the default plan, one pass over the training set), so
+        that a checkpoint's per-epoch step counts can be checked against the data on resume. A method
+        whose plan depends on its state (DivideMix's divisions) overrides ``epoch_plan``: not checked."""
+        return cls.epoch_plan is Method.epoch_plan
 
     def epoch_plan(self, epoch: int) -> list[Phase]:
         """The phases of ``epoch``: a pure function of the method's state and ``epoch`` (the engine calls

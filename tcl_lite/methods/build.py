@@ -48,15 +48,14 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, lr: float) -> torch.opti
 
 
 def build_networks(cfg: Config, method_cls: Any, data: Any) -> dict[str, nn.Module]:
-    """The method's networks (``model_specs``), each built from ``model.*`` in declaration order, so
-    that their initial weights are a function of the seed. ``data``: anything with ``num_classes``,
+    """The method's networks (``model_specs``), each built from ``model.*`` and its whole spec in declaration
+    order, so that their initial weights are a function of the seed. ``data``: anything with ``num_classes``,
     ``channels`` and ``image_size`` (a DataBundle, or the planner's dataset metadata)."""
     specs = method_cls.model_specs(cfg)
     if not specs:
         raise ConfigError(f"method {method_cls.name!r} declares no network to train")
     return {name: build_model(cfg.model, data.num_classes, in_channels=data.channels, image_size=data.image_size,
-                              with_projector=spec.projector,
-                              activation_checkpointing=cfg.train.activation_checkpointing)
+                              spec=spec, activation_checkpointing=cfg.train.activation_checkpointing)
             for name, spec in specs.items()}
 
 

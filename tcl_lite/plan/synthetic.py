@@ -44,4 +44,5 @@ def synthetic_data(meta: DatasetMeta, seed: int = 0) -> DataBundle:
     labels = np.arange(meta.train, dtype=np.int64) % k
     return DataBundle(train=split(meta.train), test=split(meta.test), num_classes=k, noisy_labels=labels,
                       true_labels=labels.copy(), mean=MEAN, std=STD, channels=meta.channels, image_size=size,
-                      class_names=[str(c) for c in range(k)], val=split(meta.val), augment_on="workers")
+                      class_names=[str(c) for c in range(k)], val=split(meta.val), augment_on="workers",
+                      view_options=dict(meta.view_options))

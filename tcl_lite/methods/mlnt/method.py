@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -179,7 +180,7 @@ class MLNT(Method):
         # pretrained=False: the weights come from ``state``, no need to read ImageNet weights again.
         net = build_model(dataclasses.replace(self.cfg.model, pretrained=False), data.num_classes,
                           in_channels=data.channels, image_size=data.image_size,
-                          with_projector=self.needs_projector)
+                          spec=next(iter(self.model_specs(self.cfg).values())))  # the student's spec
         load_matching(net, state, what)
         return net.to(self.ctx.device).requires_grad_(False)
 
@@ -195,7 +196,12 @@ class MLNT(Method):
 
     def _load_feature_network(self, path: Path) -> Network:
         check_checkpoint_layout(path.parent, self.cfg.model.arch)  # a CE run of the earlier network
-        net = self._frozen_copy(load_file(str(path)), f"mlnt.feature_checkpoint {str(path)!r}")
+        try:
+            weights = load_file(str(path))
+        except (SafetensorError, OSError) as e:  # a damaged or truncated file
+            raise CheckpointError(f"mlnt.feature_checkpoint: {path} cannot be read as safetensors ({e}); give an "
+                                  "intact model.safetensors of a CE run (or its run directory)") from None
+        net = self._frozen_copy(weights, f"mlnt.feature_checkpoint {str(path)!r}")
         self.feature_source = str(path)
         return net.eval()  # as the reference: BatchNorm running statistics, no dropout
 
