@@ -29,8 +29,6 @@ for _p in (str(ROOT), str(BENCH)):  # runnable as `python bench/x.py` from anywh
 
 from mlnt_memory import _reset_cpu_peak, _status_kib  # noqa: E402 - needs the path above
 
-import tcl_lite.methods  # noqa: E402, F401 - registers the built-in methods, which load_config reads (no torch)
-
 __all__ = ["ROOT", "OUT", "reset_cpu_peak", "status_kib", "machine_info", "markdown_table", "run_train",
            "read_metrics", "cifar_root", "print_header"]
 

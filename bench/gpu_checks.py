@@ -309,7 +309,7 @@ def _plan(row: Row, ctx: SimpleNamespace) -> None:
     step time, which calibrates the planner's time constant (``tcl_lite/plan/gpus.py``)."""
     from step_memory import predicted_step
 
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
     from tcl_lite.plan.dataset_meta import dataset_meta
     from tcl_lite.plan.gpus import gpu_for
 

@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a script from anywhere
-import tcl_lite.methods  # noqa: E402, F401 - registers the built-in methods, which load_config reads (no torch)
-
 MODES = ("ce", "immediate", "all_at_once")
 
 

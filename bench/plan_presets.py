@@ -24,8 +24,7 @@ def main() -> None:
     p.add_argument("--gpus", default="t4,a100-40", help="comma-separated keys of tcl_lite/plan/gpus.py")
     p.add_argument("--presets", default="", help="comma-separated presets (default: every cifar* preset)")
     args = p.parse_args()
-    import tcl_lite.methods  # noqa: F401 - registers the built-in methods
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
     from tcl_lite.plan.gpus import GPUS
     from tcl_lite.plan.planner import make_plan
     from tcl_lite.plan.report import duration

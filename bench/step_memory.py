@@ -293,7 +293,7 @@ def _run(args: argparse.Namespace, config: str) -> dict[str, Any]:
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     if args.no_predict:
         return measured
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
 
     # In this process, not the measured one: the trace's own bookkeeping would count in its peak.
     return measured | predicted_step(load_config(None, step_overrides(args, config)), args.num_classes)
