@@ -65,7 +65,7 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | No
 
 @dataclass
 class DataConfig:
-    dataset: str = opt("digits", "Dataset: a registered dataset's name (the table in the README's Data section; "
+    dataset: str = opt("digits", "Dataset: a registered dataset's name (the Datasets table of docs/config.md; "
                        "`digits` is scikit-learn's bundled 8x8 digits, no download).", registry=DATASETS)
     root: str = opt("./data", "Folder holding the dataset (CIFAR: torchvision's layout; imagefolder: "
                     "train/<class>/..., optional val/<class>/... and test/<class>/...; filelist: the image root "
@@ -111,8 +111,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("tiny_cnn", "Encoder: a registered architecture's name (the table in the README's "
-                    "Architectures section), or `timm:<name>` for any timm.list_models() name.", registry=ARCHS)
+    arch: str = opt("tiny_cnn", "Encoder: a registered architecture's name (the Architectures table of "
+                    "docs/config.md), or `timm:<name>` for any timm.list_models() name.", registry=ARCHS)
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
     norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
                     "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))

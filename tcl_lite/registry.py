@@ -91,7 +91,7 @@ class Registry(MutableMapping[str, T], Generic[T]):
         return self[self.find(name)]
 
     def table(self, column: str = "what it is") -> str:
-        """A Markdown table of the entries and their declared ``help`` (the README's tables)."""
+        """A Markdown table of the entries and their declared ``help`` (docs/config.md's tables)."""
         rows = [f"| `{self.key}` | {column} |", "| --- | --- |"]
         rows += [f"| `{shown}` | {self._declared[name].get('help', '')} |"
                  for name, shown in zip(self._declared, self.shown())]

@@ -78,11 +78,11 @@ def test_every_preset_loads():
         assert isinstance(load_config(p), Config), p
 
 
-def test_readme_documents_every_key():
-    readme = (ROOT / "README.md").read_text()
+def test_config_page_documents_every_key():
+    page = (ROOT / "docs" / "config.md").read_text()  # the README links it; the generated key table lives there
     for line in config_docs().splitlines()[2:]:
         key = line.split("`")[1]
-        assert f"`{key}`" in readme, f"README does not document {key}; run `make config-docs`"
+        assert f"| `{key}` |" in page, f"docs/config.md does not document {key}; run `make config-docs`"
 
 
 def test_command_line_options_and_overrides_mix_in_any_order():

@@ -1,5 +1,5 @@
 """The registries of architectures, datasets and views (``tcl_lite.registry``): the config loader checks and
-lists names from them without torch, ``tcl_lite.load_config`` registers the built-in ones, and the README's
+lists names from them without torch, ``tcl_lite.load_config`` registers the built-in ones, and docs/config.md's
 tables are theirs."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 import pytest
 from conftest import ROOT, run_env
 
+from tcl_lite.cli import config_docs as config_docs_cli
 from tcl_lite.cli.config_docs import rewrite, tables
 from tcl_lite.config import load_config
 from tcl_lite.errors import ConfigError
@@ -78,8 +79,23 @@ def test_a_registry_refuses_both_forms_and_a_family_without_colon():
     assert r.get_checked("b") == 3 and r.table() == "| `x.thing` | what it is |\n| --- | --- |\n| `b` | bee |"
 
 
-def test_readme_tables_are_the_generated_ones():
-    readme = (ROOT / "README.md").read_text()
+def test_config_page_tables_are_the_generated_ones():
+    page = (ROOT / "docs" / "config.md").read_text()
     for name in tables():
-        assert f"<!-- {name}:start -->" in readme and f"<!-- {name}:end -->" in readme, name
-    assert rewrite(readme) == readme, "run `make config-docs`"
+        assert f"<!-- {name}:start -->" in page and f"<!-- {name}:end -->" in page, name
+    assert rewrite(page) == page, "run `make config-docs`"
+
+
+def test_config_docs_writes_the_page_even_when_named_by_its_old_readme(tmp_path, capsys):
+    """`make config-docs`'s older `--readme README.md` (the tables moved to docs/config.md) rewrites that page."""
+    (tmp_path / "docs").mkdir()
+    readme, page = tmp_path / "README.md", tmp_path / "docs" / "config.md"
+    readme.write_text("# a README without tables\n")
+    page.write_text("keys:\n<!-- config-docs:start -->\nold\n<!-- config-docs:end -->\n")
+    assert config_docs_cli.run(["--readme", str(readme)]) == 0
+    assert readme.read_text() == "# a README without tables\n"
+    table = tables()["config-docs"]
+    assert page.read_text() == f"keys:\n<!-- config-docs:start -->\n{table}\n<!-- config-docs:end -->\n"
+    assert "the tables live in" in capsys.readouterr().out
+    page.write_text("<!-- config-docs:start -->\n<!-- config-docs:end -->\n")
+    assert config_docs_cli.run(["--docs", str(page)]) == 0 and rewrite(page.read_text()) == page.read_text()

@@ -2,7 +2,7 @@
 
 ``data.dataset=NAME`` names an entry of ``tcl_lite.registry.DATASETS`` (a ``data.entries.Dataset``), a
 method's ``views`` name entries of ``VIEWS`` (``data.entries.View``). The built-in ones are declared here
-with what the config loader, ``config-docs`` and the README's tables need (a one-line ``help``, a dataset's
+with what the config loader, ``config-docs`` and docs/config.md's tables need (a one-line ``help``, a dataset's
 config ``check``, whether it needs files of the user) and a loader that imports their module (torch) when
 data are first built. A user's or a test's dataset or view registers itself from its own module.
 

@@ -54,7 +54,7 @@ _BASE = ("Batch", "LoaderSpec", "Method", "ModelSpec", "Phase", "StepInfo", "Tra
 
 
 def __getattr__(name: str) -> Any:
-    """``from tcl_lite.methods import Method`` (the README's form) without importing torch for the names above."""
+    """``from tcl_lite.methods import Method`` (docs/extending.md) without importing torch for the names above."""
     if name in _BASE:
         from tcl_lite.methods import base  # torch: only for code that defines or drives a method
 

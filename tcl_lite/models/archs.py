@@ -4,7 +4,7 @@ An architecture is a builder ``(model config, in_channels, image_size) -> encode
 ``out_dim`` and a settable ``activation_checkpointing``; ``models.encoder.Encoder`` gives both) registered in
 ``tcl_lite.registry.ARCHS`` with what is known before it is built:
 
-* ``help``: one line for ``config-docs`` and the README's table;
+* ``help``: one line for ``config-docs`` and docs/config.md's table;
 * ``weights``: what ``model.pretrained=true`` loads ("" = nothing: the key is refused);
 * ``weights_file``: which models read ``model.pretrained_path`` (a local .safetensors file), in words
   ("" = none: the key is refused);
