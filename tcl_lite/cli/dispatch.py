@@ -2,15 +2,19 @@
 
 A ``UserError`` (``tcl_lite/errors.py``: a bad config value, missing data, an unusable checkpoint...)
 is printed as ``tcl-lite COMMAND: error: MESSAGE`` and exits with its ``exit_code`` (2), without a
-traceback; anything else is a bug and propagates with its traceback.
+traceback; anything else is a bug and propagates with its traceback. A reader that stops early
+(``tcl-lite config-docs | head``) ends the command quietly with 141, the status of a tool the pipe stopped.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from tcl_lite.errors import UserError
+
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what the shell reports for a tool a closed pipe stopped
 
 
 def run_command(name: str, run: Callable[[list[str]], int], argv: Sequence[str] | None) -> int:
@@ -20,3 +24,6 @@ def run_command(name: str, run: Callable[[list[str]], int], argv: Sequence[str] 
     except UserError as e:
         print(f"tcl-lite {name}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # the reader of stdout has gone: nothing left to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again
+        return BROKEN_PIPE
