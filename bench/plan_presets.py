@@ -1,7 +1,7 @@
 """``tcl-lite plan`` for every shipped CIFAR preset on some GPUs: one markdown table (PREDICTED figures).
 
     python bench/plan_presets.py                    # T4 and A100 40 GB
-    python bench/plan_presets.py --gpus t4          # the README's table
+    python bench/plan_presets.py --gpus t4          # docs/benchmarks.md's table
 
 Each preset is planned as ``tcl-lite plan --config PRESET --gpu ...`` plans it (its own settings), in one
 process; the CIFAR-10 JPEG folder preset with CIFAR-10's sizes (its folder need not be here). Columns: the

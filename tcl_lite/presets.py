@@ -38,7 +38,7 @@ def find_preset(spec: str | Path) -> Path:
     path = Path(spec)
     if path.is_file():
         return path
-    # A bare name, or the README's `configs/NAME.yaml` typed outside a checkout: look it up by name.
+    # A bare name, or the docs' `configs/NAME.yaml` typed outside a checkout: look it up by name.
     if path.parent in (Path("."), Path("configs")):
         found = _by_name(path.name)
         if found is not None:
