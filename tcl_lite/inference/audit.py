@@ -28,8 +28,8 @@ def check_folder(folder: Path) -> int:
     classes = sorted(e.name for e in os.scandir(base) if e.is_dir())
     if not classes:
         loose = len(_images_under(base))
-        raise DataError(f"{base} has no class folders" + (f" ({loose} images lie directly in it)" if loose else "")
-                        + f"; {layout}")
+        where = f" ({loose} image{'s lie' if loose != 1 else ' lies'} directly in it)" if loose else ""
+        raise DataError(f"{base} has no class folders{where}; {layout}")
     counts = {name: len(_images_under(base / name)) for name in classes}
     empty = [name for name, n in counts.items() if n == 0]
     if empty:

@@ -1,0 +1,191 @@
+"""Expected time per epoch of every shipped preset: on this CPU MEASURED by a short run, on a T4 PREDICTED
+by the plan. The README's preset table and BENCHMARKS.md paste its output.
+
+    OMP_NUM_THREADS=1 python bench/preset_estimates.py                 # every preset, ~2 min each measured
+    OMP_NUM_THREADS=1 python bench/preset_estimates.py --seconds 60 --presets digits_tcl,cifar10_tcl
+
+CPU column: each distinct setting (presets that differ only in their noise share one measurement) trains in
+its own process for ``--seconds`` under ``train.time_budget``, one intra-op thread, no data-loader
+workers (``data.num_workers=0``: the main process decodes and augments); the time per
+epoch is the time it ran divided by the epochs it covered (whole epochs with their evaluation, plus the
+fraction of steps of the one it stopped in). A run stopped inside its first epoch adds the method's passes
+and the evaluation in the proportion of their FLOPs in the plan. CIFAR presets train on random images of
+CIFAR's shape (the datasets are not on this machine; a convolution's time does not depend on the pixels),
+so the JPEG-folder preset's decoding is not counted; the digits presets on the digits. MLNT presets need
+their CE run first and are not measured. The machine's load is printed with the table.
+
+T4 columns: ``tcl-lite plan``'s prediction with the notebook's settings for a T4 (fp16, and the smallest
+change that fits: ``tcl_lite.plan.planner.gpu_settings``): FLOPs at the T4's assumed sustained rate,
+memory with the CUDA context; predictions until ``bench/gpu_check.py`` measures a T4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import OUT, ROOT, markdown_table, print_header
+
+# The settings that decide the time of a step and of epoch 1's passes (noise, the method's weights and
+# thresholds, paths and the seed do not).
+TIMING_KEYS = ("method", "data.dataset", "data.image_size", "data.train_subset", "data.test_subset",
+               "data.val_fraction", "data.augment_on", "train.batch_size", "train.eval_batch_size",
+               "train.gradient_accumulation_steps", "train.mixed_precision", "train.activation_checkpointing",
+               "optim.name")
+STOP = re.compile(r"Stopping after ([\d.]+) min \(time budget\) at epoch (\d+), step (\d+)/(\d+)")
+
+
+def timing_key(preset: str) -> str:
+    """The settings that decide the time of a step (noise, seed and paths do not)."""
+    from tcl_lite.config import flat_settings, load_config
+
+    flat = flat_settings(load_config(preset))
+    return json.dumps({k: v for k, v in flat.items() if k in TIMING_KEYS or k.startswith("model.")},
+                      sort_keys=True, default=str)
+
+
+def synthetic_overrides(preset: str) -> list[str]:
+    """A CIFAR preset on random images of its dataset's shape (registered in the child process)."""
+    from tcl_lite.config import load_config
+
+    data = load_config(preset).data
+    return [] if data.dataset == "digits" else ["data.dataset=bench_random", "data.noise_type=none"]
+
+
+def measure_child(preset: str, seconds: int, out: str) -> None:
+    """In the child process: train ``preset`` for ``seconds`` and print the stop line's figures as JSON."""
+    import numpy as np
+    import torch
+
+    from tcl_lite import load_config
+    from tcl_lite.data.catalog import register_dataset
+    from tcl_lite.data.datasets import TensorImages
+    from tcl_lite.data.entries import Dataset, RawData, SplitCounts
+    from tcl_lite.engine import train
+    from tcl_lite.plan.dataset_meta import dataset_meta
+
+    meta = dataset_meta(load_config(preset, ["data.train_subset=0"]), (50000, 10000) if "jpeg" in preset else None)
+
+    class RandomImages(Dataset):
+        name, help = "bench_random", "random images of a preset's dataset's shape (bench/preset_estimates.py)"
+
+        def counts(self, cfg):  # noqa: ANN001, ANN202 - the Dataset interface
+            return SplitCounts(meta.train + meta.val, 0, meta.test, meta.num_classes)
+
+        def read(self, cfg, seed):  # noqa: ANN001, ANN202
+            g = torch.Generator().manual_seed(seed)
+            n, size = meta.train + meta.val + meta.test, meta.image_size
+            x = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+            y = (np.arange(n) % meta.num_classes).astype(np.int64)
+            split = meta.train + meta.val
+            return RawData(TensorImages(x[:split]), y[:split], TensorImages(x[split:]), y[split:],
+                           [str(k) for k in range(meta.num_classes)], ((0.5,) * 3, (0.25,) * 3), True)
+
+    register_dataset(RandomImages)
+    cfg = load_config(preset, [*synthetic_overrides(preset), f"train.time_budget={seconds}s", f"output_dir={out}",
+                               "train.log_every=100000", "data.num_workers=0"])
+    train(cfg, estimate=False)
+
+
+def measure(preset: str, seconds: int) -> tuple[float | None, str]:
+    """(CPU seconds per epoch, how) from a child process's short run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+        proc = subprocess.run([sys.executable, __file__, "--child", preset, "--seconds", str(seconds), "--out",
+                               str(Path(tmp) / "run")], env=env, capture_output=True, text=True, cwd=ROOT)
+        found = STOP.search(proc.stdout)
+        metrics = Path(tmp) / "run" / "metrics.jsonl"
+        if proc.returncode == 0 and found is None and metrics.is_file():  # every epoch done within the budget
+            last = json.loads(metrics.read_text().splitlines()[-1])
+            return last["time"] / last["epoch"], f"{last['epoch']} epochs in {last['time'] / 60:.1f} min"
+        if proc.returncode != 0 or found is None:
+            return None, f"failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
+        minutes, epoch, step, steps = float(found[1]), int(found[2]), int(found[3]), int(found[4])
+        covered = (epoch - 1) + step / steps
+        per_epoch = minutes * 60 / covered
+        if epoch == 1:  # stopped in the first epoch: add its passes and evaluation by their FLOPs
+            per_epoch *= _whole_epoch_ratio(preset)
+        return per_epoch, f"{epoch - 1} epochs + {step}/{steps} steps in {minutes:.1f} min"
+
+
+def _whole_epoch_ratio(preset: str) -> float:
+    """FLOPs of the first epoch / FLOPs of its training steps (the CPU plan)."""
+    from tcl_lite import load_config
+    from tcl_lite.plan.runs import RunTracer
+
+    run = RunTracer(load_config(preset), cpu_workspace=True).run()
+    flops = run.epoch_flops(next(iter(run.kinds())))
+    return sum(flops.values()) / max(1.0, flops["training"])
+
+
+def t4_columns(preset: str) -> list[str]:
+    """T4 min/epoch of each epoch kind, peak GiB, the settings (the notebook's for a T4)."""
+    from tcl_lite.plan.planner import gpu_settings
+    from tcl_lite.plan.report import duration
+
+    try:
+        plan, overrides = gpu_settings(preset, [], "Tesla T4", 15.0, 7.5)
+    except Exception as e:  # a preset that cannot run there: say why in the table
+        return [f"cannot run: {e}"[:80], "-", "-"]
+    v = plan.verdicts[0]
+    kinds = v.epoch_seconds() if plan.meta.sizes_known else {}
+    if not kinds:
+        return ["- (data not here: sizes unknown)", f"{v.device_bytes / 2**30:.1f}", changed(preset, overrides)]
+    times = " / ".join(duration(s) if s >= 1 else "< 1 s" for s in kinds.values())
+    label = " / ".join(kinds) if len(kinds) > 1 else ""
+    return [times + (f" ({label})" if label else ""), f"{v.device_bytes / 2**30:.1f}", changed(preset, overrides)]
+
+
+def changed(preset: str, overrides: list[str]) -> str:
+    """The notebook's T4 overrides that differ from the preset's own settings ("as is" when none)."""
+    from tcl_lite.config import flat_settings, load_config
+
+    flat = flat_settings(load_config(preset))
+    diff = [o for o in overrides if str(flat.get(o.split("=")[0])).lower() != o.split("=", 1)[1]]
+    return " ".join(diff) or "as is"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="", help="comma-separated presets (default: every shipped one)")
+    p.add_argument("--seconds", type=int, default=90, help="time budget of each measured run")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return measure_child(args.child, args.seconds, args.out)
+    from tcl_lite.plan.report import duration
+    from tcl_lite.presets import available_presets
+
+    presets = args.presets.split(",") if args.presets else available_presets()
+    print_header(f"preset_estimates: {len(presets)} presets; CPU measured ({args.seconds} s runs, 1 thread), T4 "
+                 f"predicted by the plan; load before: {os.getloadavg()[0]:.1f}")
+    measured: dict[str, tuple[float | None, str]] = {}
+    rows = []
+    for preset in presets:
+        if "mlnt" in preset:
+            cpu, how = None, "needs its CE run first"
+        else:
+            key = timing_key(preset)
+            if key not in measured:
+                measured[key] = measure(preset, args.seconds)
+            cpu, how = measured[key]
+        rows.append([preset, duration(cpu) if cpu else "-", how, *t4_columns(preset), f"{os.getloadavg()[0]:.1f}"])
+        print(" | ".join(rows[-1]), flush=True)
+    table = markdown_table(["preset", "CPU per epoch (measured, 1 thread)", "CPU run measured",
+                            "T4 per epoch (predicted)", "T4 peak GiB (predicted)", "T4 settings (notebook's changes)",
+                            "load"], rows)
+    print(table + f"\n\nload after: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "preset_estimates.md").write_text(table + "\n")
+    print(f"wrote {OUT / 'preset_estimates.md'}")
+
+
+if __name__ == "__main__":
+    main()
