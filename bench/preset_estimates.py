@@ -7,9 +7,10 @@ by the plan. The README's preset table and BENCHMARKS.md paste its output.
 CPU column: each distinct setting (presets that differ only in their noise share one measurement) trains in
 its own process for ``--seconds`` under ``train.time_budget``, one intra-op thread, no data-loader
 workers (``data.num_workers=0``: the main process decodes and augments); the time per
-epoch is the time it ran divided by the epochs it covered (whole epochs with their evaluation, plus the
-fraction of steps of the one it stopped in). A run stopped inside its first epoch adds the method's passes
-and the evaluation in the proportion of their FLOPs in the plan. CIFAR presets train on random images of
+epoch is the time of its whole epochs (with their evaluation) when it completed any, else its steady
+time per step (from train.log's step lines, the first step and its kernel warm-up left out) times the
+steps of an epoch, with the method's passes and the evaluation added in the proportion of their FLOPs
+in the plan. CIFAR presets train on random images of
 CIFAR's shape (the datasets are not on this machine; a convolution's time does not depend on the pixels),
 so the JPEG-folder preset's decoding is not counted; the digits presets on the digits. MLNT presets need
 their CE run first and are not measured. The machine's load is printed with the table.
@@ -89,7 +90,7 @@ def measure_child(preset: str, seconds: int, out: str) -> None:
 
     register_dataset(RandomImages)
     cfg = load_config(preset, [*synthetic_overrides(preset), f"train.time_budget={seconds}s", f"output_dir={out}",
-                               "train.log_every=100000", "data.num_workers=0"])
+                               "train.log_every=1", "data.num_workers=0"])
     train(cfg, estimate=False)
 
 
@@ -100,18 +101,35 @@ def measure(preset: str, seconds: int) -> tuple[float | None, str]:
         proc = subprocess.run([sys.executable, __file__, "--child", preset, "--seconds", str(seconds), "--out",
                                str(Path(tmp) / "run")], env=env, capture_output=True, text=True, cwd=ROOT)
         found = STOP.search(proc.stdout)
-        metrics = Path(tmp) / "run" / "metrics.jsonl"
-        if proc.returncode == 0 and found is None and metrics.is_file():  # every epoch done within the budget
-            last = json.loads(metrics.read_text().splitlines()[-1])
+        run = Path(tmp) / "run"
+        if proc.returncode == 0 and (run / "metrics.jsonl").is_file():  # whole epochs, with their evaluation
+            last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
             return last["time"] / last["epoch"], f"{last['epoch']} epochs in {last['time'] / 60:.1f} min"
         if proc.returncode != 0 or found is None:
             return None, f"failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
-        minutes, epoch, step, steps = float(found[1]), int(found[2]), int(found[3]), int(found[4])
-        covered = (epoch - 1) + step / steps
-        per_epoch = minutes * 60 / covered
-        if epoch == 1:  # stopped in the first epoch: add its passes and evaluation by their FLOPs
-            per_epoch *= _whole_epoch_ratio(preset)
-        return per_epoch, f"{epoch - 1} epochs + {step}/{steps} steps in {minutes:.1f} min"
+        steps_per_epoch, ratio = int(found[4]), _whole_epoch_ratio(preset)
+        per_step, how = _steady_step_seconds(run / "train.log")
+        if per_step is None:  # fewer than 3 steps: the stop line's time, first step (warm-up) included
+            per_step = float(found[1]) * 60 / int(found[3])
+            how = f"{found[3]} step(s) in {found[1]} min, the first included"
+        return per_step * steps_per_epoch * ratio, f"{how}; x {steps_per_epoch} steps, x {ratio:.2f} passes + eval"
+
+
+def _steady_step_seconds(log: Path) -> tuple[float | None, str]:
+    """Seconds per step between the first and the last step line of train.log (the first step, which
+    includes the kernels' warm-up, excluded); None with fewer than three steps."""
+    import datetime
+
+    steps = []
+    for line in log.read_text().splitlines():
+        m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) step (\d+):", line)
+        if m:
+            steps.append((datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S"), int(m[2])))
+    if len(steps) < 3:
+        return None, ""
+    (t0, s0), (t1, s1) = steps[0], steps[-1]
+    seconds = (t1 - t0).total_seconds()
+    return seconds / (s1 - s0), f"steps {s0 + 1}-{s1}: {seconds:.0f} s"
 
 
 def _whole_epoch_ratio(preset: str) -> float:

@@ -5,8 +5,9 @@ epoch ("about N min/epoch, M GiB peak on this device") and by ``tcl-lite audit``
   tensors; time = FLOPs at the GPU's assumed share of its peak rate, memory with the CUDA context and
   the allocator's margin). Labelled "predicted" until ``bench/gpu_check.py`` has measured that GPU.
 * On the CPU: the plan's FLOPs per epoch at this CPU's rate, measured by timing a few forward and
-  backward passes of the run's own network on a small batch (its copy, under a forked RNG: the run is
-  unchanged); data loading and augmentation are not counted. Labelled "estimate".
+  backward passes of the run's own network on a batch of its micro-batch size (at most
+  ``CALIBRATION_BATCH``; a copy, under a forked RNG: the run is unchanged); data loading and
+  augmentation are not counted. Labelled "estimate".
 
 The trace costs seconds, so runs smaller than ``SMALL_RUN_SAMPLES`` (training samples x epochs) get no
 estimate from the trainer: it would be a noticeable share of the run, whose time per epoch is printed
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,18 +33,22 @@ from tcl_lite.plan.gpus import GIB, gpu_for
 from tcl_lite.plan.runs import RunTrace, RunTracer
 
 SMALL_RUN_SAMPLES = 50_000  # training samples x epochs below which the trainer makes no estimate
-CALIBRATION_BATCH = 8  # samples per timed step: a ResNet-18 step stays near a second on a slow CPU
+CALIBRATION_BATCH = 64  # at most this many samples per timed step (the run's micro-batch when smaller): small
+# batches run far below the rate of the run's (per-operation overhead), large ones cost seconds per step
 CALIBRATION_SECONDS = 1.0  # timed steps stop after this long (at least one is timed)
 
 
 @dataclass
 class Estimate:
-    epoch_seconds: float | None  # None: no time estimate (a GPU the plan has no rate for)
+    epoch_seconds: float | None  # of the first epoch; None: no time estimate (a GPU the plan has no rate for)
     peak_bytes: int
     how: str  # what the figures come from
+    later: dict[str, float] = field(default_factory=dict)  # seconds per epoch of the run's other kinds of epoch
 
     def text(self) -> str:
-        return f"{minutes_text(self.epoch_seconds)}, {self.peak_bytes / GIB:.2f} GiB peak on this device ({self.how})"
+        later = "".join(f", {minutes_text(s, 'min/epoch')[6:]} in its {kind} epochs" for kind, s in self.later.items())
+        return (f"{minutes_text(self.epoch_seconds)}{later}, {self.peak_bytes / GIB:.2f} GiB peak on this device "
+                f"({self.how})")
 
 
 def minutes_text(seconds: float | None, unit: str = "min/epoch") -> str:
@@ -55,9 +60,18 @@ def minutes_text(seconds: float | None, unit: str = "min/epoch") -> str:
     return f"about {figure} {unit}" + (f" ({m / 60:.1f} h)" if m >= 120 else "")
 
 
-def _first_epoch_flops(run: RunTrace) -> float:
-    kind = next(iter(run.kinds()))
-    return sum(run.epoch_flops(kind).values())
+def _epoch_flops(run: RunTrace) -> list[tuple[str, float]]:
+    """(kind, FLOPs of one epoch) in run order; the first is epoch 1's."""
+    return [(kind, sum(run.epoch_flops(kind).values())) for kind in run.kinds()]
+
+
+def _estimate(run: RunTrace, rate: float, peak: int, how: str) -> Estimate:
+    """FLOPs at ``rate`` FLOP/s (0: no time); the later kinds only where their time differs from epoch 1's."""
+    if rate <= 0:
+        return Estimate(None, peak, how)
+    (_, first), *rest = _epoch_flops(run)
+    later = {kind: f / rate for kind, f in rest if abs(f - first) > 0.05 * first}
+    return Estimate(first / rate, peak, how, later)
 
 
 def cpu_flops_per_second(network: nn.Module, channels: int, image_size: int, batch: int) -> float:
@@ -88,18 +102,17 @@ def estimate_run(cfg: Config, device: torch.device, network: nn.Module | None = 
     if on_gpu:
         props = torch.cuda.get_device_properties(device)
         gpu = gpu_for(props.name, props.total_memory / GIB, props.major + props.minor / 10)
-        rate = gpu.achieved_tflops(run.settings.precision) * 1e12
-        seconds = _first_epoch_flops(run) / rate if rate > 0 else None
-        return Estimate(seconds, device_bytes(run.peak.peak_bytes),
-                        f"predicted by tcl-lite plan for a {gpu.name}, not measured")
+        return _estimate(run, gpu.achieved_tflops(run.settings.precision) * 1e12, device_bytes(run.peak.peak_bytes),
+                         f"predicted by tcl-lite plan for a {gpu.name}, not measured")
     if network is None:
         with torch.random.fork_rng(devices=[]):
             network = build_model(cfg.model, meta.num_classes, in_channels=meta.channels, image_size=meta.image_size)
-    batch = max(2, min(CALIBRATION_BATCH, cfg.train.batch_size))
+    micro = cfg.train.gradient_accumulation_steps
+    batch = max(2, min(CALIBRATION_BATCH, cfg.train.batch_size // (micro if isinstance(micro, int) else 1)))
     rate = cpu_flops_per_second(network, meta.channels, meta.image_size, batch)
-    return Estimate(_first_epoch_flops(run) / rate, run.peak.peak_bytes,
-                    f"estimate: the plan's FLOPs at this CPU's measured {rate / 1e9:.3g} GFLOP/s, "
-                    f"{torch.get_num_threads()} thread(s); data loading and augmentation not counted")
+    return _estimate(run, rate, run.peak.peak_bytes,
+                     f"estimate: the plan's FLOPs at this CPU's measured {rate / 1e9:.3g} GFLOP/s, "
+                     f"{torch.get_num_threads()} thread(s); data loading and augmentation not counted")
 
 
 def announce_estimate(cfg: Config, accelerator: Any, network: nn.Module, train_samples: int, log: Any) -> None:
