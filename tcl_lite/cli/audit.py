@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
+from tcl_lite.errors import DataError
 
 DESCRIPTION = "check a folder's labels: a short run suited to its size, then the ranking and gallery"
 
@@ -63,7 +64,10 @@ def run(argv: list[str]) -> int:
     print(f"audit: {num_images} images in {folder}; {cfg.train.epochs} epochs of {cfg.method} ({cfg.model.arch}, "
           f"{cfg.data.image_size} px, batch {cfg.train.batch_size}) in {out}: {minutes_text(total, 'min')} in all "
           f"({guess.text()})", flush=True)
-    train(cfg, resume=True, estimate=False)  # resume: a second audit reuses/continues the run
+    try:
+        train(cfg, resume=True, estimate=False)  # resume: a second audit reuses/continues the run
+    except DataError as e:  # e.g. a corrupt image: named by the user's path, not the link's
+        raise type(e)(str(e).replace(str(root / "train"), str(folder))) from None
     issues = find_label_issues(out)
     if root != folder and issues.paths is not None:  # name the user's files, not the link's
         issues.paths = [str(folder / os.path.relpath(p, root / "train")) for p in issues.paths]

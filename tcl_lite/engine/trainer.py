@@ -122,13 +122,13 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[b
     cleanup.callback(guard.close)
     ckpts = CheckpointManager(accelerator, out / "checkpoints", cfg.checkpoint.keep_last)
     log.hold()  # the first line states where the run computes, which depends on the checkpoint resumed
+    first = None
     try:
         guard.lock_existing()  # and completes or rolls back renames a crash interrupted
         resume_from = guard.find_resume_point(ckpts, resume)
-    except BaseException:
-        log.release()
-        raise
-    log.release(place(cfg, accelerator, resume_from).text())  # threads, workers, where augmentation runs
+        first = place(cfg, accelerator, resume_from).text()  # threads, workers, where augmentation runs
+    finally:
+        log.release(first)  # then the lines held (a refusal's context comes out either way)
     if resume_from is not None:  # before anything is built or written: weights of another network
         check_checkpoint_layout(resume_from, cfg.model.arch)
         check_method(resume_from, cfg.method)  # a checkpoint of another method: refused, naming both
