@@ -39,6 +39,7 @@ TIMING_KEYS = ("method", "data.dataset", "data.image_size", "data.train_subset",
                "data.val_fraction", "data.augment_on", "train.batch_size", "train.eval_batch_size",
                "train.gradient_accumulation_steps", "train.mixed_precision", "train.activation_checkpointing",
                "optim.name")
+SUBSET = 2048  # training samples of a measured run on a large dataset (subset_overrides)
 STOP = re.compile(r"Stopping after ([\d.]+) min \(time budget\) at epoch (\d+), step (\d+)/(\d+)")
 
 
@@ -57,6 +58,13 @@ def synthetic_overrides(preset: str) -> list[str]:
 
     data = load_config(preset).data
     return [] if data.dataset == "digits" else ["data.dataset=bench_random", "data.noise_type=none"]
+
+
+def subset_overrides(train_samples: int) -> list[str]:
+    """A large dataset trains on a subset: a step's time does not depend on the data set's size, but the
+    passes a method makes before its first step (TCL's detection over the whole training set) would take
+    longer than the measurement on one CPU thread; their share is added from the plan's FLOPs."""
+    return [f"data.train_subset={SUBSET}", f"data.test_subset={SUBSET // 4}"] if train_samples > 2 * SUBSET else []
 
 
 def measure_child(preset: str, seconds: int, out: str) -> None:
@@ -89,8 +97,8 @@ def measure_child(preset: str, seconds: int, out: str) -> None:
                            [str(k) for k in range(meta.num_classes)], ((0.5,) * 3, (0.25,) * 3), True)
 
     register_dataset(RandomImages)
-    cfg = load_config(preset, [*synthetic_overrides(preset), f"train.time_budget={seconds}s", f"output_dir={out}",
-                               "train.log_every=1", "data.num_workers=0"])
+    cfg = load_config(preset, [*synthetic_overrides(preset), *subset_overrides(meta.train), f"output_dir={out}",
+                               f"train.time_budget={seconds}s", "train.log_every=1", "data.num_workers=0"])
     train(cfg, estimate=False)
 
 
@@ -102,12 +110,13 @@ def measure(preset: str, seconds: int) -> tuple[float | None, str]:
                                str(Path(tmp) / "run")], env=env, capture_output=True, text=True, cwd=ROOT)
         found = STOP.search(proc.stdout)
         run = Path(tmp) / "run"
-        if proc.returncode == 0 and (run / "metrics.jsonl").is_file():  # whole epochs, with their evaluation
+        subset = bool(_config(run).get("data", {}).get("train_subset"))
+        if proc.returncode == 0 and not subset and (run / "metrics.jsonl").is_file():  # whole epochs, evaluation
             last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
             return last["time"] / last["epoch"], f"{last['epoch']} epochs in {last['time'] / 60:.1f} min"
         if proc.returncode != 0 or found is None:
             return None, f"failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
-        steps_per_epoch, ratio = int(found[4]), _whole_epoch_ratio(preset)
+        steps_per_epoch, ratio = _epoch_steps_and_ratio(preset)
         per_step, how = _steady_step_seconds(run / "train.log")
         if per_step is None:  # fewer than 3 steps: the stop line's time, first step (warm-up) included
             per_step = float(found[1]) * 60 / int(found[3])
@@ -132,14 +141,27 @@ def _steady_step_seconds(log: Path) -> tuple[float | None, str]:
     return seconds / (s1 - s0), f"steps {s0 + 1}-{s1}: {seconds:.0f} s"
 
 
-def _whole_epoch_ratio(preset: str) -> float:
-    """FLOPs of the first epoch / FLOPs of its training steps (the CPU plan)."""
+def _config(run: Path) -> dict:
+    import yaml
+
+    path = run / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def _epoch_steps_and_ratio(preset: str) -> tuple[int, float]:
+    """Steps of the full data set's first epoch, and its FLOPs / its training steps' FLOPs (the CPU plan):
+    the share of the method's passes and the evaluation."""
     from tcl_lite import load_config
+    from tcl_lite.plan.dataset_meta import dataset_meta
     from tcl_lite.plan.runs import RunTracer
 
-    run = RunTracer(load_config(preset), cpu_workspace=True).run()
-    flops = run.epoch_flops(next(iter(run.kinds())))
-    return sum(flops.values()) / max(1.0, flops["training"])
+    cfg = load_config(preset)
+    samples = (50000, 10000) if "jpeg" in preset else None  # the JPEG folder is CIFAR-10's
+    run = RunTracer(cfg, dataset_meta(cfg, samples), cpu_workspace=True).run()
+    kind = next(iter(run.kinds()))
+    flops = run.epoch_flops(kind)
+    steps = sum(s.steps for s in run.steps if s.kind == kind)
+    return steps, sum(flops.values()) / max(1.0, flops["training"])
 
 
 def t4_columns(preset: str) -> list[str]:
