@@ -13,7 +13,7 @@ steps of an epoch, with the method's passes and the evaluation added in the prop
 in the plan. CIFAR presets train on random images of
 CIFAR's shape (the datasets are not on this machine; a convolution's time does not depend on the pixels),
 so the JPEG-folder preset's decoding is not counted; the digits presets on the digits. MLNT presets need
-their CE run first and are not measured. The machine's load is printed with the table.
+their CE run first, fp16 presets a GPU: neither is measured. The machine's load is printed with the table.
 
 T4 columns: ``tcl-lite plan``'s prediction with the notebook's settings for a T4 (fp16, and the smallest
 change that fits: ``tcl_lite.plan.planner.gpu_settings``): FLOPs at the T4's assumed sustained rate,
@@ -200,6 +200,7 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         return measure_child(args.child, args.seconds, args.out)
+    from tcl_lite import load_config
     from tcl_lite.plan.report import duration
     from tcl_lite.presets import available_presets
 
@@ -211,6 +212,8 @@ def main() -> None:
     for preset in presets:
         if "mlnt" in preset:
             cpu, how = None, "needs its CE run first"
+        elif load_config(preset).train.mixed_precision == "fp16":
+            cpu, how = None, "fp16: a GPU-only preset"
         else:
             key = timing_key(preset)
             if key not in measured:
