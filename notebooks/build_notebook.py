@@ -128,10 +128,21 @@ def find_checkout() -> Path | None:
     return next((c.resolve() for c in candidates if is_checkout(c)), None)
 
 
+def shown(cmd: list) -> str:
+    \"\"\"cmd as one shell line a person can read and paste: an argument holding single quotes (e.g.
+    train.mixed_precision='no') goes in double quotes instead of shlex's '"'"' escapes.\"\"\"
+    def quote(arg: str) -> str:
+        if "'" in arg and not any(c in arg for c in '"$`\\\\!'):
+            return f'"{arg}"'
+        return shlex.quote(arg)
+
+    return " ".join(quote(str(c)) for c in cmd)
+
+
 def stream(cmd: list, cwd: Path) -> str:
     \"\"\"Run cmd and print its output line by line as it comes: live progress in Colab, Kaggle and nbclient.\"\"\"
     cmd = [str(c) for c in cmd]
-    print("$", shlex.join(cmd), flush=True)
+    print("$", shown(cmd), flush=True)
     # Unbuffered so lines arrive when printed; wide so the progress lines do not wrap. Jupyter kernels
     # set FORCE_COLOR, which would make the child draw a live terminal bar (cursor codes that pile up
     # in a cell's output): without it the trainer prints plain progress lines. The kernel's inline

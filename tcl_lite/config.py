@@ -101,8 +101,9 @@ class DataConfig:
                              "so a corrupt file stops the run at once; 0 = never.", ge=0)
     augment_on: str = opt("auto", "Where training views are made: `workers` (each sample in the DataLoader "
                           "workers, torchvision v2), `device` (workers only decode; the whole batch on the "
-                          "training device, same parameter distributions); `auto` = device on a GPU, "
-                          "workers on the CPU.", choices=("auto", "device", "workers"))
+                          "training device, same parameter distributions); `auto` = device wherever the "
+                          "method's views have a batched form (faster on the CPU too: BENCHMARKS.md), else "
+                          "workers.", choices=("auto", "device", "workers"))
     cache_decoded: str = opt("auto", "Image folders / file lists: decode every image once into memory "
                              "(uint8 at image_size) before training instead of on every access; `auto` "
                              "when that takes at most a quarter of the available memory.",

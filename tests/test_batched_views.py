@@ -229,12 +229,15 @@ def test_decode_only_loader_with_workers_then_finish_batch() -> None:
 
     a, b = views(2, 16), views(0, 8)
     assert sorted(a) == list(range(64)) and all(torch.equal(a[i], b[i]) for i in a)
-    assert resolve_augment_on("auto", torch.device("cuda")) == "device"
-    assert resolve_augment_on("auto", "cpu") == "workers" and resolve_augment_on("auto", None) == "workers"
-    assert resolve_augment_on("device", "cpu") == "device"
-    cpu = build_data(DataConfig(train_subset=64, image_size=16), seed=0)  # augment_on=auto
+    # auto: batched wherever the views have a batched form, on the CPU too (BENCHMARKS.md: faster there)
+    assert resolve_augment_on("auto", torch.device("cuda"), ("weak",)) == "device"
+    assert resolve_augment_on("auto", "cpu", ("weak", "strong")) == "device"
+    assert resolve_augment_on("workers", "cpu") == "workers" and resolve_augment_on("device", "cpu") == "device"
+    assert resolve_augment_on("auto", None, ("weak",)) == "workers"  # a bundle used outside a run
+    cpu = build_data(DataConfig(train_subset=64, image_size=16, augment_on="workers"), seed=0)
     assert cpu.train_views(("weak",), "cpu")[0]["image"].dtype == torch.float32
-    assert cpu.train_views(("weak",), "cuda").batch_transform is not None
+    auto = build_data(DataConfig(train_subset=64, image_size=16), seed=0)  # augment_on=auto
+    assert auto.train_views(("weak",), "cpu").batch_transform is not None
 
 
 # ---------------------------------------------------------------------------------------------

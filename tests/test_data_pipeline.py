@@ -53,7 +53,8 @@ def fingerprint(cfg: DataConfig, seed: int) -> str:
                  None if b.val is None else b.val.labels, _images(b.val)):
         _update(h, part)
     views = ("weak", "strong", "test")
-    per_sample = b.train_views(views, "cpu")  # augment_on=auto on the CPU: per sample, in the workers
+    b.augment_on = "workers"  # per sample, in the workers
+    per_sample = b.train_views(views, "cpu")
     per_sample.set_epoch(2)
     for i in (0, 3, len(per_sample) - 1):
         _update(h, per_sample[i]["image"])
@@ -184,6 +185,7 @@ def test_a_missing_folder_is_a_data_error_for_describe_too(tmp_path: Path) -> No
 def test_randaugment_view_takes_the_datasets_crop_then_flip(crop_then_flip: bool) -> None:
     b = build_data(DataConfig(image_size=16, train_subset=64), seed=3)
     b.view_options = {"crop_then_flip": True} if crop_then_flip else {}  # what Cifar100's entry gives
+    b.augment_on = "workers"
     per_sample = b.train_views(("randaugment",), "cpu")
     per_sample.set_epoch(2)
     with torch.random.fork_rng(devices=[]):

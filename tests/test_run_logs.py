@@ -37,6 +37,10 @@ def test_redirected_run_prints_whole_lines_and_keeps_them_in_train_log(tmp_path,
     proc = run_train(*SMALL_TCL, "train.epochs=2", "train.log_with=tensorboard", "checkpoint.best_metric=",
                      "--output-dir", str(run_dir))
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    # first where the run computes (threads, workers, augmentation), last the summary (no `best` asked: no notice)
+    placement, summary, lines = lines[0], lines[-1], lines[1:-1]
+    assert placement.startswith("device cpu; 1 intra-op thread (OMP_NUM_THREADS=1); 0 data-loader workers")
+    assert summary.startswith("finished: 2 epochs") and "no validation split" not in proc.stdout
     steps = [STEP_LINE.fullmatch(line) for line in lines if line.startswith("step ")]
     epochs = [EPOCH_LINE.fullmatch(line) for line in lines if line.startswith("epoch ")]
     # every line is one whole event: nothing broken in the middle of a number (rich wrapped at 80 columns)
@@ -51,7 +55,7 @@ def test_redirected_run_prints_whole_lines_and_keeps_them_in_train_log(tmp_path,
     assert all(logged)
     messages = [m.group(2) for m in logged]
     assert messages[0].startswith("$ train.py --config digits_tcl")
-    assert messages[1:] == lines
+    assert messages[1:] == [placement, *lines, summary]
 
     # the tracker got every step's loss terms, lr and throughput, and the evaluations
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
@@ -71,7 +75,8 @@ def test_redirected_run_prints_whole_lines_and_keeps_them_in_train_log(tmp_path,
     printed = capsys.readouterr().out.strip().splitlines()
     text = (run_dir / "train.log").read_text()
     assert len(re.findall(r"^\S+ \S+ \$ ", text, re.M)) == 2 and "resumed from" in text and "epoch 3/3: " in text
-    assert text.splitlines()[-1].endswith(printed[-1]) and printed[-1].startswith("epoch 3/3: ")
+    assert text.splitlines()[-1].endswith(printed[-1]) and printed[-2].startswith("epoch 3/3: ")
+    assert printed[-1].startswith("finished: 3 epochs")
     assert read_status(run_dir) | {"updated": None, "pid": None} == {
         "epochs": 3, "pid": None, "epoch": 3, "step": 12, "state": "finished", "updated": None,
         "seconds_per_epoch": read_status(run_dir)["seconds_per_epoch"], "seconds_left": 0}

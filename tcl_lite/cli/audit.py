@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
+from tcl_lite.errors import DataError
 
 DESCRIPTION = "check a folder's labels: a short run suited to its size, then the ranking and gallery"
 
@@ -43,23 +44,34 @@ def run(argv: list[str]) -> int:
     import torch
 
     from tcl_lite.config import load_config
+    from tcl_lite.engine.estimate import estimate_run, minutes_text
     from tcl_lite.engine.trainer import train
-    from tcl_lite.inference.audit import count_images, dataset_root
+    from tcl_lite.inference.audit import check_folder, dataset_root
     from tcl_lite.results.label_issues import find_label_issues, write_issues
 
     folder = Path(args.folder)
+    num_images = check_folder(folder)  # before anything is created: a wrong folder leaves nothing behind
     out = Path(args.out) if args.out else Path("runs") / f"audit-{folder.resolve().name}"
-    root = dataset_root(folder, out)
-    num_images = count_images(root)
-    overrides = [*audit_settings(num_images, torch.cuda.is_available()), f"data.root={root}", f"output_dir={out}",
+    root = folder if (folder / "train").is_dir() else out / "audit_data"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    overrides = [*audit_settings(num_images, device.type == "cuda"), f"data.root={root}", f"output_dir={out}",
                  *args.overrides]
-    print(f"audit: {num_images} images in {folder}; training {out} with {' '.join(overrides[:9])}")
     cfg = load_config(None, overrides)
     paths.check_config(cfg)
-    train(cfg, resume=True)  # resume: a second audit reuses/continues the run
+    dataset_root(folder, out)  # OUT/audit_data/train -> FOLDER when FOLDER has no train/
+    guess = estimate_run(cfg, device)
+    total = guess.epoch_seconds * cfg.train.epochs if guess.epoch_seconds else None
+    print(f"audit: {num_images} images in {folder}; {cfg.train.epochs} epochs of {cfg.method} ({cfg.model.arch}, "
+          f"{cfg.data.image_size} px, batch {cfg.train.batch_size}) in {out}: {minutes_text(total, 'min')} in all "
+          f"({guess.text()})", flush=True)
+    try:
+        train(cfg, resume=True, estimate=False)  # resume: a second audit reuses/continues the run
+    except DataError as e:  # e.g. a corrupt image: named by the user's path, not the link's
+        raise type(e)(str(e).replace(str(root / "train"), str(folder))) from None
     issues = find_label_issues(out)
     if root != folder and issues.paths is not None:  # name the user's files, not the link's
         issues.paths = [str(folder / os.path.relpath(p, root / "train")) for p in issues.paths]
+    issues.root = str(folder)
     summary = write_issues(issues, out / "issues", top=args.top)
     print(f"wrote {out / 'issues' / 'label_issues.csv'} (every image, most suspect first) and "
           f"{out / 'issues' / 'label_issues.png'} (the {summary['shown_suspects']} top suspects)")

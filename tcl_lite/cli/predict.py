@@ -28,12 +28,14 @@ def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     paths.check_args("predict", [("MODEL", args.model, "model"), ("--out", args.out, "output-file"),
                                  ("--checkpoint", paths.checkpoint_arg(args.checkpoint), "folder")])
-    from tcl_lite.inference.predict import image_files, load_classifier, predict, write_predictions  # torch
+    from tcl_lite.inference import predict as inference  # torch: once the arguments are checked
 
-    files = image_files(args.images)
-    model = load_classifier(args.model, args.checkpoint)
-    probs = predict(model, files, batch_size=args.batch_size, device=args.device)
-    write_predictions(args.out, files, probs, model.class_names, args.top_k)
+    files = inference.image_files(args.images)
+    model = inference.load_classifier(args.model, args.checkpoint)
+    for note in inference.check_inputs(model, files):  # what is converted to fit the model, before any work
+        print(f"predict: {note}", flush=True)
+    probs = inference.predict(model, files, batch_size=args.batch_size, device=args.device)
+    inference.write_predictions(args.out, files, probs, model.class_names, args.top_k)
     print(f"wrote {args.out}: {len(files)} images")
     return 0
 

@@ -59,7 +59,7 @@ class DataBundle:
         views = (views,) if isinstance(views, str) else tuple(views)
         if not views:
             raise DataError(f"train_views(()): give one or more views of {', '.join(VIEWS.shown())}")
-        if resolve_augment_on(self.augment_on, device) == "device":
+        if resolve_augment_on(self.augment_on, device, views) == "device":
             return self.train.with_transform(None, BatchedViews(views, self.image_size, self.mean, self.std,
                                                                 self.train.seed, self.view_options))
         ctx = ViewContext(self.image_size, self.mean, self.std, self.view_options)
@@ -71,13 +71,18 @@ class DataBundle:
         return self.train.with_transform(make_transform("test", self.image_size, self.mean, self.std))
 
 
-def resolve_augment_on(setting: str, device: torch.device | str | None) -> str:
-    """``data.augment_on``: auto is device on an accelerator (GPU), workers on the CPU (or none given)."""
+def resolve_augment_on(setting: str, device: torch.device | str | None = None, views: tuple[str, ...] = ()) -> str:
+    """``data.augment_on``: auto is device on any training device (the CPU too: the batched path gave more
+    samples per CPU-second in every case of bench/loader_throughput.py, BENCHMARKS.md) when every one of
+    ``views`` has a batched form, else workers; without a device (a bundle used outside a run), workers.
+    The trainer resolves auto once per run (``engine/placement.py``: runs recorded before auto covered
+    the CPU keep their rule)."""
     if setting not in ("auto", "device", "workers"):
         raise DataError(f"unknown data.augment_on {setting!r}; choose auto, device or workers")
     if setting != "auto":
         return setting
-    return "device" if device is not None and torch.device(device).type != "cpu" else "workers"
+    batched = all(VIEWS.get_checked(v).batched is not None for v in views)
+    return "device" if device is not None and batched else "workers"
 
 
 def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:

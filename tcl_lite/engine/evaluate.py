@@ -29,11 +29,12 @@ def evaluate(accelerator: Any, models: dict[str, nn.Module], loader: Any, split:
             for name, m in models.items()}
 
 
-def eval_split_loaders(accelerator: Any, data: Any, cfg: Any, log: Any = print) -> dict[str, Any]:
+def eval_split_loaders(accelerator: Any, data: Any, cfg: Any) -> dict[str, Any]:
     """``{"val": loader, "test": loader}`` for the splits the data has, prepared (sharded) by Accelerate.
 
     Validation comes first so that its metrics are there when ``checkpoint.best_metric`` is read;
-    without a validation split no `best` checkpoint is kept (the test set never selects one)."""
+    without a validation split no `best` checkpoint is kept (the test set never selects one): the
+    run's end-of-run summary says so (``no_best_notice``)."""
     loaders = {}
     for split in ("val", "test"):
         dataset = getattr(data, split)
@@ -41,10 +42,18 @@ def eval_split_loaders(accelerator: Any, data: Any, cfg: Any, log: Any = print) 
             dl = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.eval_batch_size,
                                              num_workers=cfg.data.num_workers)
             loaders[split] = accelerator.prepare(dl)
-    if "val" not in loaders and cfg.checkpoint.best_metric:
-        log(f"no validation split: checkpoints/best is not kept (checkpoint.best_metric={cfg.checkpoint.best_metric}"
-            " needs one: set data.val_fraction=0.1, data.val_list, or add a val/ folder); use the final checkpoint")
     return loaders
+
+
+def no_best_notice(cfg: Any, has_val: bool) -> str | None:
+    """The notice for a run whose ``checkpoint.best_metric`` asks for a `best` checkpoint that no validation
+    split can select (None when there is a validation split, or the user asked for no `best`)."""
+    if has_val or not cfg.checkpoint.best_metric:
+        return None
+    return (f"no validation split, so no `best` checkpoint was kept (checkpoint.best_metric="
+            f"{cfg.checkpoint.best_metric}): predict and export-model use the final one. To select "
+            "one, set data.val_fraction=0.1 (or data.val_list, or add a val/ folder); checkpoint.best_metric= "
+            "silences this")
 
 
 def write_data_info(out: Any, data: Any) -> None:

@@ -22,12 +22,14 @@ from tcl_lite.checkpoints.writer import CheckpointManager
 from tcl_lite.config import Config, flat_settings, parse_time_budget, save_config, to_dict
 from tcl_lite.data import build_data
 from tcl_lite.engine.epoch_data import EpochData, PhaseStep
-from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, write_data_info
+from tcl_lite.engine.estimate import announce_estimate
+from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, no_best_notice, write_data_info
 from tcl_lite.engine.gpu_check import check_gpu
 from tcl_lite.engine.micro_batches import resolve_auto_micro_batches
 from tcl_lite.engine.nonfinite import NonFiniteGuard, weights_finite
 from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import lr_at, peak_lr, set_lr
+from tcl_lite.engine.placement import place
 from tcl_lite.engine.resume_checks import check_method_state, check_position, legacy_epoch_steps
 from tcl_lite.engine.run_guard import DATA_KEYS, RunGuard
 from tcl_lite.engine.run_setup import build_networks, build_optimizers, make_accelerator, prepare
@@ -81,7 +83,8 @@ class Run:
 
 
 def train(cfg: Config, resume: bool | str | None = None, restart: bool = False,
-          allow_data_change: bool = False, allow_config_change: bool = False) -> dict[str, float]:
+          allow_data_change: bool = False, allow_config_change: bool = False, estimate: bool = True
+          ) -> dict[str, float]:
     """Run (or continue) one training run; returns the last evaluation's metrics. The run directory's
     status.json says how it ended (finished, stopped by the time budget or a signal, failed).
 
@@ -89,11 +92,13 @@ def train(cfg: Config, resume: bool | str | None = None, restart: bool = False,
     forked into this one, see engine/run_fork.py); ``restart``: move an existing run's files aside and
     start afresh; ``allow_data_change`` / ``allow_config_change``: resume even though the data-defining
     settings / the settings that decide the training steps changed (engine/run_guard.py,
-    engine/resume_checks.py). SIGTERM and a first Ctrl-C stop at the next step with a checkpoint."""
+    engine/resume_checks.py); ``estimate``: log the expected time per epoch and peak memory before the
+    first epoch (``engine/estimate.py``; off when the caller printed its own). SIGTERM and a first Ctrl-C
+    stop at the next step with a checkpoint."""
     status = RunStatus(Path(cfg.output_dir))
     try:
         with signals.handled(), contextlib.ExitStack() as cleanup:
-            run = _start(cfg, resume, restart, (allow_data_change, allow_config_change), cleanup, status)
+            run = _start(cfg, resume, restart, (allow_data_change, allow_config_change), cleanup, status, estimate)
             if run.stopper.signal_received():  # SIGTERM / Ctrl-C already during start-up
                 return _stopped_at_start(run)
             return _loop(run)
@@ -105,7 +110,7 @@ def train(cfg: Config, resume: bool | str | None = None, restart: bool = False,
 
 
 def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[bool, bool],
-           cleanup: contextlib.ExitStack, status: RunStatus) -> Run:
+           cleanup: contextlib.ExitStack, status: RunStatus, estimate: bool = True) -> Run:
     """Decide fresh run, resume or fork (before anything is written), build data, networks, optimizers
     and the method, restore the checkpoint, then write the run directory's files."""
     out = Path(cfg.output_dir)
@@ -116,8 +121,14 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[b
     guard = RunGuard(cfg, accelerator, restart, allow[0], log, allow_config_change=allow[1])
     cleanup.callback(guard.close)
     ckpts = CheckpointManager(accelerator, out / "checkpoints", cfg.checkpoint.keep_last)
-    guard.lock_existing()  # and completes or rolls back renames a crash interrupted
-    resume_from = guard.find_resume_point(ckpts, resume)
+    log.hold()  # the first line states where the run computes, which depends on the checkpoint resumed
+    first = None
+    try:
+        guard.lock_existing()  # and completes or rolls back renames a crash interrupted
+        resume_from = guard.find_resume_point(ckpts, resume)
+        first = place(cfg, accelerator, resume_from).text()  # threads, workers, where augmentation runs
+    finally:
+        log.release(first)  # then the lines held (a refusal's context comes out either way)
     if resume_from is not None:  # before anything is built or written: weights of another network
         check_checkpoint_layout(resume_from, cfg.model.arch)
         check_method(resume_from, cfg.method)  # a checkpoint of another method: refused, naming both
@@ -132,7 +143,7 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[b
     networks = build_networks(cfg, method_cls, data)
     max_lr = peak_lr(cfg.optim, cfg.train.batch_size * accelerator.num_processes)
     models, optimizers = prepare(accelerator, networks, build_optimizers(cfg, networks, max_lr))
-    eval_loaders = eval_split_loaders(accelerator, data, cfg, log)  # val selects `best`; test is reported
+    eval_loaders = eval_split_loaders(accelerator, data, cfg)  # val selects `best`; test is reported
     ctx = TrainContext(cfg, accelerator, models, optimizers, data, out, log=log)
     state = TrainerState(num_processes=accelerator.num_processes, method=cfg.method, settings=flat_settings(cfg))
     run = Run(cfg, out, accelerator, method_cls(ctx), ctx, EpochData(accelerator, cfg), ckpts, state, log, status,
@@ -142,6 +153,8 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[b
     if resume_from is not None:
         guard.fork(_restore(run, resume_from, resume, allow[1]))  # a fork: copy what B needs of A
     _write_run_files(run, guard, data, resumed=resume_from is not None)
+    if estimate:
+        announce_estimate(cfg, accelerator, next(iter(models.values())), len(data.train), log)  # min/epoch, peak
     run.progress = TrainProgress(accelerator.is_main_process, cfg.train.epochs, 0, accelerator.device, run_log=log)
     run.nonfinite = NonFiniteGuard(cfg.train.nonfinite, accelerator)
     run.metrics = run.method.before_training(resumed=resume_from is not None)
@@ -258,9 +271,24 @@ def _loop(run: Run) -> dict[str, float]:
                 return _stop(run, epoch, steps_per_epoch)
         _end_epoch(run, epoch, clock, (steps_per_epoch - first_step) / steps_per_epoch, loss_sum, loss_n)
     run.progress.close()
+    _summary(run)
     run.status.update("finished", epoch=state.epoch, step=state.global_step)
     run.accelerator.end_training()
     return run.metrics
+
+
+def _summary(run: Run) -> None:
+    """The end-of-run lines: the time taken, the checkpoint a model is used from, and, once, what a
+    missing validation split means for `best`."""
+    state, root = run.state, run.ckpts.root
+    model = (f"best = {root / 'best'} ({run.cfg.checkpoint.best_metric} {state.best_value:.4f} at step "
+             f"{state.best_step}), final = {root / f'step_{state.global_step:08d}'}" if state.best_value is not None
+             else f"final = {root / f'step_{state.global_step:08d}'}")
+    run.log(f"finished: {state.epoch} epochs ({run.stopper.elapsed() / 60:.1f} min in this session); "
+            f"checkpoints: {model}")
+    notice = no_best_notice(run.cfg, "val" in run.eval_loaders)
+    if notice:
+        run.log(notice)
 
 
 def _optimizer_step(run: Run, step: PhaseStep, epoch: int, steps_per_epoch: int) -> tuple[dict[str, Any], bool]:

@@ -6,7 +6,10 @@ planner (``tcl_lite.plan``, which builds the same networks and optimizers under 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,9 +20,32 @@ from tcl_lite.errors import ConfigError
 from tcl_lite.models.network import build_model
 
 
+class _DropKernelsNotice(logging.Filter):
+    """bitsandbytes' CPU backend logs a warning at import when the optional ``kernels`` package (its 4-bit
+    CPU matmul, which no optimizer uses) is missing; it alarms users of the 8-bit optimizers for nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "kernels" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_bitsandbytes_import() -> Iterator[None]:
+    """Around our bitsandbytes import only: its loggers drop the ``kernels`` notice; nothing else is muted."""
+    quiet = _DropKernelsNotice()
+    loggers = [logging.getLogger(n) for n in ("bitsandbytes", "bitsandbytes.backends.cpu.ops")]
+    for lg in loggers:
+        lg.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(quiet)
+
+
 def _bitsandbytes_optim():  # noqa: ANN202 - returns the module or None
     try:
-        import bitsandbytes.optim as bnb_optim
+        with quiet_bitsandbytes_import():
+            import bitsandbytes.optim as bnb_optim
     except Exception as e:  # an ImportError, or a native library that fails to load
         warnings.warn(f"bitsandbytes could not be loaded ({type(e).__name__}: {e}); the 8-bit optimizer "
                       "falls back to its 32-bit form, which needs 4x the optimizer-state memory. "

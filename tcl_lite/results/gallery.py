@@ -9,6 +9,7 @@ checked.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,17 @@ def thumbnail(issues: Any, index: int, size: int = 128) -> np.ndarray:
     return images[index].permute(1, 2, 0).numpy()
 
 
+def sample_name(issues: Any, rank: int, width: int = 16) -> str:
+    """The tile's name of the sample at ``rank``: its file relative to the dataset root (the end of it when
+    long), or ``#index`` for a dataset without files (CIFAR, digits)."""
+    paths = getattr(issues, "paths", None)
+    if not paths:
+        return f"#{int(issues.index[rank])}"
+    root = getattr(issues, "root", None)
+    name = os.path.relpath(paths[rank], root) if root else os.path.basename(paths[rank])
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
 def _short(name: str, width: int = 11) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
@@ -67,8 +79,7 @@ def _draw_block(sub: Any, issues: Any, ranks: list[int], cols: int, rows: int, s
         if issues.true is not None:
             colour = WRONG if issues.given[r] != issues.true[r] else RIGHT
         label = f"{_short(given)} → {_short(suggested)}" if suspects else f"{_short(given)}"
-        ax.set_title(f"{label}\n#{int(issues.index[r])}  score {issues.score[r]:.2f}", fontsize=9, color=colour,
-                     pad=3)
+        ax.set_title(f"{label}\n{sample_name(issues, r)}  {issues.score[r]:.2f}", fontsize=9, color=colour, pad=3)
 
 
 def draw_gallery(issues: Any, path: str | Path, top: int = 24, cols: int = 8) -> dict[str, int]:

@@ -45,6 +45,7 @@ class LabelIssues:
     checkpoint: str
     true: np.ndarray | None = None  # when the run knows the true labels
     paths: list[str] | None = None  # image files, for folder and list datasets
+    root: str | None = None  # the dataset root the gallery names ``paths`` relative to
     data: Any = field(default=None, repr=False)  # the DataBundle, for thumbnails
 
     def __len__(self) -> int:
@@ -143,7 +144,7 @@ def find_label_issues(run_dir: str | Path, checkpoint: str = "final", *, batch_s
     return LabelIssues(index=order, given=data.noisy_labels[order], suggested=np.asarray(suggested)[order],
                        score=np.clip(score[order], 0.0, 1.0), class_names=list(data.class_names), method=cfg.method,
                        checkpoint=str(ckpt), true=None if true is None else true[order],
-                       paths=paths, data=data)
+                       paths=paths, root=cfg.data.root if paths is not None else None, data=data)
 
 
 def write_issues(issues: LabelIssues, out_dir: str | Path, top: int = 24) -> dict[str, Any]:

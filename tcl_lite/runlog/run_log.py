@@ -34,12 +34,26 @@ class RunLog:
         self.echo: Callable[[str], None] = lambda text: print(text, flush=True)  # plain: never wrapped
         self._pending: list[str] = []
         self._file: TextIO | None = None
+        self._held: list[str] | None = None
 
     def __call__(self, *args: Any) -> None:
         text = " ".join(str(a) for a in args)
+        if self._held is not None:
+            self._held.append(text)
+            return
         if self.enabled:
             self.echo(text)
         self.record(text)
+
+    def hold(self) -> None:
+        """Keep the lines logged from now on until ``release`` (the line that must come first is not known yet)."""
+        self._held = []
+
+    def release(self, first: str | None = None) -> None:
+        """Log ``first`` (when given), then the lines held since ``hold``."""
+        held, self._held = self._held or [], None
+        for text in ([first] if first is not None else []) + held:
+            self(text)
 
     def record(self, text: str) -> None:
         """Write ``text`` to train.log only (e.g. a step line that the live bar shows on the console)."""
