@@ -2,7 +2,7 @@
 
 from .build import DataBundle, balanced_subset, build_data
 from .datasets import DataError, IndexedDataset, mix_seed
-from .noise import asymmetric_map, asymmetric_noise, load_label_file, read_label_file, symmetric_noise
+from .noise import asymmetric_map, asymmetric_noise, load_label_file, pairflip_noise, read_label_file, symmetric_noise
 from .transforms import VIEW_KINDS, MultiView, make_transform
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "load_label_file",
     "make_transform",
     "mix_seed",
+    "pairflip_noise",
     "read_label_file",
     "symmetric_noise",
 ]

@@ -22,7 +22,7 @@ from .datasets import (
     scan_image_folder,
 )
 from .decoded_cache import decode_collecting, wants_cache
-from .noise import asymmetric_noise, read_label_file, symmetric_noise
+from .noise import NOISE_TYPES, asymmetric_noise, pairflip_noise, read_label_file, symmetric_noise
 from .transforms import VIEW_KINDS, MultiView, make_transform
 from .verify import unreadable_images_error, verify_images
 
@@ -222,9 +222,8 @@ def build_data(cfg: DataConfig, seed: int, model: ModelConfig | None = None) -> 
     ``model``: a pretrained timm model's input size and mean/std replace ``cfg.image_size`` and the
     dataset's statistics (``model_data_settings``)."""
     cfg, model_stats = model_data_settings(cfg, model)
-    if cfg.noise_type not in ("none", "symmetric", "asymmetric", "file"):
-        raise DataError(f"unknown data.noise_type {cfg.noise_type!r}; choose none, symmetric, asymmetric "
-                        "or file")
+    if cfg.noise_type not in NOISE_TYPES:
+        raise DataError(f"unknown data.noise_type {cfg.noise_type!r}; choose one of {', '.join(NOISE_TYPES)}")
     if cfg.noise_type == "asymmetric":
         _asymmetric_scheme(cfg, None)  # fail before reading (and checking) a whole dataset
     if cfg.dataset == "digits":
@@ -274,6 +273,9 @@ def build_data(cfg: DataConfig, seed: int, model: ModelConfig | None = None) -> 
         true = given
     elif cfg.noise_type == "asymmetric":
         noisy = asymmetric_noise(given, _asymmetric_scheme(cfg, raw.class_names), cfg.noise_rate, seed)
+        true = given
+    elif cfg.noise_type == "pairflip":
+        noisy = pairflip_noise(given, num_classes, cfg.noise_rate, seed)
         true = given
 
     noisy = np.ascontiguousarray(noisy, dtype=np.int64)
