@@ -1,0 +1,1 @@
+"""Method building blocks shared by the methods (noise detection, kNN, trust diagnostics, ...)."""
