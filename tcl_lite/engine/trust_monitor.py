@@ -1,0 +1,149 @@
+"""The run's trust diagnostics (``algorithms/trust.py``), as the trainer drives them.
+
+* at start: a warning when ``train.epochs`` does not exceed the method's warm-up;
+* after every evaluated epoch whose method made a new detection (``Method.trust_signals``), and after the
+  last epoch in any case (a method without a detection of its own gets the diagnostic pass here: the
+  ``diagnostic_model``'s softmax and features over the training set, test transform): ``diagnose`` and
+  ``judge``; the figures go to the epoch's metrics record (``trust_*``), the verdict to train.log and
+  status.json, both to ``trust.json`` / ``trust_samples.safetensors`` (``algorithms/trust_files.py``);
+* when the run stops early: the verdict again, for the checkpoint the stop saved.
+
+Diagnoses run on the main process (the pass on every process: its loader is sharded).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tcl_lite.algorithms.trust import (
+    APPLY_THRESHOLD,
+    LEVELS,
+    RunState,
+    SampleTrust,
+    TrustSignals,
+    Verdict,
+    diagnose,
+    judge,
+)
+from tcl_lite.algorithms.trust_files import load_trust, save_trust
+from tcl_lite.detection.gmm_detector import gmm_clean_probability, minmax
+
+
+def _warmup_text(method: Any, warm: float) -> str:
+    setting = f"{method.warmup_setting}, " if method.warmup_setting else ""
+    return f"{method.name}'s warm-up ({setting}{warm:g} epochs on the given labels)"
+
+
+class TrustMonitor:
+    """Keeps the noise estimates of the detections after the warm-up (for their stability) and writes
+    each diagnosis. ``records``: metrics.jsonl's records so far (a resumed run's history)."""
+
+    def __init__(self, run: Any, records: list[dict[str, Any]]) -> None:
+        self.run = run
+        self.method = run.method
+        self.warmup = float(self.method.warmup_epochs())
+        self.history = [float(r["trust_est_noise"]) for r in records
+                        if r.get("trust_est_noise") is not None and r.get("epoch", 0) > self.warmup]
+        self.detections_seen = any(r.get("trust_est_noise") is not None for r in records)
+        self.main = run.accelerator.is_main_process
+
+    def warn_if_short(self) -> None:
+        epochs = self.run.cfg.train.epochs
+        if self.warmup > 0 and epochs <= self.warmup:
+            self.run.log(f"warning: train.epochs={epochs} does not exceed {_warmup_text(self.method, self.warmup)}: "
+                         "the run will end inside it, its own verdicts will never have been used, and its trust "
+                         f"verdict will be `not usable`. Train more than {self.warmup:g} epochs (or shorten the "
+                         "warm-up) for corrected labels.")
+
+    # -- after an epoch ------------------------------------------------------------------------------
+    def after_epoch(self, epochs_done: int, step: int) -> dict[str, float]:
+        """Diagnose the method's new detection (after the last epoch: whatever it has, else the pass)."""
+        last = epochs_done == self.run.cfg.train.epochs
+        signals = self.method.trust_signals()
+        if signals is None and last:
+            signals = diagnostic_pass(self.run.ctx, self.method.diagnostic_model())
+        if signals is None or not self.main:
+            return {}
+        diag, samples = self._diagnose(signals)
+        self.detections_seen = self.detections_seen or signals.source == "detection"
+        verdict = judge(diag, self._state(epochs_done))
+        if epochs_done > self.warmup:
+            self.history.append(diag["est_noise"])
+        self._write(verdict, diag, samples, epochs_done, step, final=last)
+        if last:
+            for line in verdict.lines():
+                self.run.log(line)
+        elif epochs_done <= self.warmup:
+            self.run.log(f"trust after epoch {epochs_done}: inside {_warmup_text(self.method, self.warmup)}")
+        else:
+            self.run.log(f"trust after epoch {epochs_done}: {verdict.headline()}")
+        return {"trust_level": float(LEVELS.index(verdict.level)), **{f"trust_{k}": v for k, v in diag.items()}}
+
+    def _diagnose(self, signals: TrustSignals) -> tuple[dict[str, float], SampleTrust]:
+        return diagnose(signals, history=self.history, seed=self.run.cfg.seed, device=self.run.accelerator.device)
+
+    def _state(self, epochs_done: float, stopped: bool = False) -> RunState:
+        return RunState(self.method.name, epochs_done, self.run.cfg.train.epochs, self.warmup,
+                        self.method.warmup_setting, per_epoch_detection=self.detections_seen, stopped=stopped)
+
+    # -- a stop before the end -----------------------------------------------------------------------
+    def stopped(self, epochs_done: float, step: int) -> None:
+        """The verdict for the checkpoint a stop saved: a detection not diagnosed yet is diagnosed now;
+        otherwise the last diagnosis (this process's or the file's) is judged again."""
+        signals = self.method.trust_signals()
+        if not self.main:
+            return
+        samples = None
+        if signals is not None:
+            diag, samples = self._diagnose(signals)
+        else:
+            previous = load_trust(self.run.out)
+            diag = previous.diagnostics if previous is not None and previous.checkpoint else None
+        verdict = judge(diag, self._state(round(epochs_done, 2), stopped=True))
+        self._write(verdict, diag, samples, epochs_done, step, final=False, stopped=True)
+        for line in verdict.lines():
+            self.run.log(line)
+
+    def _write(self, verdict: Verdict, diag: dict[str, float] | None, samples: SampleTrust | None,
+               epochs_done: float, step: int, *, final: bool, stopped: bool = False) -> None:
+        summary = {"verdict": verdict.level, "reasons": verdict.reasons, "epoch": round(epochs_done, 2)}
+        self.run.status.update(self.run.status.fields.get("state", "running"), trust=summary)
+        record = {"method": self.method.name, "epoch": round(epochs_done, 2), "epochs": self.run.cfg.train.epochs,
+                  "step": step, "final": final, "stopped": stopped, "warmup_epochs": self.warmup,
+                  "warmup_setting": self.method.warmup_setting, "verdict": verdict.level, "reasons": verdict.reasons,
+                  "evidence": verdict.evidence, "threshold": APPLY_THRESHOLD, "diagnostics": diag or {},
+                  "per_epoch_detection": self.detections_seen, "noise_history": self.history,
+                  "checkpoint": f"step_{step:08d}" if diag is not None else ""}
+        save_trust(self.run.out, record, samples)
+
+
+@torch.no_grad()
+def diagnostic_pass(ctx: Any, model: torch.nn.Module) -> TrustSignals:
+    """The default signals: ``model``'s softmax and normalised features over the training set (test
+    transform); the score is ``1 - p(given label)``, the suggestion the argmax (``label_issue_scores``'
+    default), and the kNN vote is the second opinion."""
+    given = np.asarray(ctx.data.noisy_labels)
+    n, k = len(given), ctx.data.num_classes
+    probs, feats = torch.empty(n, k), None
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in ctx.loader(ctx.data.train_eval()):
+            out = model(batch["image"])
+            index, p, f = ctx.accelerator.gather_for_metrics(
+                (batch["index"], out.logits.float().softmax(1), F.normalize(out.features.float().flatten(1), dim=1)))
+            feats = torch.empty(n, f.shape[1]) if feats is None else feats
+            probs[index.cpu()], feats[index.cpu()] = p.cpu(), f.cpu()
+    finally:
+        model.train(was_training)
+    p = probs.numpy()
+    p_given = p[np.arange(n), given]
+    # The noise estimate as DivideMix's co-divide makes it from a classifier's losses: a two-component
+    # mixture over the normalised per-sample CE, the fraction in the high-loss component.
+    w = gmm_clean_probability(minmax(-np.log(np.maximum(p_given, 1e-12)).astype(np.float32)))
+    return TrustSignals(given, 1.0 - p_given, p.argmax(1), p, feats, estimated_noise=float(np.mean(w < 0.5)),
+                        source="diagnostic pass")
