@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from tcl_lite.config import load_config
     from tcl_lite.detection.label_issues import find_label_issues, write_issues
     from tcl_lite.engine import train
-    from tcl_lite.inference.issues_cli import user_errors
+    from tcl_lite.inference.issues_cli import user_errors, verdict_lines
 
     folder = Path(args.folder)
     out = Path(args.out) if args.out else Path("runs") / f"audit-{folder.resolve().name}"
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as e:
         print(f"tcl-lite audit: error: {e}", file=sys.stderr)
         return 2
+    print("\n".join(verdict_lines(issues)))
     print(f"wrote {out / 'issues' / 'label_issues.csv'} (every image, most suspect first) and "
           f"{out / 'issues' / 'label_issues.png'} (the {summary['shown_suspects']} top suspects)")
     return 0
