@@ -136,7 +136,8 @@ def test_runs_inside_the_warmup_are_not_usable_and_write_no_relabelled_file(tmp_
     run = _tiny_tcl(tmp_path / "stopped", "train.epochs=4", "train.time_budget=1")
     status, record = json.loads((run / "status.json").read_text()), load_trust(run)
     assert status["state"] == "stopped_time_budget" and status["trust"]["verdict"] == "not usable"
-    assert record.level == "not usable" and record.info["stopped"] and "inside tcl's warm-up" in record.verdict.reasons[0]
+    assert record.level == "not usable" and record.info["stopped"]
+    assert "inside tcl's warm-up" in record.verdict.reasons[0]
     assert record.checkpoint == sorted((run / "checkpoints").glob("step_*"))[-1].name
     assert not tcl_lite.find_label_issues(run).applied.any()
 
