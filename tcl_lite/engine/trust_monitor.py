@@ -31,6 +31,7 @@ from tcl_lite.algorithms.trust import (
 )
 from tcl_lite.algorithms.trust_files import load_trust, save_trust
 from tcl_lite.detection.gmm_detector import gmm_clean_probability, minmax
+from tcl_lite.methods import Method
 
 
 def _warmup_text(method: Any, warm: float) -> str:
@@ -65,7 +66,7 @@ class TrustMonitor:
         last = epochs_done == self.run.cfg.train.epochs
         signals = self.method.trust_signals()
         if signals is None and last:
-            signals = diagnostic_pass(self.run.ctx, self.method.diagnostic_model())
+            signals = with_method_verdicts(diagnostic_pass(self.run.ctx, self.method.diagnostic_model()), self.method)
         if signals is None or not self.main:
             return {}
         diag, samples = self._diagnose(signals)
@@ -119,6 +120,24 @@ class TrustMonitor:
                   "per_epoch_detection": self.detections_seen, "noise_history": self.history,
                   "checkpoint": f"step_{step:08d}" if diag is not None else ""}
         save_trust(self.run.out, record, samples)
+
+
+def with_method_verdicts(signals: TrustSignals, method: Any) -> TrustSignals:
+    """A method that keeps per-sample verdicts (``per_sample_outputs``) but exposes no signals of its own: its
+    clean probability and suggested label replace the pass's self-confidence, which becomes the second opinion,
+    so that the diagnostics describe the verdicts the run hands out."""
+    if type(method).per_sample_outputs.__func__ is Method.per_sample_outputs.__func__:
+        return signals
+    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in method.state_dict().items()}
+    out = type(method).per_sample_outputs(state) or {}
+    label = next((out[c] for c in ("corrected_label", "suggested_label") if c in out), None)
+    if "clean_probability" not in out or label is None:
+        return signals
+    noisy_p = 1.0 - np.asarray(out["clean_probability"], dtype=np.float32)
+    self_conf = 1.0 - signals.probabilities[np.arange(len(signals.given)), signals.given]
+    return TrustSignals(signals.given, noisy_p, np.asarray(label, dtype=np.int64), signals.probabilities,
+                        signals.features, opinions={"method": noisy_p, "classifier self-confidence": self_conf},
+                        source="diagnostic pass")
 
 
 @torch.no_grad()
