@@ -311,6 +311,7 @@ def _stop(run: Run, epoch: int, steps_per_epoch: int) -> dict[str, float]:
     run.log(f"Stopping after {run.stopper.elapsed() / 60:.1f} min (time budget or SIGTERM) at epoch "
             f"{epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch}; saved {run.ckpts.root}. "
             f"Continue with: {continue_command(run.out)}")
+    run.trust.flush()
     run.status.update("stopped_signal" if run.stopper.signalled else "stopped_time_budget",
                       epoch=state.epoch, step=state.global_step)
     run.accelerator.end_training()
@@ -340,6 +341,7 @@ def _end_epoch(run: Run, epoch: int, clock: EpochClock, fraction_run: float, los
                            + " ".join(f"{k} {v:.4f}" for k, v in record.items()
                                       if isinstance(v, float) and k not in ("lr", "time")
                                       and not k.startswith("trust_")) + f" | {timing}")  # trust: its own line
+        run.trust.flush()
         _keep_best(run, record)
     else:
         run.progress.print(f"epoch {state.epoch}/{cfg.train.epochs} (no evaluation this epoch) | {timing}")

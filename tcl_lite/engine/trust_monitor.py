@@ -51,6 +51,7 @@ class TrustMonitor:
                         if r.get("trust_est_noise") is not None and r.get("epoch", 0) > self.warmup]
         self.detections_seen = any(r.get("trust_est_noise") is not None for r in records)
         self.main = run.accelerator.is_main_process
+        self.pending: list[str] = []  # lines for the log, printed by flush() after the epoch's own line
 
     def warn_if_short(self) -> None:
         epochs = self.run.cfg.train.epochs
@@ -76,12 +77,11 @@ class TrustMonitor:
             self.history.append(diag["est_noise"])
         self._write(verdict, diag, samples, epochs_done, step, final=last)
         if last:
-            for line in verdict.lines():
-                self.run.log(line)
+            self.pending += verdict.lines()
         elif epochs_done <= self.warmup:
-            self.run.log(f"trust after epoch {epochs_done}: inside {_warmup_text(self.method, self.warmup)}")
+            self.pending.append(f"trust after epoch {epochs_done}: inside {_warmup_text(self.method, self.warmup)}")
         else:
-            self.run.log(f"trust after epoch {epochs_done}: {verdict.headline()}")
+            self.pending.append(f"trust after epoch {epochs_done}: {verdict.headline()}")
         return {"trust_level": float(LEVELS.index(verdict.level)), **{f"trust_{k}": v for k, v in diag.items()}}
 
     def _diagnose(self, signals: TrustSignals) -> tuple[dict[str, float], SampleTrust]:
@@ -106,8 +106,13 @@ class TrustMonitor:
             diag = previous.diagnostics if previous is not None and previous.checkpoint else None
         verdict = judge(diag, self._state(round(epochs_done, 2), stopped=True))
         self._write(verdict, diag, samples, epochs_done, step, final=False, stopped=True)
-        for line in verdict.lines():
+        self.pending += verdict.lines()
+
+    def flush(self) -> None:
+        """Print (console and train.log) what the last diagnosis had to say."""
+        for line in self.pending:
             self.run.log(line)
+        self.pending = []
 
     def _write(self, verdict: Verdict, diag: dict[str, float] | None, samples: SampleTrust | None,
                epochs_done: float, step: int, *, final: bool, stopped: bool = False) -> None:
