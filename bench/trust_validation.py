@@ -13,7 +13,8 @@ Every run is ``python train.py`` in a subprocess with ``OMP_NUM_THREADS=1`` (one
 * **CIFAR-10 subset**: 2,000 class-balanced training JPEGs of ``../shared/data/cifar10-jpeg.tar.gz``
   (extracted into bench/out/), a tiny CNN at 32 px as ``bench/noise_accuracy.py``'s subset, 20 epochs,
   at symmetric 20/50%, asymmetric 40% and pair-flip 45%;
-* **short** runs: ending inside the warm-up, or one to two epochs after it.
+* **short** runs: ending inside the warm-up, or one to two epochs after it;
+* **notebook**: what the notebook trains on a CPU, each method's own digits preset at 50% symmetric noise.
 
 Per run: the verdict (``trust.json``, as the run wrote it, or re-judged with ``--rescore``); every change
 the method proposes (its corrected / suggested label differs from the given one) against the true labels:
@@ -106,6 +107,17 @@ def digits_runs() -> list[Run]:
                  ["--config", "digits_mlnt", "train.epochs=1", "mlnt.start_iter=100", "mlnt.mid_iter=200"], "short",
                  needs="digits_symm40_mlntfeat")]
     return runs
+
+
+def notebook_runs() -> list[Run]:
+    """What the notebook trains on a CPU: each method's own digits preset at the form's default noise."""
+    noise = ("symmetric", 0.5)
+    return [Run("nb_digits_ce", "digits", "ce", noise, ["--config", "digits_ce"]),
+            Run("nb_digits_tcl", "digits", "tcl", noise, ["--config", "digits_tcl"]),
+            Run("nb_digits_dividemix", "digits", "dividemix", noise, ["--config", "digits_dividemix"]),
+            Run("nb_digits_mlntfeat", "digits", "ce", noise, ["--config", "digits_mlnt", "method=ce"],
+                length="feature"),
+            Run("nb_digits_mlnt", "digits", "mlnt", noise, ["--config", "digits_mlnt"], needs="nb_digits_mlntfeat")]
 
 
 def cifar_runs() -> list[Run]:
@@ -201,11 +213,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="", help="comma-separated substrings of run names to keep")
     p.add_argument("--rescore", action="store_true", help="no training: re-judge the saved runs")
-    p.add_argument("--datasets", default="digits,cifar10")
+    p.add_argument("--datasets", default="digits,cifar10,notebook",
+                   help="comma-separated groups: digits, cifar10, notebook (each method's digits preset at the "
+                        "notebook's default 50%% symmetric noise)")
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"  # one core per run, one run at a time
     print_header("trust_validation: trust verdicts against the true labels" + (" (rescored)" if args.rescore else ""))
-    runs = (digits_runs() if "digits" in args.datasets else []) + (cifar_runs() if "cifar10" in args.datasets else [])
+    groups = args.datasets.split(",")
+    runs = ((digits_runs() if "digits" in groups else []) + (cifar_runs() if "cifar10" in groups else [])
+            + (notebook_runs() if "notebook" in groups else []))
     if args.only:
         chosen = [r for r in runs if any(k in r.name for k in args.only.split(","))]
         needed = {r.needs for r in chosen}

@@ -235,7 +235,8 @@ def _last_with(records: list[dict[str, Any]], key: str) -> dict[str, Any] | None
 
 def _metrics_table(records: list[dict[str, Any]]) -> list[str]:
     skip = {"epoch", "step", "lr", "time", "clean_scale"}
-    keys = [k for k in dict.fromkeys(k for r in records for k in r) if k not in skip]
+    # trust_*: the verdict section at the top says what they mean (metrics.jsonl keeps every figure)
+    keys = [k for k in dict.fromkeys(k for r in records for k in r) if k not in skip and not k.startswith("trust_")]
     rows = records
     if len(rows) > MAX_TABLE_ROWS:  # keep the first, the last and evenly spaced ones in between
         idx = np.unique(np.linspace(0, len(rows) - 1, MAX_TABLE_ROWS).round().astype(int))
