@@ -21,10 +21,12 @@ train: install  ## the embedded default: digits, 40% symmetric noise, CE (add AR
 
 test: install-dev  ## lint + the whole test suite (~10 min on 2 CPU cores)
 	$(PYTHON) -m ruff check .
+	lint-imports
 	$(PYTHON) -m pytest -q tests
 
-lint:
+lint:  ## ruff + the import layers (pyproject's [tool.importlinter])
 	$(PYTHON) -m ruff check .
+	lint-imports
 
 bench: install  ## quick benchmarks, tables on stdout (FULL=1: full-length runs; BENCHMARKS.md has the results)
 	$(PYTHON) bench/step_memory.py $(BENCH_MODE)

@@ -2,7 +2,7 @@
 
 import sys
 
-from tcl_lite.cli import main_train
+from tcl_lite.cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(main_train())
+    sys.exit(main())

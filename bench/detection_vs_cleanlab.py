@@ -8,7 +8,7 @@
 
 * TCL: ``python train.py --config configs/digits_tcl.yaml`` (subprocess) -- or the finished run given by
   ``--tcl-run`` (``make bench`` passes noise_accuracy's) -- then its newest checkpoint's clean
-  probability ``w`` through ``tcl_lite.detection.export`` (the file interface users get).
+  probability ``w`` through ``tcl_lite.results.export`` (the file interface users get).
 * cleanlab: out-of-fold predicted probabilities of CE with the TCL run's own resolved config
   (``method=ce``: same data, noise draw, backbone, optimizer, schedule and epoch budget): K CE runs, each
   trained on K-1 folds of the same noisy labels (checked against the exported given labels) and
@@ -44,7 +44,7 @@ def tcl_clean_probability(run_dir: Path, args: argparse.Namespace) -> tuple[np.n
 
     Returns (w, given, true, training s); a reused run's time is its own training time from metrics.jsonl.
     """
-    from tcl_lite.detection.export import export
+    from tcl_lite.results.export import export
 
     if args.tcl_run is None:
         wall, _ = run_train(run_dir, ["--config", "configs/digits_tcl.yaml", f"data.noise_rate={args.noise_rate}",
@@ -68,7 +68,7 @@ def out_of_fold_probs(args: argparse.Namespace, tcl_config: Path, given: np.ndar
     from tcl_lite.config import load_config
     from tcl_lite.data import build_data
     from tcl_lite.engine.optim import build_optimizer, lr_at, peak_lr, set_lr
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(tcl_config, ["method=ce", "train.cpu=true"])
     data = build_data(cfg.data, cfg.seed)

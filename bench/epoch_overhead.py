@@ -29,12 +29,12 @@ def epoch_vs_detection(overrides: list[str], repeats: int = 1) -> dict[str, Any]
     import torch
     from accelerate import Accelerator
 
+    from tcl_lite.algorithms.gmm_detector import detection_pass
     from tcl_lite.config import load_config
-    from tcl_lite.detection.gmm_detector import detection_pass
     from tcl_lite.engine.optim import build_optimizer, peak_lr
     from tcl_lite.methods.base import StepInfo, TrainContext
-    from tcl_lite.methods.tcl import TCL
-    from tcl_lite.models import build_model
+    from tcl_lite.methods.tcl.method import TCL
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(None, ["method=tcl", "train.cpu=true", *overrides])
     acc = Accelerator(cpu=True)
@@ -84,7 +84,7 @@ def epoch_vs_detection(overrides: list[str], repeats: int = 1) -> dict[str, Any]
 def gmm_time(n: int, repeats: int) -> float:
     import numpy as np
 
-    from tcl_lite.detection.gmm_detector import gmm_clean_probability, minmax
+    from tcl_lite.algorithms.gmm_detector import gmm_clean_probability, minmax
 
     rng = np.random.default_rng(0)
     k = int(n * 0.6)  # 60% clean (low scores), 40% noisy (high), as at 40% noise

@@ -19,7 +19,7 @@ from common import CIFAR_TARBALL, OUT, print_header
 
 from tcl_lite.config import ModelConfig
 from tcl_lite.engine.nonfinite import NonFiniteGuard
-from tcl_lite.models import build_model
+from tcl_lite.models.network import build_model
 
 
 class _Acc:  # what NonFiniteGuard reads of an Accelerator, for one process on this device

@@ -133,7 +133,7 @@ def child_loader(spec: dict[str, Any]) -> dict[str, Any]:
 
     from tcl_lite.config import load_config
     from tcl_lite.data import build_data
-    from tcl_lite.methods.tcl import TCL
+    from tcl_lite.methods.tcl.method import TCL
 
     cores = pin_to_cores(spec["cores"])
     torch.set_num_threads(1)

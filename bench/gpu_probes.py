@@ -62,7 +62,7 @@ def one_step_gradient(overrides: list[str], num_classes: int = 10) -> dict[str, 
         rig.optimizer.zero_grad(set_to_none=True)
         rig.acc.scaler.update(scale / 2)
     return {"loss": float(logs["loss"]), "grads": grads, "scale": scale, "finite": finite,
-            "micro_batches": rig.n_micro}
+            "micro_batches": rig.micro_batches}
 
 
 def cache_exactness(precision: str, *, arch: str, image_size: int, batch: int, micro: int, width: int = 64,
@@ -104,7 +104,7 @@ def cached_gradient_fp16_cast(*, arch: str, image_size: int, batch: int, micro: 
     returns what the rounding does to it: relative error, share of subnormal and of flushed entries."""
     import torch
 
-    import tcl_lite.methods.tcl as tcl_module
+    import tcl_lite.methods.tcl.method as tcl_module
     from tcl_lite.config import load_config
 
     shape = SimpleNamespace(method="tcl", arch=arch, norm="group", width=width, image_size=image_size, batch=batch,

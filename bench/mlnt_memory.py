@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from tcl_lite.methods.mlnt import MLNT
+    from tcl_lite.methods.mlnt.method import MLNT
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a script from anywhere
@@ -59,9 +59,9 @@ def all_at_once(method: MLNT, x: Tensor, y: Tensor, alpha: float) -> None:
     import torch.nn.functional as F
     from torch.func import functional_call
 
-    from tcl_lite.methods.ema import ema_update_
-    from tcl_lite.methods.mlnt import consistency_loss
-    from tcl_lite.methods.synthetic_labels import neighbour_relabel
+    from tcl_lite.methods.mlnt.ema import ema_update_
+    from tcl_lite.methods.mlnt.method import consistency_loss
+    from tcl_lite.methods.mlnt.synthetic_labels import neighbour_relabel
 
     cfg, acc = method.mcfg, method.ctx.accelerator
     logits = method.ctx.model(x).logits.float()
@@ -90,8 +90,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     from tcl_lite.config import load_config
     from tcl_lite.methods.base import StepInfo, TrainContext
-    from tcl_lite.methods.mlnt import MLNT
-    from tcl_lite.models import build_model
+    from tcl_lite.methods.mlnt.method import MLNT
+    from tcl_lite.models.network import build_model
 
     cuda = torch.cuda.is_available()
     cfg = load_config(None, [

@@ -62,11 +62,11 @@ def step_overrides(args: argparse.Namespace, config: str) -> list[str]:
 
     s = _settings(config)
     cuda = torch.cuda.is_available()
-    n_micro = args.batch // args.micro if s["accumulate"] else 1
+    micro_batches = args.batch // args.micro if s["accumulate"] else 1
     return [
         f"method={args.method}", f"model.arch={args.arch}", f"model.norm={args.norm}", "model.dropout=0",
         f"model.width={args.width}", f"data.image_size={args.image_size}", f"optim.name={s['optim']}",
-        f"train.batch_size={args.batch}", f"train.gradient_accumulation_steps={n_micro}",
+        f"train.batch_size={args.batch}", f"train.gradient_accumulation_steps={micro_batches}",
         f"train.activation_checkpointing={str(s['checkpointing']).lower()}",
         f'train.mixed_precision="{s["precision"]}"', f"train.cpu={str(not cuda).lower()}", "tcl.gradient_mode=exact"]
 
@@ -74,7 +74,7 @@ def step_overrides(args: argparse.Namespace, config: str) -> list[str]:
 def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     """Model, optimizer, method and one fixed synthetic batch as ``cfg`` says, on Accelerate's device.
 
-    Returns ``acc, model, optimizer, method, n_micro`` and ``step()`` (forward + backward of the
+    Returns ``acc, model, optimizer, method, micro_batches`` and ``step()`` (forward + backward of the
     whole batch, no optimizer step). A fresh Accelerator each time: in-process callers
     (``gpu_check.py``, tests) build several with different precisions.
     """
@@ -86,12 +86,12 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     from tcl_lite.engine.optim import build_optimizer
     from tcl_lite.methods import get_method
     from tcl_lite.methods.base import StepInfo, TrainContext
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     acc = Accelerator(cpu=cfg.train.cpu, mixed_precision=cfg.train.mixed_precision)
-    batch_size, n_micro, size = cfg.train.batch_size, cfg.train.gradient_accumulation_steps, cfg.data.image_size
+    batch_size, micro_batches, size = cfg.train.batch_size, cfg.train.gradient_accumulation_steps, cfg.data.image_size
     torch.manual_seed(0)
     method_cls = get_method(cfg.method)
     model = build_model(cfg.model, num_classes, in_channels=3, image_size=size,
@@ -122,7 +122,8 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
         torch.manual_seed(2)  # the same mixup lambda and permutation (and MLNT synthetic labels) everywhere
         return method.training_step(batch, info)  # split into train.gradient_accumulation_steps by the method
 
-    return SimpleNamespace(acc=acc, model=model, optimizer=optimizer, method=method, n_micro=n_micro, step=step)
+    return SimpleNamespace(acc=acc, model=model, optimizer=optimizer, method=method, micro_batches=micro_batches,
+                           step=step)
 
 
 def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[str, Any]:
@@ -167,7 +168,7 @@ def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() if cuda else status_kib("VmHWM") * 1024) - base
-    out = {"config": label, "micro_batches": rig.n_micro, "peak_mib": peak / 2**20, "base_mib": base / 2**20,
+    out = {"config": label, "micro_batches": rig.micro_batches, "peak_mib": peak / 2**20, "base_mib": base / 2**20,
            "optim_state_mib": state_bytes / 2**20, "seconds": statistics.median(times), "loss": loss,
            "grad_norm": grad_norm, "device": f"cuda:{torch.cuda.get_device_name()}" if cuda else "cpu (peak RSS)",
            "batch": cfg.train.batch_size, "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__,

@@ -280,6 +280,7 @@ Micro-batches keep the effective batch (TCL's `gradient_mode=exact` computes the
 gradient cache), and `train.auto_micro_batch` splits a step further should it still run out of memory."""
 
 SETTINGS = """\
+import tcl_lite.methods  # registers the built-in methods, whose names and config sections load_config reads
 from tcl_lite.config import ConfigError, load_config
 
 

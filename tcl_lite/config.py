@@ -3,6 +3,12 @@
 Every field carries its documentation and its allowed values in ``metadata`` so that one
 table (``python -m tcl_lite config-docs``) documents every key, and every bad value is
 rejected before anything runs, with the key and what is allowed named in the error.
+
+This module is a leaf of the package: it imports only ``errors``, ``registry`` and ``presets``. What
+higher layers own reaches the loader by registration, never by an import from here: the methods'
+config sections and names come from ``registry.METHODS`` (filled by ``tcl_lite.methods``), and a
+key whose check lives with its owner (``model.arch`` with the models, ``train.log_with`` with the
+trackers) is checked by the function that owner passed to ``register_check`` when it was imported.
 """
 
 from __future__ import annotations
@@ -13,15 +19,16 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem, named by its dotted key."""
+from tcl_lite.errors import ConfigError
+from tcl_lite.presets import find_base, find_preset
+from tcl_lite.registry import METHODS
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -143,8 +150,8 @@ class TrainConfig:
     epochs: int = opt(30, "Training epochs.", ge=1)
     batch_size: int = opt(64, "Samples per optimizer step on each process (the global batch is "
                           "batch_size x processes).", ge=1)
-    gradient_accumulation_steps: int = opt(1, "Split each batch into this many micro-batches "
-                                           "(memory / accumulation); must divide batch_size.", ge=1)
+    gradient_accumulation_steps: int = opt(1, "The number of micro-batches each batch is split into (memory / "
+                                           "accumulation; Accelerate's name for it); must divide batch_size.", ge=1)
     auto_micro_batch: bool = opt(True, "On a GPU out-of-memory error, retry the step split into more "
                                  "micro-batches (same effective batch); single process only.")
     mixed_precision: str = opt("no", "Autocast through Accelerate. fp16 needs a GPU; bf16 also runs "
@@ -192,9 +199,7 @@ class Config:
     sections: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        from tcl_lite.methods.registry import config_sections
-
-        for name, section in config_sections().items():
+        for name, section in method_sections().items():
             self.sections.setdefault(name, section())
 
     def __getattr__(self, name: str) -> Any:
@@ -287,15 +292,17 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
                           f"got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not (cls is Config and f.name == "sections")}
-    method_sections = _method_sections() if cls is Config else {}
-    unknown = sorted(set(values) - set(fields) - set(method_sections))
+    sections = method_sections() if cls is Config else {}
+    unknown = sorted(set(values) - set(fields) - set(sections))
     if unknown:
         key = prefix + unknown[0]
+        hint = "" if METHODS or cls is not Config else (" (a method's section is known once the method is "
+                                                        f"registered: `import {METHODS.filled_by}`)")
         raise ConfigError(f"unknown config key '{key}'; allowed keys here: "
-                          f"{', '.join(prefix + k for k in [*fields, *method_sections])}")
+                          f"{', '.join(prefix + k for k in [*fields, *sections])}{hint}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        if name in method_sections:
+        if name in sections:
             continue
         tp, key = hints[name], prefix + name
         if _is_section(tp):
@@ -306,14 +313,30 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
             kwargs[name] = v
     if cls is Config:
         kwargs["sections"] = {name: _build(section, values.get(name) or {}, name + ".")
-                              for name, section in method_sections.items()}
+                              for name, section in sections.items()}
     return cls(**kwargs)
 
 
-def _method_sections() -> dict[str, type]:
-    from tcl_lite.methods.registry import config_sections  # the methods import this module
+def method_sections() -> dict[str, type]:
+    """``{method name: its config section's dataclass}``, as the methods registered them."""
+    return {name: METHODS.declared(name)["config"] for name in METHODS if METHODS.declared(name).get("config")}
 
-    return config_sections()
+
+# Single-key checks that live with the key's owner, registered by the owner's module: key -> check(value)
+# (raises ConfigError). The models register ``model.arch``, the trackers ``train.log_with``.
+_KEY_CHECKS: dict[str, Callable[[Any], Any]] = {}
+
+
+def register_check(key: str, check: Callable[[Any], Any]) -> None:
+    """Have ``check(value of key)`` run by ``validate`` (re-registering a key replaces its check)."""
+    _KEY_CHECKS[key] = check
+
+
+def _value_at(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def parse_time_budget(text: str) -> float | None:
@@ -340,9 +363,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'train.gradient_accumulation_steps': {t.gradient_accumulation_steps} "
                           f"does not divide train.batch_size={t.batch_size}; choose a divisor")
     parse_time_budget(t.time_budget)
-    from tcl_lite.reporting.trackers import parse_log_with
-
-    parse_log_with(t.log_with)
     if len(cfg.optim.betas) != 2:
         raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
     if cfg.data.dataset == "filelist" and not cfg.data.train_list:
@@ -356,31 +376,13 @@ def validate(cfg: Config) -> Config:
                           "data.val_list or a val/ folder")
     if cfg.data.noise_type == "file" and not cfg.data.noise_file:
         raise ConfigError("config key 'data.noise_file' is required with data.noise_type=file")
-    _validate_arch(cfg.model.arch)
-    from tcl_lite.methods.registry import get_method
-
-    get_method(cfg.method)  # a ConfigError naming the registered methods
+    for key, check in _KEY_CHECKS.items():
+        check(_value_at(cfg, key))
+    METHODS.check(cfg.method)  # a ConfigError naming the registered methods
     for section in cfg.sections.values():  # checks across a method's own keys
         if hasattr(section, "validate"):
             section.validate()
     return cfg
-
-
-ARCHS = ("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "preact_resnet18_dividemix", "resnet18", "resnet34",
-         "resnet50")
-
-
-def _validate_arch(arch: str) -> None:
-    if arch.startswith("timm:"):
-        from tcl_lite.models.timm_backbone import timm_name  # imports timm: only for timm archs
-
-        try:
-            timm_name(arch)
-        except ValueError as e:
-            raise ConfigError(f"config key 'model.arch': {e}") from None
-    elif arch not in ARCHS:
-        raise ConfigError(f"config key 'model.arch': {arch!r} is not allowed; choose one of {', '.join(ARCHS)} "
-                          "or timm:<name>")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -418,8 +420,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     """Defaults <- YAML file (which may name a ``base:`` preset) <- ``key=value`` overrides."""
     values: dict = {}
     if path:
-        from tcl_lite.presets import find_preset  # a preset name works from any directory
-
         values = _read_yaml(find_preset(path))
     for text in overrides:
         keys, value = parse_override(text)
@@ -444,8 +444,6 @@ def _read_yaml(path: Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys")
     base = values.pop("base", None)
     if base:
-        from tcl_lite.presets import find_base
-
         base_path = find_base(base, path)
         if base_path in _seen:
             raise ConfigError(f"config file {str(path)!r}: 'base' chain loops at {base}")
@@ -474,12 +472,10 @@ def config_docs() -> str:
             allowed = ", ".join(map(str, m["choices"])) if m.get("choices") else " ".join(
                 f"{w} {m[b]}" for b, w in (("ge", ">="), ("gt", ">"), ("le", "<=")) if m.get(b) is not None)
             if cls is Config and f.name == "method":
-                from tcl_lite.methods.registry import METHODS
-
                 allowed = ", ".join(METHODS)
             rows.append(f"| `{prefix}{f.name}` | `{json.dumps(default)}` | {allowed} | {m['help']} |")
 
     walk(Config, "")
-    for name, section in _method_sections().items():
+    for name, section in method_sections().items():
         walk(section, name + ".")
     return "\n".join(rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tcl_lite.config import ConfigError
+from tcl_lite.errors import ConfigError
 
 _PACKAGE = Path(__file__).resolve().parent
 

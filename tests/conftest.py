@@ -17,6 +17,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+# What the CLI registers before it loads a config (the config loader imports none of them): the built-in
+# methods (names, config sections), the model.arch check and the train.log_with check.
+import tcl_lite.methods  # noqa: E402, F401
+import tcl_lite.models.archs  # noqa: E402, F401
+import tcl_lite.runlog.trackers  # noqa: E402, F401
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

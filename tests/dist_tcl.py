@@ -2,7 +2,7 @@
 
 1. The contrastive loss on all-gathered projections equals the single-process loss on the same
    global batch, and so do the gradients after DDP's averaging.
-2. TCL's exact mode under DDP: one step with gas=2 gives the gas=1 gradient.
+2. TCL's exact mode under DDP: one step with micro_batches=2 gives the micro_batches=1 gradient.
 3. A real TCL training run through the engine (detection before training and after the epoch);
    every process writes its own w / prototypes / corrected labels for the test to compare.
 Results go to OUTPUT/rank{R}.json and OUTPUT/rank{R}_tcl.safetensors.
@@ -23,9 +23,9 @@ from tcl_lite.config import load_config
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.engine import trainer
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods.tcl import TCL
-from tcl_lite.methods.tcl_losses import nt_xent
-from tcl_lite.models import build_model
+from tcl_lite.methods.tcl.losses import nt_xent
+from tcl_lite.methods.tcl.method import TCL
+from tcl_lite.models.network import build_model
 
 
 def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

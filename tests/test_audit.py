@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tcl_lite.inference.audit import audit_settings, main
+from tcl_lite.cli.audit import audit_settings, main
 
 
 def test_audit_finds_misfiled_images(tmp_path, fresh_accelerate, capsys):

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from tcl_lite.config import DataConfig
-from tcl_lite.data import DataError, build_data, make_transform, mix_seed
+from tcl_lite.data import build_data, make_transform, mix_seed
 from tcl_lite.data.batched_views import (
     BatchedViews,
     pad_crop_flip,
@@ -28,6 +28,7 @@ from tcl_lite.data.batched_views import (
     weak_params,
 )
 from tcl_lite.data.build import resolve_augment_on
+from tcl_lite.errors import DataError
 
 S = 32
 DRAWS = 10_000

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tcl_lite.config import Config, ConfigError, config_docs, load_config, parse_time_budget, save_config
+from tcl_lite.config import Config, config_docs, load_config, parse_time_budget, save_config
+from tcl_lite.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +86,7 @@ def test_readme_documents_every_key():
 
 
 def test_command_line_options_and_overrides_mix_in_any_order():
-    from tcl_lite.cli import parse_train_args
+    from tcl_lite.cli.train import parse_train_args
 
     a = parse_train_args(["--resume", "train.epochs=2", "--output-dir", "runs/x", "method=tcl"])
     assert a.resume is True and a.output_dir == "runs/x" and a.overrides == ["train.epochs=2", "method=tcl"]

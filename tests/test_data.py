@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader
 from tcl_lite.config import DataConfig
 from tcl_lite.data import (
     DataBundle,
-    DataError,
     IndexedDataset,
     MultiView,
     balanced_subset,
@@ -25,6 +24,7 @@ from tcl_lite.data import (
     make_transform,
     symmetric_noise,
 )
+from tcl_lite.errors import DataError
 
 CIFAR_JPEG = Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpeg.tar.gz"
 

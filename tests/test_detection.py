@@ -8,8 +8,16 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from tcl_lite.detection import CentreStats, detect, detection_metrics, detection_pass, knn_predict, label_posterior
-from tcl_lite.detection.gmm_detector import gmm_clean_probability, minmax
+from tcl_lite.algorithms.gmm_detector import (
+    CentreStats,
+    detect,
+    detection_metrics,
+    detection_pass,
+    gmm_clean_probability,
+    label_posterior,
+    minmax,
+)
+from tcl_lite.algorithms.knn import knn_predict
 from tcl_lite.models.network import NetworkOutput
 
 N, K, D, FLIP = 1000, 10, 32, 0.3

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from tcl_lite.config import load_config
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods.dividemix import DivideMix
+from tcl_lite.methods.dividemix.method import DivideMix
 
 K = 10
 # 8x8 digits, a narrow CNN, a linear head; a 400-sample subset keeps an epoch to a few seconds.
@@ -97,7 +97,8 @@ def test_step_terms_match_a_float64_formulation(tmp_path, fresh_accelerate):
     method.prob = constructed_probabilities(len(method.noisy))
     method._num_iter["net1"] = 10
     before = {k: v.clone() for k, v in method.ctx.models["net1"].state_dict().items()}
-    info = StepInfo(1, 3, 40, 20, "train_net1", 3, 10)  # epoch 1 + 3/10, warm-up 1, ramp 1: lambda_u = 0.3 * 25
+    # epoch 1 + 3/10, warm-up 1, ramp 1: lambda_u = 0.3 * 25
+    info = StepInfo(1, 3, 40, 20, "train_net1", 3, 10, role="mixmatch", phase_info={"network": "net1"})
     torch.manual_seed(11)
     logs = train_step(method, batch, info)
     method.ctx.models["net1"].load_state_dict(before)
@@ -114,7 +115,7 @@ def test_accumulation_through_the_gradient_cache_is_exact(tmp_path, fresh_accele
     method = make_method(tmp_path)
     batch = fixed_batch(method)
     method.prob = constructed_probabilities(len(method.noisy))
-    info = StepInfo(2, 0, 40, 20, "train_net2", 0, 10)
+    info = StepInfo(2, 0, 40, 20, "train_net2", 0, 10, role="mixmatch", phase_info={"network": "net2"})
     grads = []
     for micro in (1, 2, 4):
         for opt in method.ctx.optimizers.values():
@@ -159,7 +160,8 @@ def test_bf16_step_is_finite_and_close_to_float32(tmp_path, fresh_accelerate):
         method = make_method(tmp_path, precision=precision)
         method.prob = constructed_probabilities(len(method.noisy))
         torch.manual_seed(5)
-        logs = train_step(method, fixed_batch(method), StepInfo(2, 0, 40, 20, "train_net1", 0, 10), 2)
+        info = StepInfo(2, 0, 40, 20, "train_net1", 0, 10, role="mixmatch", phase_info={"network": "net1"})
+        logs = train_step(method, fixed_batch(method), info, 2)
         grads = torch.cat([p.grad.flatten() for p in method.ctx.models["net1"].parameters()])
         results.append((float(logs["loss"]), grads))
     (l32, g32), (l16, g16) = results
@@ -173,7 +175,8 @@ def test_lambda_u_ramps_linearly_over_fractional_epochs(tmp_path, fresh_accelera
     method = make_method(tmp_path)
     method.prob = constructed_probabilities(len(method.noisy))
     method._num_iter["net1"] = 10
-    logs = train_step(method, fixed_batch(method), StepInfo(epoch, step, 0, 20, "train_net1", step, 10))
+    info = StepInfo(epoch, step, 0, 20, "train_net1", step, 10, role="mixmatch", phase_info={"network": "net1"})
+    logs = train_step(method, fixed_batch(method), info)
     assert float(logs["lambda_u"]) == pytest.approx(expected)
 
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from tcl_lite.methods.codivide import clean_probability, division, division_for, normalise_losses
-from tcl_lite.methods.dividemix_losses import (
+from tcl_lite.methods.dividemix.codivide import clean_probability, division, division_for, normalise_losses
+from tcl_lite.methods.dividemix.losses import (
     co_guess,
     co_refine,
     confidence_penalty,

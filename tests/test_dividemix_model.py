@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from tcl_lite.config import ARCHS, ModelConfig, load_config
-from tcl_lite.models import Network, build_model
+from tcl_lite.config import ModelConfig, load_config
+from tcl_lite.models.archs import ARCHS
 from tcl_lite.models.layout import model_layout
+from tcl_lite.models.network import Network, build_model
 
 
 def make(num_classes: int = 10, seed: int = 0, arch: str = "preact_resnet18_dividemix") -> Network:

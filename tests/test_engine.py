@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from conftest import train_step
 
+from tcl_lite.algorithms.accumulate import split_batch
 from tcl_lite.config import load_config
 from tcl_lite.engine.optim import build_optimizer, lr_at
-from tcl_lite.methods.accumulate import split_batch
 
 
 def _tiny_model(**model):
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(None, [f"model.{k}={v}" for k, v in model.items()])
     torch.manual_seed(0)
@@ -80,7 +80,7 @@ def test_accumulating_4_micro_batches_equals_one_batch(fresh_accelerate, tmp_pat
 
     from tcl_lite.data import build_data
     from tcl_lite.methods import StepInfo, TrainContext
-    from tcl_lite.methods.ce import CrossEntropy
+    from tcl_lite.methods.ce.method import CrossEntropy
 
     cfg = load_config(None, ["model.norm=group", "model.dropout=0", "data.image_size=8", "model.width=8"])
     acc = Accelerator(cpu=True)
@@ -147,20 +147,20 @@ def test_8bit_fallback_warns_when_bitsandbytes_cannot_load(monkeypatch):
 def test_out_of_memory_retries_the_step_with_more_micro_batches():
     """A step that runs out of memory above 8 samples per micro-batch (a GPU condition, raised here
     as the real CUDA error type) is retried from the same RNG state with 2x, then 4x micro-batches."""
-    from tcl_lite.engine.oom import next_accumulation, step_adapting_to_oom
+    from tcl_lite.engine.oom import next_micro_batches, step_adapting_to_oom
 
     draws, retries, messages = [], [], []
 
-    def step(gas):
+    def step(micro_batches):
         draws.append(torch.rand(1).item())
-        if 32 // gas > 8:
+        if 32 // micro_batches > 8:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return f"ok with {gas}"
+        return f"ok with {micro_batches}"
 
-    result, gas = step_adapting_to_oom(step, 32, 1, True, lambda: retries.append(1), messages.append)
-    assert (result, gas) == ("ok with 4", 4)
+    result, micro_batches = step_adapting_to_oom(step, 32, 1, True, lambda: retries.append(1), messages.append)
+    assert (result, micro_batches) == ("ok with 4", 4)
     assert len(retries) == 2 and "gradient_accumulation_steps=2" in messages[0]
     assert draws[0] == draws[1] == draws[2], "each retry starts from the same RNG state"
     with pytest.raises(torch.cuda.OutOfMemoryError):
         step_adapting_to_oom(step, 32, 1, False, lambda: None, messages.append)
-    assert next_accumulation(24, 1) == 2 and next_accumulation(24, 8) == 24 and next_accumulation(7, 7) is None
+    assert next_micro_batches(24, 1) == 2 and next_micro_batches(24, 8) == 24 and next_micro_batches(7, 7) is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import TINY, run_train
 
-from tcl_lite.cli import main_train
+from tcl_lite.cli.train import main_train
 
 
 def _labels(tmp_path, name, values):
@@ -41,7 +41,7 @@ def test_bad_input_gets_a_clear_error(case, tmp_path, capsys, fresh_accelerate):
     code = main_train([*TINY, f"output_dir={tmp_path / 'run'}", *make_args(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("tcl_lite: error:")
+    assert err.startswith("tcl-lite train: error:")
     for w in words:
         assert w in err, f"{w!r} not in {err!r}"
     assert "Traceback" not in err

@@ -21,7 +21,7 @@ from conftest import ROOT, TINY, run_env, run_train, train_cmd
 from PIL import Image
 from safetensors.torch import load_file
 
-from tcl_lite.cli import main_train, parse_train_args, resolve_config
+from tcl_lite.cli.train import main_train, parse_train_args, resolve_config
 from tcl_lite.config import load_config
 
 # 480 samples / 32 = 15 steps per epoch; one epoch, checkpoints at steps 5, 10, 15
@@ -104,7 +104,8 @@ def test_every_checkpoint_unusable_is_refused_leaving_the_directory_byte_identic
 def _three_checkpoints(root: Path):
     from accelerate import Accelerator
 
-    from tcl_lite.engine.checkpoint import CheckpointManager, TrainerState
+    from tcl_lite.checkpoints.reader import TrainerState
+    from tcl_lite.checkpoints.writer import CheckpointManager
 
     acc = Accelerator(cpu=True)
     model = torch.nn.Linear(3, 2)
@@ -194,7 +195,7 @@ def test_nan_loss_stops_at_the_step_keeping_the_last_good_checkpoint_newest(tmp_
 
 
 def test_nonfinite_skip_skips_and_counts_the_step(tmp_path, monkeypatch, fresh_accelerate):
-    from tcl_lite.methods import ce
+    from tcl_lite.methods.ce import method as ce
 
     original = ce.CrossEntropy.loss
 
@@ -212,7 +213,7 @@ def test_nonfinite_skip_skips_and_counts_the_step(tmp_path, monkeypatch, fresh_a
 
 
 def test_metrics_file_is_strict_json(tmp_path):
-    from tcl_lite.reporting.metrics import MetricsLog
+    from tcl_lite.runlog.metrics import MetricsLog
 
     log = MetricsLog(tmp_path / "metrics.jsonl")
     log.append({"epoch": 1, "train_loss": float("nan"), "x": [float("inf"), 1.0]})
@@ -297,7 +298,7 @@ def test_yaml_1_2_floats_parse_on_the_command_line_and_in_a_preset(text, value, 
 
 
 def test_non_finite_and_non_numbers_are_still_refused():
-    from tcl_lite.config import ConfigError
+    from tcl_lite.errors import ConfigError
 
     for bad in ("optim.lr=.inf", "optim.lr=1e-3x", "train.epochs=2.5"):
         with pytest.raises(ConfigError, match="optim.lr|train.epochs"):
@@ -346,7 +347,7 @@ def test_an_unwritable_output_directory_is_a_clear_error(tmp_path, capsys, fresh
 
 
 def test_a_full_disk_is_a_clear_error_before_training_and_at_a_save(tmp_path, capsys, fresh_accelerate, monkeypatch):
-    import tcl_lite.engine.checkpoint as checkpoint
+    import tcl_lite.checkpoints.writer as checkpoint
     import tcl_lite.engine.run_guard as run_guard
 
     out = tmp_path / "full"
@@ -401,7 +402,7 @@ def build_data(*args):
     os.kill(os.getpid(), signal.SIGTERM)  # the platform stops the session while the data loads
     return original(*args)
 trainer.build_data = build_data
-from tcl_lite.cli import main_train
+from tcl_lite.cli.train import main_train
 sys.exit(main_train(sys.argv[1:]))
 """
 

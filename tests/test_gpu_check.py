@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import ROOT
 
-from tcl_lite.config import ConfigError
-from tcl_lite.engine import gpu_check
+from tcl_lite.cli import gpu_check
 from tcl_lite.engine.gpu_check import UnsupportedGPUError, arch_runs_on, check_gpu, supported
+from tcl_lite.errors import ConfigError
 
 # torch 2.7+ cu128 wheels (no sm_60): what Kaggle's P100 met.
 CU128 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]

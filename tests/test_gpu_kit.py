@@ -104,7 +104,7 @@ def test_notebook_t4_settings_are_read_from_the_notebook_and_load():
 def test_loader_throughput_on_the_digits_with_tcl_views():
     from tcl_lite.config import load_config
     from tcl_lite.data import build_data
-    from tcl_lite.methods.tcl import TCL
+    from tcl_lite.methods.tcl.method import TCL
 
     per_sample = build_data(load_config(None, ["data.image_size=8", "data.augment_on=workers"]).data, 0)
     r = gpu_probes.loader_throughput(per_sample.train_views(TCL.views), batch_size=64, num_workers=2, batches=3)

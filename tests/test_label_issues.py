@@ -14,8 +14,8 @@ from conftest import ROOT, run_env
 from PIL import Image
 
 import tcl_lite
-from tcl_lite.inference.run_loading import RunError
-from tcl_lite.reporting.gallery import gallery_grid, gallery_pixels
+from tcl_lite.errors import RunError
+from tcl_lite.results.gallery import gallery_grid, gallery_pixels
 
 FAST = ["data.image_size=8", "model.width=8", "train.batch_size=32", "train.eval_batch_size=512",
         "train.log_every=1000", "optim.lr=0.4"]
@@ -62,7 +62,7 @@ def test_ranking_beats_chance(runs, method):
 
 
 def test_tcl_score_is_one_minus_clean_probability(runs):
-    from tcl_lite.detection.export import export
+    from tcl_lite.results.export import export
 
     issues = tcl_lite.find_label_issues(runs["tcl"])
     folder = export(runs["tcl"], runs["tcl"] / "export_check")
@@ -91,7 +91,7 @@ def test_issues_command_writes_csv_gallery_and_report_section(runs, tmp_path):
     assert gallery_grid(top) == (2, 8)
     with Image.open(run / "issues" / "label_issues.png") as png:
         assert png.size == gallery_pixels(top) == (1360, 920)
-    from tcl_lite.reporting.report import make_report
+    from tcl_lite.results.report import make_report
 
     report = make_report(run, tmp_path / "report")
     text = (report / "report.md").read_text()

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 import yaml
 from conftest import TINY
 
-from tcl_lite.config import ConfigError, load_config, opt
+from tcl_lite.config import load_config, opt
 from tcl_lite.data.subset import SampleSubset
+from tcl_lite.errors import ConfigError
 from tcl_lite.methods import METHODS, LoaderSpec, Method, Phase, StepInfo, register
 from tcl_lite.presets import find_preset
 

@@ -24,11 +24,11 @@ from torch import nn
 from torch.func import functional_call
 
 from tcl_lite.config import load_config
+from tcl_lite.errors import ModelError
 from tcl_lite.methods.base import StepInfo, TrainContext
-from tcl_lite.methods.ema import alpha_at, ema_decay_at, ema_update_, meta_active
-from tcl_lite.methods.mlnt import MLNT
-from tcl_lite.methods.synthetic_labels import neighbour_relabel
-from tcl_lite.models import ModelError
+from tcl_lite.methods.mlnt.ema import alpha_at, ema_decay_at, ema_update_, meta_active
+from tcl_lite.methods.mlnt.method import MLNT
+from tcl_lite.methods.mlnt.synthetic_labels import neighbour_relabel
 
 # A short MLNT schedule for the 39-step epochs of TINY: meta loss from step 6, full weight after 15.
 # (EMA horizons scaled down to the ~150 steps of these runs, as in configs/digits_mlnt.yaml.)
@@ -46,7 +46,7 @@ def make_method(tmp_path: Path, *overrides: str, warn_ok: bool = True) -> MLNT:
 
     from tcl_lite.data import build_data
     from tcl_lite.engine.optim import build_optimizer
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(None, ["data.image_size=8", "model.width=8", "method=mlnt", "mlnt.num_synthetic=3",
                              f"output_dir={tmp_path}", *overrides])
@@ -130,7 +130,7 @@ def test_immediate_backward_equals_all_at_once(tmp_path, fresh_accelerate, first
     method = make_method(tmp_path, f"mlnt.first_order={str(first_order).lower()}",
                          f"train.activation_checkpointing={str(checkpointing).lower()}")
     batch = batch_of(method, 32)
-    from tcl_lite.methods.accumulate import split_batch
+    from tcl_lite.algorithms.accumulate import split_batch
 
     snap = snapshot(method)
     torch.manual_seed(123)
@@ -342,7 +342,7 @@ def test_feature_network_from_a_ce_checkpoint_is_loaded_and_frozen(tmp_path, fre
 
 
 def test_feature_checkpoint_errors_and_warning(tmp_path, fresh_accelerate, ce_run):
-    from tcl_lite.engine.checkpoint import CheckpointError
+    from tcl_lite.errors import CheckpointError
 
     with pytest.raises(ModelError, match=r"key 'encoder\.stem\.conv\.weight': shape \(16, 3, 3, 3\) in the checkpoint"):
         make_method(tmp_path, "data.image_size=16", "model.width=8", f"mlnt.feature_checkpoint={ce_run}")
@@ -397,7 +397,7 @@ def test_digits_with_noise_mlnt_trains_and_is_reported_next_to_ce(tmp_path, ce_r
 def test_bf16_8bit_optimizer_accumulation_and_checkpointing_together(tmp_path, fresh_accelerate,
                                                                      ce_run):
     """One real (in-process) training run with every memory saving on, second order."""
-    from tcl_lite.cli import main_train
+    from tcl_lite.cli.train import main_train
 
     out = tmp_path / "all"
     args = [*RUN, *SCHEDULE, "train.epochs=1", "mlnt.start_iter=30", "mlnt.mid_iter=35", 'train.mixed_precision="bf16"',
@@ -421,7 +421,7 @@ import torch.distributed as dist
 sys.path.insert(0, {tests!r})
 warnings.simplefilter("ignore")
 from test_mlnt import ACTIVE, batch_of, grads_of, make_method, reference_step, restore, snapshot, train_step
-from tcl_lite.methods.ema import ema_update_
+from tcl_lite.methods.mlnt.ema import ema_update_
 
 out = Path(sys.argv[1])
 method = make_method(out, "mlnt.num_synthetic=2")
@@ -491,11 +491,11 @@ def _step_with_oom_retry(tmp_path: Path, fail_first: bool) -> tuple[list[torch.T
 
     method._synthetic_set = flaky
     torch.manual_seed(9)
-    _, gas = step_adapting_to_oom(lambda n: train_step(method, batch, StepInfo(0, 3, 3, 39), n),
+    _, micro_batches = step_adapting_to_oom(lambda n: train_step(method, batch, StepInfo(0, 3, 3, 39), n),
                                   32, 1 if fail_first else 2, True,
                                   on_retry=lambda: method.ctx.optimizer.zero_grad(set_to_none=True),
                                   log=lambda msg: None)
-    assert gas == 2 and method.teacher_updates == 1
+    assert micro_batches == 2 and method.teacher_updates == 1
     return grads_of(method), [t.clone() for t in method.teacher.parameters()]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 
-from tcl_lite.cli import main_train
+from tcl_lite.cli.train import main_train
 from tcl_lite.engine import trainer
 from tcl_lite.models.layout import ModelLayoutError, check_checkpoint_layout, layout_record
 
@@ -37,7 +37,7 @@ def test_resuming_an_old_layout_checkpoint_fails_clearly_and_changes_nothing(tmp
 
     assert main_train(["--resume", "--output-dir", str(run), "train.epochs=2"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("tcl_lite: error:") and "Traceback" not in err
+    assert err.startswith("tcl-lite train: error:") and "Traceback" not in err
     for words in ("model layout 1 of preact_resnet18", "TCL reference", "He et al.",
                   "model.arch=preact_resnet18_he", "start a new run"):
         assert words in err, f"{words!r} not in {err!r}"

@@ -15,8 +15,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from tcl_lite.config import ModelConfig
-from tcl_lite.models import Encoder, ModelError, Network, NetworkOutput, build_encoder, build_model
+from tcl_lite.errors import ModelError
 from tcl_lite.models.heads import MLPClassifier, Projector
+from tcl_lite.models.network import Encoder, Network, NetworkOutput, build_encoder, build_model
 from tcl_lite.models.torchvision_resnet import adapt_input_conv, hub_checkpoint_dir
 
 ARCHS = ("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "resnet18", "resnet34", "resnet50")

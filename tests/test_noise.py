@@ -10,7 +10,6 @@ import torch
 
 from tcl_lite.config import DataConfig
 from tcl_lite.data import (
-    DataError,
     asymmetric_map,
     asymmetric_noise,
     build_data,
@@ -20,6 +19,7 @@ from tcl_lite.data import (
     symmetric_noise,
 )
 from tcl_lite.data.noise import CIFAR100_COARSE
+from tcl_lite.errors import DataError
 
 # ---------------------------------------------------------------------------------------------
 # symmetric

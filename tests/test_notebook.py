@@ -182,7 +182,7 @@ def test_run_all_trains_resumes_and_reports(tmp_path, monkeypatch):
     assert not (report / ("review_labels.csv" if verdict == "trustworthy" else "cleaned_labels.csv")).exists()
     with open(report / labels) as f:
         rows = list(csv.DictReader(f))
-    from tcl_lite.engine.state_io import load_tree
+    from tcl_lite.checkpoints.state_io import load_tree
 
     given = np.load(run_dir / "noisy_labels.npy")
     corrected = load_tree(sorted((run_dir / "checkpoints").glob("step_*"))[-1], "method")["corrected_label"].numpy()

@@ -16,7 +16,8 @@ from conftest import ROOT
 from install_helpers import build_wheel, clean_env, make_venv, run, snapshot_repository
 from packaging.requirements import Requirement
 
-from tcl_lite.config import ConfigError, load_config
+from tcl_lite.config import load_config
+from tcl_lite.errors import ConfigError
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
@@ -110,7 +111,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
 
 
 def test_command_table_lists_every_command(capsys):
-    from tcl_lite.__main__ import COMMANDS, main
+    from tcl_lite.cli import COMMANDS, main
 
     assert main(["--help"]) == 0
     out = capsys.readouterr().out

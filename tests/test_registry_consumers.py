@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tcl_lite
-from tcl_lite.engine.checkpoint import CheckpointError
-from tcl_lite.engine.checkpoint_finder import NoCheckpointError, find_checkpoint
+from tcl_lite.checkpoints.finder import find_checkpoint
+from tcl_lite.errors import CheckpointError, NoCheckpointError
 from tcl_lite.methods import METHODS, Batch, Method, ModelSpec, StepInfo, register
 
 TOY = "toy_verdicts"
@@ -112,8 +112,8 @@ def test_the_run_has_one_weights_file_per_network(toy_run):
 
 
 def test_report_draws_the_methods_verdicts_and_metric(toy_run, tmp_path):
-    from tcl_lite.reporting import plots
-    from tcl_lite.reporting.report import make_report
+    from tcl_lite.results import plots
+    from tcl_lite.results.report import make_report
 
     out = make_report(toy_run, tmp_path / "report")
     for name in ("accuracy.png", "clean_probability.png", "confusion.png", "report.md"):
@@ -144,7 +144,7 @@ def test_report_draws_the_methods_verdicts_and_metric(toy_run, tmp_path):
 
 
 def test_export_writes_the_methods_columns(toy_run, tmp_path):
-    from tcl_lite.detection.export import export, verdict_methods
+    from tcl_lite.results.export import export, verdict_methods
 
     assert TOY in verdict_methods() and "tcl" in verdict_methods() and "ce" not in verdict_methods()
     folder = export(toy_run, tmp_path / "export")

@@ -15,8 +15,8 @@ from conftest import ROOT, run_env, run_train
 from PIL import Image
 
 from tcl_lite.algorithms.trust_files import load_trust
-from tcl_lite.reporting import plots
-from tcl_lite.reporting.report import CLEANED_COLUMNS, make_report, needs_verdicts
+from tcl_lite.results import plots
+from tcl_lite.results.report import CLEANED_COLUMNS, make_report, needs_verdicts
 
 FAST = ["data.image_size=8", "model.width=8", "train.batch_size=64", "train.eval_batch_size=512",
         "train.log_every=1000"]
@@ -86,7 +86,7 @@ def test_tcl_report_md_embeds_the_figures_and_the_numbers(tcl_run):
 
 def test_label_file_matches_the_run(tcl_run):
     run, report = tcl_run
-    from tcl_lite.engine.state_io import load_tree
+    from tcl_lite.checkpoints.state_io import load_tree
 
     state = load_tree(sorted((run / "checkpoints").glob("step_*"))[-1], "method")
     noisy = np.load(run / "noisy_labels.npy")
@@ -143,7 +143,7 @@ def test_bad_path_exits_2_naming_it_and_what_is_expected(kind, tmp_path):
         (path / "metrics.jsonl").write_text("")
     proc = report_cli(str(path))
     assert proc.returncode == 2
-    assert proc.stderr.startswith("tcl_lite report: error: ") and str(path) in proc.stderr
+    assert proc.stderr.startswith("tcl-lite report: error: ") and str(path) in proc.stderr
     assert "Traceback" not in proc.stderr
     expected = "no evaluation yet" if kind == "no_metrics" else "config.yaml and metrics.jsonl"
     assert expected in proc.stderr

@@ -90,7 +90,8 @@ def test_corrupt_newest_checkpoint_falls_back_and_stays_exact(reference_run, tmp
 def test_rolling_saver_keeps_exactly_keep_last_and_ignores_partial_saves(tmp_path):
     from accelerate import Accelerator
 
-    from tcl_lite.engine.checkpoint import CheckpointManager, TrainerState
+    from tcl_lite.checkpoints.reader import TrainerState
+    from tcl_lite.checkpoints.writer import CheckpointManager
 
     acc = Accelerator(cpu=True)
     import torch

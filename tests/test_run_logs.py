@@ -11,9 +11,10 @@ import re
 import pytest
 from conftest import TINY, run_train
 
-from tcl_lite.config import ConfigError, load_config
-from tcl_lite.engine import CheckpointError, train
-from tcl_lite.engine.run_status import read_status
+from tcl_lite.config import load_config
+from tcl_lite.engine import train
+from tcl_lite.errors import CheckpointError, ConfigError
+from tcl_lite.runlog.run_status import read_status
 
 NUM = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
 STEP_LINE = re.compile(rf"step (\d+): ((?:\w+ {NUM} )+)\| lr {NUM} \| \d+ img/s \| \d+\.\d\d GiB (?:rss|peak)")
@@ -131,7 +132,7 @@ def test_log_with_is_checked_before_anything_is_written(tmp_path, fresh_accelera
 
 
 def test_epoch_clock_counts_a_resumed_part_epoch_as_its_fraction(monkeypatch):
-    from tcl_lite.reporting import eta
+    from tcl_lite.runlog import eta
 
     now = [100.0]
     monkeypatch.setattr(eta.time, "monotonic", lambda: now[0])

@@ -26,7 +26,7 @@ def test_two_processes_global_contrastive_loss_and_identical_detection(tmp_path,
         assert abs(info["local_loss"] - info["ref_loss"]) > 0.1
         # all_gather's backward sums over ranks (x2), DDP averages (/2): exactly the global gradient
         assert info["grad_rel_diff"] < 1e-4, info["grad_rel_diff"]
-        # exact mode under DDP: gas=2 (gradient cache, gather inside the cached loss) == gas=1
+        # exact mode under DDP: micro_batches=2 (gradient cache, gather inside the cached loss) == 1
         assert info["exact_grad_rel_diff"] < 1e-4, info["exact_grad_rel_diff"]
         assert info["exact_contrastive"][0] == pytest.approx(info["exact_contrastive"][1], rel=1e-5)
         assert info["detections"] == 2  # before training and after the epoch
@@ -38,10 +38,10 @@ def test_two_processes_global_contrastive_loss_and_identical_detection(tmp_path,
     # the sharded pass found what one process finds on the same weights
     from accelerate import Accelerator
 
+    from tcl_lite.algorithms.gmm_detector import detection_pass
     from tcl_lite.config import load_config
     from tcl_lite.data import build_data
-    from tcl_lite.detection import detection_pass
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(out / "config.yaml")
     data = build_data(cfg.data, cfg.seed)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tcl_lite.methods.tcl_losses import (
+from tcl_lite.methods.tcl.losses import (
     corrected_targets,
     entropy_terms,
     mixup_targets,

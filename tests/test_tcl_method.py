@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_train, train_step
 
+from tcl_lite.algorithms import gradient_cache as gc
 from tcl_lite.config import load_config
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods import gradient_cache as gc
-from tcl_lite.methods.tcl import TCL, _MixedStep
+from tcl_lite.methods.tcl.method import TCL, _MixedStep
 
 B = 32
 LATE = StepInfo(epoch=100, step_in_epoch=0, global_step=0, steps_per_epoch=1)  # after warm-up
@@ -28,7 +28,7 @@ def _setup(tmp_path, *overrides: str, mixed_precision: str = "no") -> tuple[TCL,
     from accelerate import Accelerator
 
     from tcl_lite.data import build_data
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     cfg = load_config(None, ["method=tcl", "data.image_size=8", "model.width=8", "model.proj_dim=16", *overrides])
     acc = Accelerator(cpu=True, mixed_precision=mixed_precision)
@@ -60,7 +60,7 @@ def _max_rel_diff(a: list, b: list) -> float:
 
 
 def test_exact_mode_gas4_equals_the_single_batch_step(fresh_accelerate, tmp_path):
-    """Batch-independent layers (GroupNorm/LayerNorm) and no dropout, so gas=1 and gas=4 compute
+    """Batch-independent layers (GroupNorm/LayerNorm) and no dropout, so 1 and 4 micro-batches compute
     the same function: the full-batch loss's gradient must come out the same through the cache."""
     method, batch = _setup(tmp_path, "model.norm=group", "model.dropout=0")
     g1, l1 = _grads(method, batch)
@@ -77,7 +77,7 @@ def test_exact_mode_gas4_equals_the_single_batch_step(fresh_accelerate, tmp_path
 
 
 def test_exact_mode_replays_dropout(fresh_accelerate, tmp_path, monkeypatch):
-    """With dropout the masks of gas=1 and gas=4 differ (other row layout), so the reference is the
+    """With dropout the masks of 1 and 4 micro-batches differ (other row layout), so the reference is the
     full graph over the same 4 micro-batch forwards: one backward through all of them at once.
     The cache must give its gradient; without restoring the RNG for the replay it does not."""
     method, batch = _setup(tmp_path, "model.norm=group", "model.dropout=0.5")
@@ -152,14 +152,14 @@ def test_warmup_switches_to_corrected_targets_at_the_configured_epoch(fresh_acce
 def test_state_dict_round_trip_is_exact(fresh_accelerate, tmp_path):
     method, _ = _setup(tmp_path)
     state = method.state_dict()
-    assert state["method"] == "tcl" and {"clean_probability", "prototypes", "corrected_label"} <= set(state)
+    assert {"clean_probability", "prototypes", "corrected_label"} <= set(state)
     other, _ = _setup(tmp_path)
     other.clean_probability.fill_(0.5)
     other.load_state_dict(state)
     for key in ("clean_probability", "prototypes", "corrected_label"):
         assert torch.equal(getattr(other, key), state[key])
     assert other.est_clean_fraction == 0.6 and other.clean_scale == 0.6
-    from tcl_lite.engine.checkpoint import CheckpointError
+    from tcl_lite.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="no TCL state"):
         other.load_state_dict({})
@@ -181,7 +181,7 @@ def two_epochs(tmp_path_factory):
 
 
 def _method_state(run_dir):
-    from tcl_lite.engine.state_io import load_tree
+    from tcl_lite.checkpoints.state_io import load_tree
 
     return load_tree(sorted((run_dir / "checkpoints").glob("step_*"))[-1], "method")
 
@@ -231,7 +231,7 @@ def test_export_writes_csv_and_npy_and_rejects_other_methods(two_epochs, tmp_pat
     import hashlib
     import shutil
 
-    from tcl_lite.engine.state_io import save_tree
+    from tcl_lite.checkpoints.state_io import save_tree
 
     ce = tmp_path / "ce_run"
     source = sorted((ref / "checkpoints").glob("step_*"))[-1]

@@ -15,7 +15,7 @@ from conftest import ROOT, train_step
 
 from tcl_lite.config import load_config
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods.tcl import TCL
+from tcl_lite.methods.tcl.method import TCL
 
 B, K, D, T = 8, 10, 256, 0.25
 TERMS = ("contrastive", "cross", "mixed", "align", "entropy", "balance")
@@ -85,7 +85,7 @@ def tcl_step(tmp_path_factory):
     from accelerate.state import AcceleratorState, GradientState
 
     from tcl_lite.data import build_data
-    from tcl_lite.models import build_model
+    from tcl_lite.models.network import build_model
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()

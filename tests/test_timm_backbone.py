@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from conftest import ROOT, run_env, train_step
 from safetensors.torch import save_file
 
-from tcl_lite.config import ConfigError, ModelConfig, load_config
+from tcl_lite.config import ModelConfig, load_config
 from tcl_lite.data.build import model_data_settings
+from tcl_lite.errors import ConfigError, ModelError
 from tcl_lite.methods import StepInfo, TrainContext
-from tcl_lite.methods.tcl import TCL
-from tcl_lite.models import ModelError, build_model
+from tcl_lite.methods.tcl.method import TCL
+from tcl_lite.models.network import build_model
 
 VIT = "timm:test_vit"  # 6 blocks of width 64, LayerNorm only: ~0.3M parameters
 LATE = StepInfo(epoch=100, step_in_epoch=0, global_step=0, steps_per_epoch=1)
@@ -36,14 +37,14 @@ def test_unknown_name_lists_close_matches():
 
 
 def test_offline_pretrained_weights_error_says_how_to_give_a_local_file(tmp_path):
-    code = ("from tcl_lite.config import ModelConfig\nfrom tcl_lite.models import build_model\n"
+    code = ("from tcl_lite.config import ModelConfig\nfrom tcl_lite.models.network import build_model\n"
             "build_model(ModelConfig(arch='timm:test_vit', pretrained=True), 10, image_size=32)\n")
     env = dict(run_env(), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"))
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("tcl_lite.models.network.ModelError"), proc.stderr[-2000:]
+    assert last.startswith("tcl_lite.errors.ModelError"), proc.stderr[-2000:]
     assert "model.pretrained_path=" in last and "huggingface.co/timm/test_vit" in last
 
 

@@ -16,7 +16,7 @@ from conftest import ROOT, TINY, run_train
 import tcl_lite
 from tcl_lite.algorithms import trust
 from tcl_lite.algorithms.trust_files import load_trust
-from tcl_lite.reporting.report import CLEANED_COLUMNS, make_report
+from tcl_lite.results.report import CLEANED_COLUMNS, make_report
 
 # ---------------------------------------------------------------------------------------------------
 # constructed detection states
@@ -184,7 +184,7 @@ def test_cleaned_labels_and_label_issues_columns_follow_the_threshold(full_tcl, 
     assert {r["verdict"] for r in rows} == {"trustworthy"}
 
     issues = tcl_lite.find_label_issues(full_tcl)
-    from tcl_lite.detection.label_issues import write_issues
+    from tcl_lite.results.label_issues import write_issues
 
     summary = write_issues(issues, tmp_path / "issues", top=4)
     assert summary["verdict"] == "trustworthy" and summary["applied"] == int(applied.sum())

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tcl_lite.config import ConfigError, DataConfig, load_config
-from tcl_lite.data import DataError, build_data
+from tcl_lite.config import DataConfig, load_config
+from tcl_lite.data import build_data
+from tcl_lite.errors import ConfigError, DataError
 
 TINY = ["data.image_size=8", "model.width=8", "train.batch_size=32", "train.eval_batch_size=512",
         "train.log_every=1000", "data.noise_type=none", "data.dataset=imagefolder"]
@@ -79,7 +80,7 @@ def test_best_checkpoint_follows_validation_not_test(tmp_path, fresh_accelerate)
     saved = json.loads((out / "checkpoints" / "best" / "trainer.json").read_text())
     assert saved["best_step"] == rows[best_val]["step"] and saved["best_value"] == val[best_val]
     assert saved["metrics"]["val_acc"] == max(val)
-    from tcl_lite.reporting.report import make_report
+    from tcl_lite.results.report import make_report
 
     text = (make_report(out) / "report.md").read_text()
     assert f"| best validation accuracy (noisy labels; selects `best`) | {100 * max(val):.1f}% (epoch {best_val + 1};" \

@@ -1,1 +1,2 @@
-"""Method building blocks shared by the methods (noise detection, kNN, trust diagnostics, ...)."""
+"""Building blocks the methods share: GMM/kNN label-noise detection, micro-batch accumulation, the
+gradient cache and the trust diagnostics of a run's verdicts."""

@@ -143,7 +143,7 @@ def neighbour_votes(features: Tensor, labels: np.ndarray, queries: np.ndarray, n
     """[Q, K] vote shares of the ``k`` most cosine-similar OTHER training samples' ``labels`` for each
     sample index in ``queries``, each neighbour weighted ``exp(similarity / t)`` (leave-one-out).
 
-    Streams as ``detection/knn.py``: the device holds ``query_chunk x (k + bank_chunk)`` similarities."""
+    Streams as ``algorithms/knn.py``: the device holds ``query_chunk x (k + bank_chunk)`` similarities."""
     device = torch.device(device) if device is not None else features.device
     n = features.shape[0]
     k = max(1, min(k, n - 1))

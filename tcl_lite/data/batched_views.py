@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .datasets import DataError
+from tcl_lite.errors import DataError
+
 from .transforms import (
     CROP_RATIO,
     CROP_SCALE,

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import DataConfig, ModelConfig
+from tcl_lite.config import DataConfig, ModelConfig
+from tcl_lite.errors import DataError
+from tcl_lite.models.timm_backbone import data_settings
+
 from .batched_views import BatchedViews
 from .datasets import (
-    DataError,
     FileImages,
     ImageSource,
     IndexedDataset,
@@ -210,8 +212,6 @@ def model_data_settings(cfg: DataConfig, model: ModelConfig | None) -> tuple[Dat
     if model is None or not model.arch.startswith("timm:") or not model.pretrained_transforms \
             or not (model.pretrained or model.pretrained_path):
         return cfg, None
-    from ..models.timm_backbone import data_settings
-
     size, mean, std = data_settings(model.arch)
     return dataclasses.replace(cfg, image_size=size), (mean, std)
 

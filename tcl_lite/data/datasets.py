@@ -18,10 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-
-class DataError(ValueError):
-    """A data problem; the message names what is wrong and what to set or provide to fix it."""
-
+from tcl_lite.errors import DataError
 
 # Decoded with Pillow (torchvision.io's decoders are deprecated since torchvision 0.29).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")

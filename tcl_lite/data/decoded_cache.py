@@ -11,7 +11,9 @@ from __future__ import annotations
 import psutil
 import torch
 
-from .datasets import DataError, DecodedFiles, FileImages, ImageSource
+from tcl_lite.errors import DataError
+
+from .datasets import DecodedFiles, FileImages, ImageSource
 from .verify import image_problem, unreadable_images_error
 
 _DECODE_BATCH = 256

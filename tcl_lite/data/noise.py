@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .datasets import DataError
+from tcl_lite.errors import DataError
 
 # CIFAR-10 asymmetric noise of the reference: truck->automobile, bird->airplane, deer->horse,
 # cat->dog, dog->cat; the other classes keep their label.

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from .datasets import DataError
+from tcl_lite.errors import DataError
 
 VIEW_KINDS = ("weak", "strong", "test")
 

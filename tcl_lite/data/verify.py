@@ -14,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from .datasets import IMAGE_EXTENSIONS, DataError
+from tcl_lite.errors import DataError
+
+from .datasets import IMAGE_EXTENSIONS
 
 
 def image_problem(path: str) -> str | None:

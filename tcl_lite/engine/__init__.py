@@ -1,6 +1,5 @@
 """The training engine: loop, optimizers and schedule, checkpoints, evaluation, time budget."""
 
-from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager, TrainerState
 from tcl_lite.engine.trainer import train
 
-__all__ = ["CheckpointError", "CheckpointManager", "TrainerState", "train"]
+__all__ = ["train"]

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from tcl_lite.config import Config, ConfigError
+from tcl_lite.config import Config
 from tcl_lite.data.datasets import mix_seed
+from tcl_lite.errors import ConfigError
 from tcl_lite.methods.base import LoaderSpec, Phase
 
 

@@ -12,9 +12,8 @@ Compatibility rules (NVIDIA's): ``sm_XY`` runs on capability X.Z for Z >= Y (sam
 from __future__ import annotations
 
 import re
-import sys
 
-from tcl_lite.config import ConfigError
+from tcl_lite.errors import ConfigError
 
 # The GPUs that Colab and Kaggle offer, by what their menus call them, and their compute capability.
 PLATFORM_GPUS: tuple[tuple[str, tuple[int, int]], ...] = (
@@ -77,21 +76,3 @@ def check_gpu(device: object) -> None:
         raise UnsupportedGPUError(unsupported_gpu_message(torch.cuda.get_device_name(device), capability,
                                                           arch_list, torch.__version__))
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``tcl-lite gpu-check``: exit 0 when the GPU (or no GPU) is usable, 2 with the reason otherwise."""
-    import torch
-
-    if not torch.cuda.is_available():
-        print("no CUDA GPU visible: training runs on the CPU")
-        return 0
-    device = torch.device("cuda", 0)
-    try:
-        check_gpu(device)
-    except UnsupportedGPUError as e:
-        print(f"tcl_lite: error: {e}", file=sys.stderr)
-        return 2
-    major, minor = torch.cuda.get_device_capability(device)
-    print(f"GPU ok: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) is supported by "
-          f"torch {torch.__version__} ({', '.join(torch.cuda.get_arch_list())})")
-    return 0

@@ -18,9 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss (or gradient norm) and train.nonfinite=stop."""
+from tcl_lite.errors import NonFiniteLossError
 
 
 class NonFiniteGuard:

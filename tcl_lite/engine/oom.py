@@ -14,25 +14,26 @@ import torch
 from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 
 
-def next_accumulation(batch_size: int, gas: int) -> int | None:
-    """The smallest divisor of ``batch_size`` above ``gas`` that at least doubles it (or any above)."""
-    larger = [d for d in range(gas + 1, batch_size + 1) if batch_size % d == 0]
-    doubled = [d for d in larger if d >= 2 * gas]
+def next_micro_batches(batch_size: int, micro_batches: int) -> int | None:
+    """The smallest divisor of ``batch_size`` above ``micro_batches`` that at least doubles it (or any above)."""
+    larger = [d for d in range(micro_batches + 1, batch_size + 1) if batch_size % d == 0]
+    doubled = [d for d in larger if d >= 2 * micro_batches]
     return (doubled or larger or [None])[0]
 
 
-def step_adapting_to_oom(step: Callable[[int], Any], batch_size: int, gas: int, enabled: bool,
+def step_adapting_to_oom(step: Callable[[int], Any], batch_size: int, micro_batches: int, enabled: bool,
                          on_retry: Callable[[], None], log: Callable[[str], None]) -> tuple[Any, int]:
-    """Run ``step(gas)``; on OOM (when ``enabled``) retry with more micro-batches. Returns (result, gas)."""
+    """Run ``step(micro_batches)``; on OOM (when ``enabled``) retry with more micro-batches. Returns
+    (result, micro_batches used)."""
     while True:
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         try:
-            return step(gas), gas
+            return step(micro_batches), micro_batches
         except RuntimeError as e:
             if not (enabled and should_reduce_batch_size(e)):
                 raise
-            larger = next_accumulation(batch_size, gas)
+            larger = next_micro_batches(batch_size, micro_batches)
             if larger is None:
                 raise RuntimeError(f"out of memory even with micro-batches of 1 sample ({e}); use a smaller "
                                    "model or image size, train.mixed_precision, or "
@@ -42,6 +43,6 @@ def step_adapting_to_oom(step: Callable[[int], Any], batch_size: int, gas: int, 
             torch.set_rng_state(cpu_rng)
             if cuda_rng is not None:
                 torch.cuda.set_rng_state_all(cuda_rng)
-            log(f"out of memory at {batch_size // gas} samples per micro-batch: retrying the step with "
+            log(f"out of memory at {batch_size // micro_batches} samples per micro-batch: retrying the step with "
                 f"train.gradient_accumulation_steps={larger} ({batch_size // larger} per micro-batch)")
-            gas = larger
+            micro_batches = larger

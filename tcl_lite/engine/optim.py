@@ -8,7 +8,8 @@ import warnings
 import torch
 from torch import nn
 
-from tcl_lite.config import ConfigError, OptimConfig
+from tcl_lite.config import OptimConfig
+from tcl_lite.errors import ConfigError
 
 
 def _bitsandbytes_optim():  # noqa: ANN202 - returns the module or None

@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tcl_lite.config import Config, ConfigError, to_dict
-from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager
-from tcl_lite.engine.checkpoint_finder import NoCheckpointError, checkpoints_root, find_checkpoint
+from tcl_lite.checkpoints import reader
+from tcl_lite.checkpoints.finder import checkpoints_root, find_checkpoint
+from tcl_lite.checkpoints.writer import CheckpointManager
+from tcl_lite.config import Config, to_dict
 from tcl_lite.engine.run_lock import LOCK_NAME, RunLock, RunLockedError, exit_when_launcher_dies
+from tcl_lite.errors import CheckpointError, ConfigError, NoCheckpointError
 
 FINGERPRINT = "data_fingerprint.json"
 # What decides which samples and labels a run trains on. data.root is left out on purpose: the data
@@ -81,9 +83,10 @@ def move_aside(out: Path) -> Path | None:
     return dest
 
 
-def all_invalid_error(ckpts: CheckpointManager) -> CheckpointError:
-    lines = "\n".join(f"  {p.name}: {why}" for p, why in ckpts.diagnose())
-    run = ckpts.root.parent
+def all_invalid_error(root: Path) -> CheckpointError:
+    """Checkpoints under ``root`` but none usable: each with its reason, and the ways out."""
+    lines = "\n".join(f"  {p.name}: {why}" for p, why in reader.diagnose(root))
+    run = root.parent
     return CheckpointError(
         f"{run} holds checkpoints but none is usable, so nothing was resumed and nothing there was changed:\n"
         f"{lines}\nFix: restore intact copies (e.g. sync the folder again), resume from one checkpoint with "
@@ -139,7 +142,7 @@ class RunGuard:
                 return None
             path = ckpts.newest_valid(self.log)
             if path is None:
-                raise all_invalid_error(ckpts)
+                raise all_invalid_error(ckpts.root)
             return path
         path = Path(resume)
         if not path.is_dir():
@@ -149,10 +152,9 @@ class RunGuard:
         except NoCheckpointError:
             root = checkpoints_root(path)
             if root is None:  # a folder without checkpoint files: verify says which are missing
-                CheckpointManager.verify(path)
+                reader.verify(path)
                 raise
-            other = CheckpointManager(ckpts.accelerator, root, ckpts.keep_last)
-            raise (all_invalid_error(other) if other.list_steps() else
+            raise (all_invalid_error(root) if reader.list_steps(root) else
                    CheckpointError(f"no checkpoint under {root}")) from None
 
     def check_data_keys(self, resume_from: Path | None) -> None:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tcl_lite.engine.checkpoint import CheckpointError
+from tcl_lite.errors import CheckpointError
 
 LOCK_NAME = ".lock"
 

@@ -9,10 +9,11 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 from torch import nn
 
-from tcl_lite.config import Config, ConfigError
+from tcl_lite.config import Config
 from tcl_lite.engine.optim import build_optimizer
-from tcl_lite.models import build_model
-from tcl_lite.reporting.trackers import resolve_trackers
+from tcl_lite.errors import ConfigError
+from tcl_lite.models.network import build_model
+from tcl_lite.runlog.trackers import resolve_trackers
 
 
 def make_accelerator(cfg: Config) -> Accelerator:

@@ -16,28 +16,30 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 
-from tcl_lite.cli import continue_command
+from tcl_lite.checkpoints.reader import TrainerState, check_method
+from tcl_lite.checkpoints.writer import CheckpointManager
 from tcl_lite.config import Config, parse_time_budget, save_config, to_dict
 from tcl_lite.data import build_data
-from tcl_lite.engine.checkpoint import CheckpointError, CheckpointManager, TrainerState
 from tcl_lite.engine.epoch_data import EpochData, PhaseStep
 from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, write_data_info
 from tcl_lite.engine.gpu_check import check_gpu
-from tcl_lite.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, weights_finite
+from tcl_lite.engine.nonfinite import NonFiniteGuard, weights_finite
 from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import lr_at, peak_lr, set_lr
 from tcl_lite.engine.run_guard import RunGuard
 from tcl_lite.engine.run_setup import build_networks, build_optimizers, make_accelerator, prepare
-from tcl_lite.engine.run_status import RunStatus
 from tcl_lite.engine.stopper import Stopper
 from tcl_lite.engine.trust_monitor import TrustMonitor
+from tcl_lite.errors import CheckpointError, NonFiniteLossError
 from tcl_lite.methods import Method, StepInfo, TrainContext, get_method
 from tcl_lite.models.layout import check_checkpoint_layout, layout_record
-from tcl_lite.reporting.eta import EpochClock
-from tcl_lite.reporting.metrics import MetricsLog, read_metrics
-from tcl_lite.reporting.progress import TrainProgress
-from tcl_lite.reporting.run_log import RunLog
-from tcl_lite.reporting.trackers import step_scalars
+from tcl_lite.runlog.eta import EpochClock
+from tcl_lite.runlog.launch import continue_command
+from tcl_lite.runlog.metrics import MetricsLog, read_metrics
+from tcl_lite.runlog.progress import TrainProgress
+from tcl_lite.runlog.run_log import RunLog
+from tcl_lite.runlog.run_status import RunStatus
+from tcl_lite.runlog.trackers import step_scalars
 
 _make_accelerator = make_accelerator  # the name tests and benchmarks use
 
@@ -114,6 +116,7 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     resume_from = guard.find_resume_point(ckpts, resume)
     if resume_from is not None:  # before anything is built or written: weights of another network
         check_checkpoint_layout(resume_from, cfg.model.arch)
+        check_method(resume_from, cfg.method)  # a checkpoint of another method: refused, naming both
     guard.check_data_keys(resume_from)
 
     set_seed(cfg.seed)
@@ -125,9 +128,9 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     models, optimizers = prepare(accelerator, networks, build_optimizers(cfg, networks, max_lr))
     eval_loaders = eval_split_loaders(accelerator, data, cfg, log)  # val selects `best`; test is reported
     ctx = TrainContext(cfg, accelerator, models, optimizers, data, out, log=log)
-    run = Run(cfg, out, accelerator, method_cls(ctx), ctx, EpochData(accelerator, cfg), ckpts,
-              TrainerState(num_processes=accelerator.num_processes), log, status, stopper, max_lr, eval_loaders,
-              MetricsLog(out / "metrics.jsonl"))
+    state = TrainerState(num_processes=accelerator.num_processes, method=cfg.method)
+    run = Run(cfg, out, accelerator, method_cls(ctx), ctx, EpochData(accelerator, cfg), ckpts, state, log, status,
+              stopper, max_lr, eval_loaders, MetricsLog(out / "metrics.jsonl"))
     run.data.steps_per_epoch(run.method.epoch_plan(0))  # a batch larger than the data: stop before writing
     guard.take(ckpts, list(models.values()), optimizers)  # the lock, before anything is written
     if resume_from is not None:
@@ -156,6 +159,7 @@ def _restore(run: Run, resume_from: Path, resume: bool | str | None) -> None:
     resume_from, run.state, _ = run.ckpts.load_with_fallback(
         resume_from, ctx.models, ctx.optimizers, run.log, validate=fits,
         fallback=resume is True or Path(resume) != resume_from)  # not for a checkpoint named explicitly
+    run.state.method = run.cfg.method  # recorded from now on (older checkpoints lack it)
     if run.state.num_processes != acc.num_processes:
         raise CheckpointError(f"{resume_from} was saved by {run.state.num_processes} processes; resume "
                               f"with the same number (now {acc.num_processes})")
@@ -231,7 +235,7 @@ def _optimizer_step(run: Run, step: PhaseStep, epoch: int, steps_per_epoch: int)
     """One optimizer step of the phase's optimizers on one batch; returns the logs and whether finite."""
     cfg, state, ctx = run.cfg, run.state, run.ctx
     info = StepInfo(epoch, state.step_in_epoch, state.global_step, steps_per_epoch, step.phase.name,
-                    step.phase_step, step.phase_steps)
+                    step.phase_step, step.phase_steps, step.phase.role, step.phase.info)
     run.lr = lr_at(cfg.optim, run.max_lr, info.fractional_epoch, cfg.train.epochs)
     for opt in ctx.optimizers.values():
         set_lr(opt, run.lr)
@@ -256,7 +260,8 @@ def _optimizer_step(run: Run, step: PhaseStep, epoch: int, steps_per_epoch: int)
     state.step_in_epoch += 1
     state.global_step += 1
     run.method.after_optimizer_step(StepInfo(epoch, state.step_in_epoch, state.global_step, steps_per_epoch,
-                                             step.phase.name, step.phase_step + 1, step.phase_steps))
+                                             step.phase.name, step.phase_step + 1, step.phase_steps,
+                                             step.phase.role, step.phase.info))
     show = state.global_step % cfg.train.log_every == 0 or state.step_in_epoch == steps_per_epoch
     shown = {k: float(v) for k, v in logs.items()} if show else None  # .item() only when shown
     run.progress.step(_samples(step.batch) * run.accelerator.num_processes, shown, run.lr, state.global_step)

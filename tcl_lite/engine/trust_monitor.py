@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tcl_lite.algorithms.gmm_detector import gmm_clean_probability, minmax
 from tcl_lite.algorithms.trust import (
     APPLY_THRESHOLD,
     LEVELS,
@@ -30,7 +31,6 @@ from tcl_lite.algorithms.trust import (
     judge,
 )
 from tcl_lite.algorithms.trust_files import load_trust, save_trust
-from tcl_lite.detection.gmm_detector import gmm_clean_probability, minmax
 from tcl_lite.methods import Method
 
 

@@ -14,15 +14,21 @@ in the loading process (the built-in ones always are).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from tcl_lite.config import ModelConfig
+from tcl_lite.data.datasets import resize_center_crop
+from tcl_lite.data.transforms import make_transform
+from tcl_lite.errors import ConfigError, NotAnExportError, OutputExistsError
+from tcl_lite.inference.run_loading import choose_checkpoint, load_network, logits_of, run_config, run_data
+from tcl_lite.methods import get_method
+from tcl_lite.models.network import Network, build_model
 
 FORMAT = "tcl_lite-model"
 # The ModelConfig fields that shape the network (pretrained* only say where weights came from).
@@ -54,24 +60,16 @@ class ExportedClassifier(nn.Module):
         return int(self.meta["image_size"])
 
     def transform(self, image: Tensor) -> Tensor:
-        from tcl_lite.data.datasets import resize_center_crop
-        from tcl_lite.data.transforms import make_transform
-
         tf = make_transform("test", self.image_size, self.meta["mean"], self.meta["std"])
         return tf(resize_center_crop(image, self.image_size))
 
     def forward(self, images: Tensor) -> Tensor:
         if "module" in self._modules:
-            from tcl_lite.inference.run_loading import logits_of
-
             return logits_of(self.module(images))
         return self.classifier(self.encoder(images))
 
 
 def _build(meta: dict[str, Any]) -> ExportedClassifier:
-    from tcl_lite.config import ModelConfig
-    from tcl_lite.models import build_model
-
     model_cfg = ModelConfig(**{k: meta["model"][k] for k in _ARCH_FIELDS})
     size = {"in_channels": int(meta.get("channels", 3)), "image_size": int(meta["image_size"])}
     inference = meta.get("inference")
@@ -84,9 +82,6 @@ def _build(meta: dict[str, Any]) -> ExportedClassifier:
 
 
 def _method(name: str) -> Any:
-    from tcl_lite.config import ConfigError
-    from tcl_lite.methods import get_method
-
     try:
         return get_method(name)
     except ConfigError as e:
@@ -99,7 +94,7 @@ def load_model(path: str | Path) -> ExportedClassifier:
     """The classifier written by ``export-model`` to ``path``, in eval mode on the CPU."""
     path = Path(path)
     if not (path / "model.json").is_file() or not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{path} is not an exported model: expected model.json and model.safetensors "
+        raise NotAnExportError(f"{path} is not an exported model: expected model.json and model.safetensors "
                                 "written by `tcl-lite export-model RUN_DIR --out DIR`")
     meta = json.loads((path / "model.json").read_text())
     if meta.get("format") != FORMAT:
@@ -114,8 +109,6 @@ def load_model(path: str | Path) -> ExportedClassifier:
 
 def classifier_from_run(run_dir: str | Path, checkpoint: str = "auto") -> ExportedClassifier:
     """The run's classifier at ``checkpoint`` (auto: best when kept, else final), with its metadata."""
-    from tcl_lite.inference.run_loading import choose_checkpoint, load_network, run_config
-
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     ckpt = choose_checkpoint(run_dir, checkpoint)
@@ -124,7 +117,6 @@ def classifier_from_run(run_dir: str | Path, checkpoint: str = "auto") -> Export
     meta = {"format": FORMAT, "version": 1, "model": {k: getattr(cfg.model, k) for k in _ARCH_FIELDS},
             **{k: info[k] for k in ("class_names", "num_classes", "image_size", "channels", "mean", "std")},
             "source": {"run_dir": str(run_dir.resolve()), "checkpoint": ckpt.name, "method": cfg.method}}
-    from tcl_lite.models import Network
 
     if isinstance(net, Network):  # one network predicts: its encoder and classifier
         return ExportedClassifier(net.encoder, net.classifier, meta).eval()
@@ -140,7 +132,6 @@ def _data_info(run_dir: Path, cfg: Any) -> dict[str, Any]:
     info_file = run_dir / "data.json"
     if info_file.is_file():
         return json.loads(info_file.read_text())
-    from tcl_lite.inference.run_loading import run_data
 
     data = run_data(run_dir, cfg)  # a run from before data.json: rebuild the data (the dataset must still be there)
     return {"class_names": data.class_names, "num_classes": data.num_classes, "image_size": data.image_size,
@@ -152,7 +143,7 @@ def export_model(run_dir: str | Path, out: str | Path, checkpoint: str = "auto")
     out = Path(out)
     model = classifier_from_run(run_dir, checkpoint)
     if (out / "model.safetensors").exists() or (out / "model.json").exists():
-        raise FileExistsError(f"{out} already holds an exported model; choose another --out or remove it first")
+        raise OutputExistsError(f"{out} already holds an exported model; choose another --out or remove it first")
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for name, write in (("model.safetensors", lambda p: save_file(weights, p)),
@@ -162,25 +153,6 @@ def export_model(run_dir: str | Path, out: str | Path, checkpoint: str = "auto")
         os.replace(tmp, out / name)  # atomic: a crash leaves no half-written file under the final name
     return out
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tcl-lite export-model",
-                                description="Export a run's classifier as safetensors + JSON, for tcl_lite.load_model.")
-    p.add_argument("run_dir", help="run directory written by train.py")
-    p.add_argument("--out", required=True, help="folder to write model.safetensors and model.json to")
-    p.add_argument("--checkpoint", default="auto", help="auto (best when kept, else final), best, final or a folder")
-    args = p.parse_args(argv)
-    from tcl_lite.inference.issues_cli import user_errors
-
-    try:
-        out = export_model(args.run_dir, args.out, args.checkpoint)
-    except (*user_errors(), FileExistsError) as e:
-        print(f"tcl-lite export-model: error: {e}", file=sys.stderr)
-        return 2
-    meta = json.loads((out / "model.json").read_text())
-    print(f"wrote {out}/model.safetensors and model.json ({meta['model']['arch']}, {meta['num_classes']} classes, "
-          f"{meta['image_size']} px, from {meta['source']['checkpoint']}); load with tcl_lite.load_model({str(out)!r})")
-    return 0
 
 
 __all__ = ["ExportedClassifier", "classifier_from_run", "export_model", "load_model"]

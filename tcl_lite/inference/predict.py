@@ -7,9 +7,7 @@ shorter side to the model's size, centre crop), batched, on the GPU when there i
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from tcl_lite.data.datasets import IMAGE_EXTENSIONS, FileImages, _images_under
+from tcl_lite.errors import DataError
+from tcl_lite.inference.export_model import classifier_from_run, load_model
+from tcl_lite.inference.run_loading import default_device
+
 
 def image_files(inputs: Sequence[str]) -> list[str]:
     """Files as given, and every image under a folder (recursive, sorted); an error for anything else."""
-    from tcl_lite.data.datasets import IMAGE_EXTENSIONS, DataError, _images_under
-
     files: list[str] = []
     for item in inputs:
         path = Path(item)
@@ -39,17 +40,12 @@ def image_files(inputs: Sequence[str]) -> list[str]:
 
 def load_classifier(source: str, checkpoint: str = "auto") -> Any:
     """An exported model folder (model.json) or a run directory's checkpoint."""
-    from tcl_lite.inference.export_model import classifier_from_run, load_model
-
     return load_model(source) if (Path(source) / "model.json").is_file() else classifier_from_run(source, checkpoint)
 
 
 @torch.no_grad()
 def predict(model: Any, files: Sequence[str], *, batch_size: int = 64, device: Any = None) -> np.ndarray:
     """Softmax probabilities [N, K] of ``model`` (an ExportedClassifier) on the image files."""
-    from tcl_lite.data.datasets import FileImages
-    from tcl_lite.inference.run_loading import default_device
-
     device = torch.device(device) if device is not None else default_device()
     model = model.to(device).eval()
     images = FileImages(files, model.image_size)
@@ -71,29 +67,3 @@ def write_predictions(path: str | Path, files: Sequence[str], probs: np.ndarray,
             topk = "; ".join(f"{class_names[j]}:{p[j]:.4f}" for j in t)
             writer.writerow([file, int(t[0]), class_names[t[0]], format(float(p[t[0]]), ".6g"), topk])
     return Path(path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tcl-lite predict", description="Classify images with a trained run or an "
-                                "exported model; writes a CSV.")
-    p.add_argument("model", help="run directory (train.py) or exported model folder (export-model)")
-    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
-    p.add_argument("--checkpoint", default="auto", help="run directory: auto (best when kept, else final), best, "
-                   "final or a checkpoint folder")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", help="e.g. cpu or cuda:0 (default: the GPU when there is one)")
-    args = p.parse_args(argv)
-    from tcl_lite.inference.issues_cli import user_errors
-
-    try:
-        files = image_files(args.images)
-        model = load_classifier(args.model, args.checkpoint)
-        probs = predict(model, files, batch_size=args.batch_size, device=args.device)
-    except (*user_errors(), FileNotFoundError) as e:
-        print(f"tcl-lite predict: error: {e}", file=sys.stderr)
-        return 2
-    write_predictions(args.out, files, probs, model.class_names, args.top_k)
-    print(f"wrote {args.out}: {len(files)} images")
-    return 0

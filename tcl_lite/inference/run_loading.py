@@ -14,11 +14,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from tcl_lite.checkpoints.finder import WHICH, find_checkpoint
+from tcl_lite.checkpoints.reader import weights_file
 from tcl_lite.config import Config, load_config
-
-
-class RunError(RuntimeError):
-    """A path that is not a usable run directory or checkpoint; the message says what is expected."""
+from tcl_lite.data import build_data
+from tcl_lite.errors import CheckpointError, NoCheckpointError, RunError
+from tcl_lite.methods import get_method
+from tcl_lite.models.network import build_model
 
 
 def run_config(run_dir: str | Path) -> Config:
@@ -34,9 +36,6 @@ def choose_checkpoint(run_dir: str | Path, which: str = "final") -> Path:
     """``final``: the newest valid rolling checkpoint; ``best``: checkpoints/best; ``auto``: best when the
     run kept one, else final; anything else: a checkpoint folder path. Through ``find_checkpoint``;
     its errors become RunError."""
-    from tcl_lite.engine.checkpoint import CheckpointError
-    from tcl_lite.engine.checkpoint_finder import WHICH, NoCheckpointError, find_checkpoint
-
     keyword = which in WHICH
     try:
         return find_checkpoint(run_dir if keyword else which, which if keyword else "final", log=None)
@@ -51,8 +50,6 @@ def choose_checkpoint(run_dir: str | Path, which: str = "final") -> Path:
 
 def run_data(run_dir: str | Path, cfg: Config) -> Any:
     """The run's DataBundle, rebuilt from its config; the noisy labels must be those it trained on."""
-    from tcl_lite.data import build_data
-
     data = build_data(cfg.data, cfg.seed, cfg.model)
     saved = Path(run_dir) / "noisy_labels.npy"
     if saved.is_file() and not np.array_equal(np.load(saved, allow_pickle=False), data.noisy_labels):
@@ -69,10 +66,6 @@ def load_network(cfg: Config, ckpt: Path, num_classes: int, image_size: int, *,
     weights (``model.safetensors`` for the first, ``model.NAME.safetensors`` for each other) or those
     in ``state``: state dicts by network name (a name it lacks: from the checkpoint's files; a flat
     state dict of tensors: the first network's)."""
-    from tcl_lite.engine.checkpoint import weights_file
-    from tcl_lite.methods import get_method
-    from tcl_lite.models import build_model
-
     method_cls = get_method(cfg.method)
     specs = method_cls.model_specs(cfg)
     if state and all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -38,14 +38,14 @@ accumulates over ``ctx.micro_batches`` micro-batches (``methods/accumulate.py``)
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from tcl_lite.methods.accumulate import accumulate, split_batch
+from tcl_lite.algorithms.accumulate import accumulate, split_batch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,6 +72,8 @@ class StepInfo:
     phase: str = "train"
     phase_step: int = -1  # -1: the epoch has a single phase (same as step_in_epoch)
     phase_steps: int = -1
+    role: str = "train"  # the phase's ``role`` and ``info`` (``Phase``), passed through by the engine
+    phase_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fractional_epoch(self) -> float:
@@ -101,12 +103,18 @@ class LoaderSpec:
 @dataclass
 class Phase:
     """Part of an epoch: ``steps`` optimizer steps (default: one pass over the first loader), each
-    on one batch of every loader, stepping ``optimizers`` (default: all)."""
+    on one batch of every loader, stepping ``optimizers`` (default: all).
+
+    ``role`` and ``info`` are the method's own structured description of the phase (e.g. DivideMix:
+    role ``warmup``, info ``{"network": "net1"}``); the engine never reads them and hands them to every
+    step as ``StepInfo.role`` / ``StepInfo.phase_info``, so a method never parses its phase names."""
 
     name: str
     loaders: dict[str, LoaderSpec]
     steps: int | None = None
     optimizers: tuple[str, ...] | None = None
+    role: str = "train"
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -245,7 +253,9 @@ class Method:
         saved there already holds what this computed)."""
 
     def epoch_plan(self, epoch: int) -> list[Phase]:
-        """The phases of ``epoch`` (a pure function of the method's state and ``epoch``). Default:
+        """The phases of ``epoch``: a pure function of the method's state and ``epoch`` (the engine calls
+        it more than once per epoch, e.g. to count a resumed epoch's steps; state belongs in
+        ``begin_epoch``). Default:
         one pass over the training set under ``views``, ``train.batch_size`` per process."""
         if self._train_set is None:
             self._train_set = self.ctx.data.train_views(self.views, self.ctx.device)

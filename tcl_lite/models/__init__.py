@@ -1,13 +1,3 @@
-"""Encoders and heads: ``build_model(cfg.model, num_classes)`` returns a ``Network`` whose single
-forward gives ``NetworkOutput(logits, proj, features)``."""
-
-from tcl_lite.models.network import (
-    Encoder,
-    ModelError,
-    Network,
-    NetworkOutput,
-    build_encoder,
-    build_model,
-)
-
-__all__ = ["Encoder", "ModelError", "Network", "NetworkOutput", "build_encoder", "build_model"]
+"""Encoders and heads: ``models.network.build_model(cfg.model, num_classes)`` returns a ``Network`` whose
+single forward gives ``NetworkOutput(logits, proj, features)``. This ``__init__`` imports nothing, so that
+``models.archs`` (the architecture names and their check) is read without torch."""

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tcl_lite.models.network import ModelError
+from tcl_lite.errors import ModelError
 
 
 def norm1d(kind: str, dim: int) -> nn.Module:

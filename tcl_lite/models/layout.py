@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tcl_lite.models.network import ModelError
+from tcl_lite.errors import ModelError
 
 # arch -> current layout version; an arch not listed has never changed (version 1).
 LAYOUT_VERSIONS = {"preact_resnet18": 2}

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from tcl_lite.models.network import Encoder, init_conv_and_norm, norm2d
+from tcl_lite.models.encoder import Encoder, init_conv_and_norm, norm2d
 
 
 class PreActBasicBlock(nn.Module):

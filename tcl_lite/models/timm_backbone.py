@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from tcl_lite.models.network import ModelError
+from tcl_lite.errors import ModelError
 
 PREFIX = "timm:"
 

@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from tcl_lite.models.network import Encoder, init_conv_and_norm, norm2d
+from tcl_lite.models.encoder import Encoder, init_conv_and_norm, norm2d
 
 
 def conv_norm_relu(in_channels: int, out_channels: int, norm: str, stride: int = 1) -> nn.Sequential:

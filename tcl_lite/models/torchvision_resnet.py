@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 from torchvision import models as tvm
 
-from tcl_lite.models.network import Encoder, ModelError, norm2d_factory
+from tcl_lite.errors import ModelError
+from tcl_lite.models.encoder import Encoder, norm2d_factory
 
 # arch -> (constructor, weights enum, feature size)
 _BUILDERS: dict[str, tuple[Callable[..., tvm.ResNet], type[tvm.WeightsEnum], int]] = {

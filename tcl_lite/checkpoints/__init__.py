@@ -1,0 +1,2 @@
+"""The run directory's checkpoint format: names, state (de)serialisation, checks, the finder,
+reading and writing."""

@@ -1,0 +1,28 @@
+"""``tcl-lite export RUN_DIR_OR_CHECKPOINT [--out DIR]``: a method's per-sample verdicts as CSV and .npy."""
+
+from __future__ import annotations
+
+import argparse
+
+from tcl_lite.cli.dispatch import run_command
+
+DESCRIPTION = "per-sample clean probabilities (and corrected/suggested labels) of a run or checkpoint"
+
+
+def run(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="tcl-lite export",
+                                description="Export a run's per-sample verdicts (clean probability, corrected or "
+                                "suggested label) per training sample.")
+    p.add_argument("path", help="run directory (its newest valid checkpoint) or a checkpoint directory")
+    p.add_argument("--out", help="output folder (default: RUN/export/CHECKPOINT_NAME)")
+    args = p.parse_args(argv)
+    from tcl_lite.results.export import CSV_NAME, export_with_verdict  # torch: after the arguments are parsed
+
+    out, verdict = export_with_verdict(args.path, args.out)
+    print(f"trust verdict: {verdict}")
+    print(f"wrote {out / CSV_NAME} and the .npy columns")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("export", run, argv)

@@ -1,0 +1,2 @@
+"""TCL (``method=tcl``): the method, its config section and its losses. Imports nothing: the method's
+config section is read without torch (``tcl_lite/methods/__init__.py`` declares the method)."""

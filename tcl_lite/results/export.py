@@ -1,0 +1,153 @@
+"""``python -m tcl_lite export RUN_DIR_OR_CHECKPOINT [--out DIR]``: a method's per-sample verdicts as files.
+
+A method keeps per-sample verdicts when its class overrides ``per_sample_outputs`` (``methods/base.py``):
+``clean_probability`` and, depending on the method, ``corrected_label`` (TCL), ``suggested_label``
+or other columns. ``export`` writes ``clean_probability.csv`` with ``index``, ``given_label``, the
+method's columns (label columns first, then scores), for the checkpoint the run's trust diagnostics cover
+(its final one) ``confidence`` (of each proposed change) and ``applied`` (the changes to use: a
+``trustworthy`` run's confident ones, ``algorithms/trust.py``), and, when the run knows them, ``true_label``;
+and each column as ``NAME.npy``. The run's trust verdict is printed. Only safetensors, JSON and ``.npy``
+(``allow_pickle=False``) are read: nothing is unpickled, nothing is imported from the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tcl_lite.algorithms.trust_files import confidence_for, load_trust, missing_verdict
+from tcl_lite.checkpoints.finder import find_checkpoint
+from tcl_lite.checkpoints.reader import checkpoint_method, read_method_state
+from tcl_lite.errors import ConfigError, ExportError
+from tcl_lite.methods import METHODS, Method, get_method  # importing the package registers the built-in methods
+
+CSV_NAME = "clean_probability.csv"
+# Columns export adds; a method's own may not take these names.
+_FIXED = ("index", "given_label", "true_label", "confidence", "applied")
+
+
+
+@dataclass
+class Verdicts:
+    """A checkpoint's per-sample verdicts, one array per column, all of the run's training-set length."""
+
+    checkpoint: Path
+    method: str
+    columns: dict[str, np.ndarray]  # index, given_label, the method's columns[, true_label]
+
+    @property
+    def method_columns(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in self.columns.items() if k not in _FIXED}
+
+
+def verdict_methods() -> list[str]:
+    """Names of the registered methods that keep per-sample verdicts (override ``per_sample_outputs``)."""
+    base = Method.per_sample_outputs.__func__
+    return [name for name, cls in METHODS.items() if cls.per_sample_outputs.__func__ is not base]
+
+
+def verdict_methods_text() -> str:
+    """``method=tcl`` or ``method=tcl or method=dividemix``: what to train for per-sample verdicts."""
+    names = verdict_methods()
+    return " or ".join(f"`method={n}`" for n in names) if names else "a method that keeps them (none is registered)"
+
+
+def _run_dir(ckpt: Path) -> Path:
+    """``RUN/checkpoints/step_X`` -> ``RUN`` (where the labels and the config live)."""
+    return ckpt.parent.parent
+
+
+def _method_of(ckpt: Path) -> str:
+    """The run's method (its config.yaml), else what the checkpoint records (``reader.checkpoint_method``)."""
+    config = _run_dir(ckpt) / "config.yaml"
+    if config.is_file():
+        return str((yaml.safe_load(config.read_text()) or {}).get("method", "unknown"))
+    return checkpoint_method(ckpt) or "unknown"
+
+
+def _method_outputs(ckpt: Path, method: str, state: Any) -> dict[str, np.ndarray]:
+    try:
+        cls = get_method(method)
+    except ConfigError:
+        raise ExportError(f"{ckpt} is a checkpoint of method {method!r}, which is not registered in this process; "
+                          f"import the module that registers it, or export a run of {verdict_methods_text()}") from None
+    outputs = cls.per_sample_outputs(state) if isinstance(state, dict) else None
+    if outputs is not None:
+        return {str(k): np.asarray(v) for k, v in outputs.items()}
+    if method in verdict_methods():
+        raise ExportError(f"{ckpt}: its method state holds no per-sample verdicts of method {method!r} (a checkpoint "
+                          "saved before the method's first verdict, or an incomplete one)")
+    raise ExportError(f"{ckpt} is a checkpoint of method {method!r}, which keeps no per-sample verdicts (clean "
+                      f"probabilities); export works on runs of {verdict_methods_text()}")
+
+
+def read_verdicts(path: str | Path) -> Verdicts:
+    """The verdicts of the checkpoint at ``path``, or of a run directory's newest valid one (``best``
+    when no rolling checkpoint verifies), with the run's given (and true) labels."""
+    ckpt = find_checkpoint(path, "newest-or-best", log=lambda msg: print(msg, file=sys.stderr))
+    state = read_method_state(ckpt)
+    method = _method_of(ckpt)
+    outputs = _method_outputs(ckpt, method, state)
+    run = _run_dir(ckpt)
+    noisy_path, true_path = run / "noisy_labels.npy", run / "true_labels.npy"
+    if not noisy_path.is_file():
+        raise ExportError(f"{noisy_path} is missing: export needs the run directory the checkpoint was saved in "
+                          "(RUN/checkpoints/NAME), which holds the given labels")
+    given = np.load(noisy_path, allow_pickle=False)
+    for name, values in outputs.items():
+        if name in _FIXED or values.ndim != 1 or len(values) != len(given):
+            what = "is a name export writes itself" if name in _FIXED else f"has shape {values.shape}"
+            raise ExportError(f"{ckpt}: the method's column {name!r} {what}; {noisy_path} has {len(given)} labels "
+                              "(one value per training sample expected)")
+    # Label columns (integers) first, then the scores: TCL's CSV keeps its column order.
+    ordered = sorted(outputs.items(), key=lambda kv: kv[1].dtype.kind == "f")
+    columns = {"index": np.arange(len(given)), "given_label": given, **dict(ordered)}
+    if true_path.is_file():
+        columns["true_label"] = np.load(true_path, allow_pickle=False)
+    return Verdicts(ckpt, method, columns)
+
+
+def with_trust(verdicts: Verdicts) -> dict[str, np.ndarray]:
+    """The verdicts' columns with ``confidence`` and ``applied`` before ``true_label``, when the run's trust
+    diagnostics cover the checkpoint and the method gives a label per sample."""
+    columns = dict(verdicts.columns)
+    label = next((columns[c] for c in ("corrected_label", "suggested_label") if c in columns), None)
+    found = confidence_for(load_trust(_run_dir(verdicts.checkpoint)), verdicts.checkpoint, label) \
+        if label is not None else None
+    if found is None:
+        return columns
+    true = columns.pop("true_label", None)
+    columns["confidence"], columns["applied"] = found[0], found[1].astype(np.int64)
+    return columns if true is None else {**columns, "true_label": true}
+
+
+def export(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write the files for the checkpoint at (or the newest under) ``path``; returns the folder."""
+    return _write(read_verdicts(path), out)
+
+
+def export_with_verdict(path: str | Path, out: str | Path | None = None) -> tuple[Path, str]:
+    """``export``, and the headline of the run's trust verdict (for the command's output)."""
+    verdicts = read_verdicts(path)
+    record = load_trust(_run_dir(verdicts.checkpoint))
+    return _write(verdicts, out), (record.verdict if record is not None else missing_verdict()).headline()
+
+
+def _write(verdicts: Verdicts, out: str | Path | None) -> Path:
+    columns = with_trust(verdicts)
+    out_dir = Path(out) if out else _run_dir(verdicts.checkpoint) / "export" / verdicts.checkpoint.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, values in columns.items():  # float32 needs 9 significant digits to round-trip
+        np.save(out_dir / f"{name}.npy", values)
+    with open(out_dir / CSV_NAME, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in zip(*columns.values()):
+            writer.writerow([format(float(v), ".9g") if isinstance(v, np.floating) else int(v) for v in row])
+    return out_dir
