@@ -166,7 +166,14 @@ def score(run_dir: Path, rescore: bool) -> dict:
         state = trust.RunState(info["method"], float(info["epoch"]), int(info["epochs"]), float(info["warmup_epochs"]),
                                info.get("warmup_setting", ""), bool(info.get("per_epoch_detection")),
                                bool(info.get("stopped")))
-        verdict = trust.judge(rec.diagnostics or None, state)
+        diag = dict(rec.diagnostics or {})
+        if s and diag:  # the confident share with the current confidence and threshold
+            changed = s["suggested"] != given
+            confidence = trust.change_confidence(s["noisy_probability"], s["classifier_support"], s["knn_preference"],
+                                                 changed)
+            diag["confident_share"] = float((confidence[changed] >= trust.APPLY_THRESHOLD).mean()) \
+                if changed.any() else float("nan")
+        verdict = trust.judge(diag or None, state)
         level, reasons = verdict.level, verdict.reasons
     out = {"verdict": level, "reasons": reasons, "diagnostics": rec.diagnostics,
            "label_acc": float((given == true).mean()), "noise": float((given != true).mean())}
@@ -188,25 +195,33 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}"
 
 
+def fits(o: dict) -> str:
+    """Whether the verdict is right: a trustworthy run's corrections help; a run whose corrections hurt is not
+    trustworthy. A doubtful / not usable run whose corrections would have helped is a conservative miss."""
+    helps = o["all"]["net"] > 0
+    if o["verdict"] == "trustworthy":
+        return "yes" if helps and o["confident"]["net"] > 0 else "**no: harmful changes applied**"
+    return "yes" if not helps else "miss (held back helpful changes)"
+
+
 def row(run: Run, o: dict) -> list:
+    noise = f"{run.noise[0]} {round(100 * run.noise[1])}%"
     if "all" not in o:
-        return [run.name, o.get("verdict", o.get("error", "?")), *["-"] * 8]
+        return [run.name, noise, o.get("verdict", o.get("error", "?")), *["-"] * 8]
     a, c = o["all"], o["confident"]
-    helps = a["net"] > 0
-    good = {"trustworthy": helps and c["net"] >= 0, "doubtful": True, "not usable": not helps}[o["verdict"]]
-    return [run.name, f"**{o['verdict']}**", f"{a['n']}: {_pct(a['right'])} / {_pct(a['replaced_right'])}",
+    return [run.name, noise, f"**{o['verdict']}**", f"{a['n']}: {_pct(a['right'])} / {_pct(a['replaced_right'])}",
             f"{_pct(o['label_acc'])} → {_pct(o['label_acc'] + a['net'] / len_of(o))}",
             f"{c['n']}: {_pct(c['right'])} / {_pct(c['replaced_right'])}", o["applied"], _pct(o["top100"]),
-            "helps" if helps else "hurts", "yes" if good else "**no**", "; ".join(o["reasons"])[:160]]
+            "helps" if a["net"] > 0 else "hurts", fits(o), "; ".join(o["reasons"])[:140]]
 
 
 def len_of(o: dict) -> int:
     return int(round(o["diagnostics"].get("num_samples") or 1))
 
 
-HEADERS = ["run", "verdict", "all changes: n: right % / replaced right %", "label acc % given → all applied",
-           "confident changes: n: right % / replaced right %", "applied", "top-100 precision %",
-           "all changes", "verdict fits", "reasons (first)"]
+HEADERS = ["run", "noise", "verdict", "proposed changes: n: right % / replaced right %",
+           "label acc % given → all applied", "confident changes: n: right % / replaced right %", "applied",
+           "top-100 precision %", "proposed changes", "verdict right?", "reasons"]
 
 
 def main() -> None:

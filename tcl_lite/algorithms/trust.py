@@ -47,18 +47,23 @@ APPLY_THRESHOLD = 0.5
 #: the noise estimate may move this much (max - min) over the last STABILITY_WINDOW detections
 MAX_NOISE_SPREAD = 0.10
 STABILITY_WINDOW = 3
-#: the fraction of labels the method would change may differ this much from its noise estimate
-MAX_CHANGE_GAP = 0.15
+#: the fraction of labels the method would change may differ from its noise estimate by this much, or by
+#: more as long as that is at most MAX_CHANGE_RATIO of the larger of the two (high noise is estimated less well)
+MAX_CHANGE_GAP = 0.10
+MAX_CHANGE_RATIO = 1 / 3
 #: the noise estimate may exceed the kNN's disagreement with the given labels by this much
 MAX_EXCESS_OVER_KNN = 0.20
 #: the kNN vote and the classifier must agree on at least this fraction of the samples
-MIN_KNN_AGREEMENT = 0.70
+MIN_KNN_AGREEMENT = 0.50
 #: Cohen's kappa of the two independent noisy/clean verdicts
-MIN_KAPPA = 0.30
+MIN_KAPPA = 0.20
 #: fraction of the proposed changes the neighbours' labels must back (below HARMFUL: not usable)
-MIN_CHANGE_SUPPORT = 0.70
+MIN_CHANGE_SUPPORT = 0.60
 HARMFUL_CHANGE_SUPPORT = 0.50
-#: changes counted before neighbour support decides anything (fewer: too few to judge)
+#: the share of the proposed changes whose confidence reaches APPLY_THRESHOLD (below: the method is unsure of
+#: most of its own corrections, as where its representation is too weak to classify)
+MIN_CONFIDENT_SHARE = 0.35
+#: changes counted before neighbour support or the confident share decide anything (fewer: too few to judge)
 MIN_CHANGES_JUDGED = 20
 
 # -- kNN -------------------------------------------------------------------------------------------
@@ -239,7 +244,9 @@ def diagnose(signals: TrustSignals, *, history: Sequence[float] = (), seed: int 
             diag["change_support"] = float((preference[judged] > 0.5).mean())
     diag["kappa"] = _kappa(signals, noisy_p, knn_flags)
     confidence = change_confidence(noisy_p, support, preference, changed)
-    diag["confident_fraction"] = float((confidence >= APPLY_THRESHOLD).mean())
+    confident = confidence >= APPLY_THRESHOLD
+    diag["confident_fraction"] = float(confident.mean())
+    diag["confident_share"] = float(confident[changed].mean()) if changed.any() else math.nan
     return diag, SampleTrust(suggested.astype(np.int64), noisy_p, support.astype(np.float32), preference, confidence)
 
 
@@ -321,7 +328,8 @@ def _judge_noise_estimate(d: dict[str, float], state: RunState, v: Verdict) -> N
         else:
             v.evidence.append(f"noise estimate stable within {_pct(spread)} over the last "
                               f"{int(d['detections'])} detections")
-    if abs(change - est) > MAX_CHANGE_GAP:
+    gap = abs(change - est)
+    if gap > MAX_CHANGE_GAP and gap > MAX_CHANGE_RATIO * max(change, est):
         _flag(v, DOUBTFUL, f"the noise estimate contradicts the verdicts: it estimates {_pct(est)} of the labels "
               f"noisy but would change {_pct(change)}")
 
@@ -345,9 +353,12 @@ def _judge_representation(d: dict[str, float], v: Verdict) -> None:
 
 
 def _judge_changes(d: dict[str, float], v: Verdict) -> None:
-    support, judged = d["change_support"], int(d["changes_judged"])
+    support, judged, share = d["change_support"], int(d["changes_judged"]), d.get("confident_share", math.nan)
     if math.isnan(support) or judged < MIN_CHANGES_JUDGED:
         return
+    if share < MIN_CONFIDENT_SHARE:
+        _flag(v, DOUBTFUL, f"only {_pct(share)} of the {judged} proposed changes reach the confidence threshold: the "
+              "method is unsure of most of its own corrections")
     if support < HARMFUL_CHANGE_SUPPORT:
         _flag(v, NOT_USABLE, f"the nearest neighbours' labels back only {_pct(support)} of the {judged} proposed "
               "changes: applying them would likely make the labels worse")
