@@ -338,7 +338,8 @@ if found_gpu is not None:  # can the platform's torch use this GPU? Asked in a s
 tiny = PRESET == "tiny" or found_gpu is None
 dataset = "digits" if tiny else DATASET
 if dataset != DATASET:
-    print(f"no GPU (or PRESET=tiny): training digits_{METHOD} on the embedded digits instead of {DATASET}")
+    print(f"no GPU (or PRESET=tiny): training digits_{METHOD} on the embedded digits instead of {DATASET}, with "
+          "the preset's own label noise")
 # presets by name: found in a checkout's configs/ or in the installed package alike. On the digits every
 # method has its own preset, whose settings end with a trustworthy verdict (configs/digits_*.yaml say why).
 if dataset == "digits":
@@ -347,8 +348,11 @@ else:
     preset = {"tcl": f"{dataset}_tcl", "dividemix": f"{dataset}_dividemix_sym50"}.get(METHOD, "cifar10_ce")
 base = load_config(preset)
 epochs = EPOCHS or base.train.epochs
-overrides = [f"method={METHOD}", f"data.dataset={dataset}", f"data.noise_type={NOISE_TYPE}",
-             f"data.noise_rate={NOISE_RATE}", f"train.epochs={epochs}",
+# The form's noise is for the dataset chosen there; a digits preset standing in for it keeps its own noise.
+noise_type, noise_rate = (NOISE_TYPE, NOISE_RATE) if dataset == DATASET else (base.data.noise_type,
+                                                                                base.data.noise_rate)
+overrides = [f"method={METHOD}", f"data.dataset={dataset}", f"data.noise_type={noise_type}",
+             f"data.noise_rate={noise_rate}", f"train.epochs={epochs}",
              f"optim.warmup_epochs={base.optim.warmup_epochs * epochs / base.train.epochs:g}"]
 for name in ("tcl", "dividemix"):  # a method's warm-up keeps its preset's share of the run
     if METHOD == name:
