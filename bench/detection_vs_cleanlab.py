@@ -65,7 +65,7 @@ def out_of_fold_probs(args: argparse.Namespace, tcl_config: Path, given: np.ndar
     import torch
     from accelerate import Accelerator
 
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
     from tcl_lite.data import build_data
     from tcl_lite.engine.optim import build_optimizer, lr_at, peak_lr, set_lr
     from tcl_lite.models.network import build_model
@@ -138,7 +138,7 @@ def main() -> None:
         args.folds = 3
     run_dir = args.tcl_run or OUT / "detection_vs_cleanlab" / f"tcl_sym{int(args.noise_rate * 100)}_e{args.epochs}"
     if args.tcl_run is not None:
-        from tcl_lite.config import load_config
+        from tcl_lite import load_config  # registers the built-ins first
 
         if not (run_dir / "config.yaml").is_file():
             sys.exit(f"--tcl-run {run_dir}: no config.yaml there; pass the output directory of a TCL training run")

@@ -29,8 +29,8 @@ def epoch_vs_detection(overrides: list[str], repeats: int = 1) -> dict[str, Any]
     import torch
     from accelerate import Accelerator
 
+    from tcl_lite import load_config  # registers the built-ins first
     from tcl_lite.algorithms.gmm_detector import detection_pass
-    from tcl_lite.config import load_config
     from tcl_lite.engine.optim import build_optimizer, peak_lr
     from tcl_lite.methods.base import StepInfo, TrainContext
     from tcl_lite.methods.tcl.method import TCL

@@ -47,7 +47,7 @@ def one_step_gradient(overrides: list[str], num_classes: int = 10) -> dict[str, 
     """
     import torch
 
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
 
     rig = build_step(load_config(None, overrides), num_classes)
     params = list(rig.model.parameters())
@@ -105,7 +105,7 @@ def cached_gradient_fp16_cast(*, arch: str, image_size: int, batch: int, micro: 
     import torch
 
     import tcl_lite.methods.tcl.method as tcl_module
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
 
     shape = SimpleNamespace(method="tcl", arch=arch, norm="group", width=width, image_size=image_size, batch=batch,
                             micro=micro)
@@ -151,7 +151,7 @@ def _train_digits(optim_name: str, device: Any, steps: int) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
     from tcl_lite.engine.optim import build_optimizer
 
     x, y = _digits_tensors(device)

@@ -88,7 +88,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import torch.nn.functional as F
     from accelerate import Accelerator
 
-    from tcl_lite.config import load_config
+    from tcl_lite import load_config  # registers the built-ins first
     from tcl_lite.methods.base import StepInfo, TrainContext
     from tcl_lite.methods.mlnt.method import MLNT
     from tcl_lite.models.network import build_model

@@ -1,7 +1,9 @@
 """Writes ``notebooks/tcl_lite_colab.ipynb`` from the cell sources below: ``python notebooks/build_notebook.py``.
 
 The notebook is generated so that it can be reviewed as plain Python and diffs stay readable; edit
-this file, not the .ipynb, and re-run it (``tests/test_notebook.py`` checks that the two agree).
+this file, not the .ipynb, and re-run it (``tests/test_notebook.py`` checks that the two agree). The form's
+dataset and method choices are the registered ones (``tcl_lite.registry``: the datasets that need no files of
+the user, every method), so a new dataset or method reaches the form by re-running this file.
 
 Runtime -> Run all does everything: get the code (the checkout the notebook sits in, a copy attached as
 Kaggle input, or ``pip install git+REPO_URL``), install without touching the preinstalled torch, pick
@@ -19,7 +21,22 @@ from pathlib import Path
 
 import nbformat
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's tcl_lite, for its registries (no torch imported)
+import tcl_lite  # noqa: E402
+from tcl_lite.registry import DATASETS, METHODS  # noqa: E402
+
 NOTEBOOK = Path(__file__).with_name("tcl_lite_colab.ipynb")
+tcl_lite.register_builtins()
+
+
+def choices(default: str, names: list[str]) -> str:
+    """A Colab form's ``#@param`` list: the default first, then the other registered names in order."""
+    return "[" + ", ".join(f'"{n}"' for n in [default, *(n for n in names if n != default)]) + "]"
+
+
+FORM_DATASETS = choices("cifar10", [n for n in DATASETS if DATASETS.declared(n)["self_contained"]])
+FORM_METHODS = choices("tcl", list(METHODS))
 
 INTRO = """\
 # tcl_lite: noisy-label training on one free GPU (or a CPU)
@@ -44,10 +61,10 @@ estimated noise rate and where the corrected labels go, plus `cleaned_labels.csv
 PARAMETERS = """\
 #@title Settings { display-mode: "form" }
 # This is the "parameters" cell (papermill convention): CI and papermill inject overrides after it.
-DATASET = "cifar10"  #@param ["cifar10", "cifar100", "digits"]
+DATASET = "cifar10"  #@param FORM_DATASETS
 NOISE_TYPE = "symmetric"  #@param ["symmetric", "asymmetric", "none"]
 NOISE_RATE = 0.5  #@param {type:"slider", min:0.0, max:0.9, step:0.05}
-METHOD = "tcl"  #@param ["tcl", "ce", "mlnt", "dividemix"]
+METHOD = "tcl"  #@param FORM_METHODS
 EPOCHS = 0  #@param {type:"integer"}
 TIME_BUDGET = ""  #@param {type:"string"}
 USE_DRIVE = True  #@param {type:"boolean"}
@@ -63,7 +80,7 @@ INSTALL = True  #@param {type:"boolean"}
 PRESET = "auto"  #@param ["auto", "tiny"]
 EXTRA_ARGS = ""  #@param {type:"string"}
 RUNS_ROOT = ""  #@param {type:"string"}
-"""
+""".replace("FORM_DATASETS", FORM_DATASETS).replace("FORM_METHODS", FORM_METHODS)
 
 SETUP_MD = """\
 ## 1. Where are we? Get the code and install it
@@ -257,31 +274,28 @@ print(f"run directory: {RUN_DIR}" + (f" (has {newest_step(RUN_DIR)}: will resume
 """
 
 SETTINGS_MD = """\
-## 3. Device → settings
+## 3. Device → settings, from the plan
 
 The GPU is named by `nvidia-smi` (asking torch here would hold a CUDA context, and GPU memory, in this
 kernel for the whole session). `tcl-lite gpu-check` (a separate process) then asks the platform's torch
 whether it has kernels for that GPU's compute capability, and stops with the accelerator to pick instead if
 not: e.g. Kaggle's P100 (compute capability 6.0) under torch builds for CUDA 12.8 and later, which have no
-sm_60 kernels. The CIFAR presets train a batch of 256 (TCL: 6 images per sample per step); what changes per
-device is only how that batch is computed, never the objective:
+sm_60 kernels.
 
-| device | `train.mixed_precision` | `train.gradient_accumulation_steps` (not CE) | `train.activation_checkpointing` |
-| --- | --- | --- | --- |
-| A100, L4 (Colab) | bf16 | 1 | off |
-| T4 (Colab "T4 GPU", Kaggle "GPU T4 x2") | fp16 (no bf16) | 2 | off |
-| other GPU | bf16 if compute capability ≥ 8, else fp16 | 1 (≥ 20 GiB), 2 (≥ 12), 4 (≥ 8), else 8 | on below 12 GiB |
-| CPU | no | 1 | off — and the method's own preset on the embedded digits |
-
-Not recommended: Kaggle's "GPU P100", which current torch builds cannot use (the check above stops there and
-names T4 instead).
-
-Micro-batches keep the effective batch (TCL's `gradient_mode=exact` computes the full-batch loss through a
-gradient cache), and `train.auto_micro_batch` splits a step further should it still run out of memory."""
+The settings then come from **`tcl-lite plan`**, printed below: every step of the run (TCL's warm-up and
+corrected steps, DivideMix's warm-up and MixMatch steps, ...) and every pass (detection, co-divide,
+evaluation) is traced under fake tensors on this machine's CPU, and its memory predicted by category. The
+notebook trains in the GPU's mixed precision (bf16 where the GPU has it, fp16 on a T4), then takes the
+plan's smallest change that fits the GPU's memory: more micro-batches, then activation checkpointing.
+Micro-batches keep the effective batch (TCL and DivideMix compute the full-batch loss through a gradient
+cache), and `train.auto_micro_batch` still splits a step further should the prediction be short. The plan's
+time per epoch and per run are estimates (`bench/gpu_check.py` measures them on a GPU). On a CPU: no mixed
+precision, and each method's own preset on the embedded digits (settings that end with a `trustworthy`
+verdict there); the plan is printed all the same."""
 
 SETTINGS = """\
-import tcl_lite.methods  # registers the built-in methods, whose names and config sections load_config reads
-from tcl_lite.config import ConfigError, load_config
+from tcl_lite import load_config  # registers the built-in methods, datasets, architectures first (no torch)
+from tcl_lite.errors import ConfigError
 
 
 def gpu() -> tuple[str, float, float] | None:
@@ -307,25 +321,18 @@ def gpu() -> tuple[str, float, float] | None:
     return info[0], float(info[1]) / 1024, capability
 
 
-def device_settings(found: tuple[str, float, float] | None, heavy: bool) -> tuple[str, list[str]]:
-    \"\"\"(device label, overrides): precision, micro-batches and checkpointing that fit the GPU's memory.\"\"\"
+def device_settings(found: tuple[str, float, float] | None, preset: str, overrides: list) -> tuple[str, list]:
+    \"\"\"(device label, overrides): the plan's precision, micro-batches and checkpointing for this GPU.\"\"\"
+    from tcl_lite.plan.planner import gpu_settings, make_plan
+    from tcl_lite.plan.report import plan_text
+
     if found is None:
+        print(plan_text(make_plan(load_config(preset, overrides), [], name=preset)))
         return "CPU", ["train.mixed_precision='no'"]  # quoted: YAML reads a bare no as false
     name, mem, cap = found
-    kind = re.search(r"\\b(A100|L4|T4|P100)\\b", name.upper())  # \\b: an L40 is not an L4
-    kind = kind.group(1) if kind else "other GPU"
-    precision = {"A100": "bf16", "L4": "bf16", "T4": "fp16", "P100": "fp16"}.get(kind, "bf16" if cap >= 8 else "fp16")
-    if kind in ("A100", "L4"):
-        micro, ckpt = 1, False
-    elif kind in ("T4", "P100"):
-        micro, ckpt = 2, False
-    else:
-        micro, ckpt = (1, False) if mem >= 20 else (2, False) if mem >= 12 else (4, True) if mem >= 8 else (8, True)
-    if not heavy:  # CE sees one image per sample: a sixth of TCL's activations
-        micro = max(1, micro // 4)
-    return f"{kind} ({name}, {mem:.0f} GiB)", [
-        f"train.mixed_precision={precision}", f"train.gradient_accumulation_steps={micro}",
-        f"train.activation_checkpointing={str(ckpt).lower()}", "data.num_workers=2"]
+    plan, settings = gpu_settings(preset, overrides, name, mem, cap)
+    print(plan_text(plan))
+    return f"{plan.verdicts[0].gpu.name} ({name}, {mem:.0f} GiB)", [*settings, "data.num_workers=2"]
 
 
 found_gpu = gpu()
@@ -360,9 +367,11 @@ for name in ("tcl", "dividemix"):  # a method's warm-up keeps its preset's share
         overrides += [f"{name}.warmup_epochs={max(1, round(epochs * share))}"]
 if METHOD == "mlnt":  # MLNT's frozen feature network: a CE run with the same settings, trained first
     overrides += [f"mlnt.feature_checkpoint={runs_root / f'{RUN_NAME}-features'}"]
-DEVICE, device_overrides = device_settings(found_gpu, heavy=METHOD != "ce")
-overrides += device_overrides + data_overrides + shlex.split(EXTRA_ARGS)  # EXTRA_ARGS last: they win
+overrides += data_overrides + shlex.split(EXTRA_ARGS)  # EXTRA_ARGS last: they win
 try:  # every key and value checked now, not after the install and the data download
+    load_config(preset, overrides)
+    DEVICE, device_overrides = device_settings(found_gpu, preset, overrides)
+    overrides = device_overrides + overrides  # what the user asked for (EXTRA_ARGS) still wins
     cfg = load_config(preset, overrides)
 except ConfigError as e:
     raise SystemExit(f"bad setting: {e}") from None

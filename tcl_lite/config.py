@@ -6,9 +6,12 @@ rejected before anything runs, with the key and what is allowed named in the err
 
 This module is a leaf of the package: it imports only ``errors``, ``registry`` and ``presets``. What
 higher layers own reaches the loader by registration, never by an import from here: the methods'
-config sections and names come from ``registry.METHODS`` (filled by ``tcl_lite.methods``), and a
-key whose check lives with its owner (``model.arch`` with the models, ``train.log_with`` with the
-trackers) is checked by the function that owner passed to ``register_check`` when it was imported.
+config sections and names come from ``registry.METHODS`` (filled by ``tcl_lite.methods``); ``method``,
+``model.arch`` and ``data.dataset`` name entries of ``METHODS``, ``ARCHS`` (filled by ``tcl_lite.models``)
+and ``DATASETS`` (filled by ``tcl_lite.data``), which check them, list them in errors and in
+``config_docs``; and a key whose check lives with its owner (``data`` with the datasets, ``train.log_with``
+with the trackers) is checked by the function that owner passed to ``register_check`` when it was
+imported. ``tcl_lite.load_config`` imports every built-in owner, then calls ``load_config`` here.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import yaml
 
 from tcl_lite.errors import ConfigError
 from tcl_lite.presets import find_base, find_preset
-from tcl_lite.registry import METHODS
+from tcl_lite.registry import ARCHS, DATASETS, METHODS, REGISTERS_BUILTINS, Registry
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -46,9 +49,15 @@ def load_yaml(text: str) -> Any:
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
-        gt: float | None = None, le: float | None = None) -> Any:
-    """A dataclass field with its documentation and its constraints."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le}
+        gt: float | None = None, le: float | None = None, registry: Registry | None = None,
+        path: str | None = None, words: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its documentation and its constraints (``registry``: the value names one of
+    its entries). ``path``: the key names a file or folder (``file``, ``folder``, ``checkpoint``,
+    ``output``): the CLI checks it before training and tests/test_paths.py gives it damaged files.
+    ``words``: the strings a numeric key also takes (``auto``); its type is then a union of the number and
+    ``str``."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "registry": registry, "path": path,
+            "words": words}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -56,20 +65,21 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | No
 
 @dataclass
 class DataConfig:
-    dataset: str = opt("digits", "Dataset. `digits` is scikit-learn's bundled 8x8 digits (no download).",
-                       choices=("digits", "cifar10", "cifar100", "imagefolder", "filelist"))
+    dataset: str = opt("digits", "Dataset: a registered dataset's name (the table in the README's Data section; "
+                       "`digits` is scikit-learn's bundled 8x8 digits, no download).", registry=DATASETS)
     root: str = opt("./data", "Folder holding the dataset (CIFAR: torchvision's layout; imagefolder: "
                     "train/<class>/..., optional val/<class>/... and test/<class>/...; filelist: the image root "
-                    "of the lists).")
+                    "of the lists).", path="folder")
     download: bool = opt(True, "Let torchvision download CIFAR when it is missing and the network allows.")
     image_size: int = opt(16, "Side length images are trained at (digits are resized to it; "
                           "folders are resized/cropped to it).", ge=4)
     digits_test_fraction: float = opt(0.3, "Fraction of the 1,797 digits held out as the test set.",
                                       gt=0.0, le=0.9)
     train_list: str = opt("", "filelist: text file of `relative/path.jpg label` lines for training "
-                          "(Clothing1M's noisy_train_key_list + noisy_label_kv form also accepted).")
-    test_list: str = opt("", "filelist: the clean test list, same format as `train_list` (optional).")
-    val_list: str = opt("", "filelist: a validation list, same format, labels as you have them (optional).")
+                          "(Clothing1M's noisy_train_key_list + noisy_label_kv form also accepted).", path="file")
+    test_list: str = opt("", "filelist: the clean test list, same format as `train_list` (optional).", path="file")
+    val_list: str = opt("", "filelist: a validation list, same format, labels as you have them (optional).",
+                        path="file")
     val_fraction: float = opt(0.0, "Hold out this fraction of the training set (stratified by its noisy labels, "
                               "fixed by the seed) for validation; it selects the `best` checkpoint.",
                               ge=0.0, le=0.5)
@@ -80,7 +90,7 @@ class DataConfig:
                             "(symmetric: uniform over all classes; asymmetric: mapped; pairflip: y -> (y+1) mod K).",
                             ge=0.0, le=1.0)
     noise_file: str = opt("", "Label file for noise_type=file: .npy, .csv (one label per row or an "
-                          "`index,label` table) or a CIFAR-N .pt dictionary.")
+                          "`index,label` table) or a CIFAR-N .pt dictionary.", path="file")
     noise_key: str = opt("worse_label", "Key to read from a CIFAR-N .pt dictionary "
                          "(aggre_label, worse_label, random_label1..3).")
     train_subset: int = opt(0, "Use only this many training samples (class-balanced, fixed by the "
@@ -102,13 +112,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("tiny_cnn", "Encoder: tiny_cnn; preact_resnet18, the TCL reference's own PreAct ResNet-18 "
-                    "(stem BN, identity branch = the pre-activated tensor), the CIFAR encoder the paper trained; "
-                    "preact_resnet18_he, He et al.'s form (tcl_lite's preact_resnet18 before model layout 2); "
-                    "preact_resnet18_dividemix, DivideMix's encoder (preact_resnet18 without the final BN + ReLU, "
-                    "PyTorch's default initialisation; with model.head=linear as in DivideMix); "
-                    "resnet18/34/50 (torchvision, larger images) or `timm:<name>` (any timm.list_models() name, "
-                    "e.g. timm:convnext_tiny; its own norm layers, model.norm sets the heads').")
+    arch: str = opt("tiny_cnn", "Encoder: a registered architecture's name (the table in the README's "
+                    "Architectures section), or `timm:<name>` for any timm.list_models() name.", registry=ARCHS)
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
     norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
                     "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))
@@ -119,7 +124,7 @@ class ModelConfig:
     pretrained: bool = opt(False, "torchvision ResNets and timm models: start from ImageNet weights (needs "
                            "network or a filled torch hub / Hugging Face cache).")
     pretrained_path: str = opt("", "timm models: a local .safetensors weights file to start from (offline "
-                               "machines, Kaggle datasets); implies pretrained weights.")
+                               "machines, Kaggle datasets); implies pretrained weights.", path="file")
     pretrained_transforms: bool = opt(True, "timm with pretrained weights: train at the weights' input size "
                                       "and normalise with their mean/std (false: data.image_size and the "
                                       "dataset's statistics).")
@@ -150,8 +155,12 @@ class TrainConfig:
     epochs: int = opt(30, "Training epochs.", ge=1)
     batch_size: int = opt(64, "Samples per optimizer step on each process (the global batch is "
                           "batch_size x processes).", ge=1)
-    gradient_accumulation_steps: int = opt(1, "The number of micro-batches each batch is split into (memory / "
-                                           "accumulation; Accelerate's name for it); must divide batch_size.", ge=1)
+    gradient_accumulation_steps: int | str = opt(
+        1, "The number of micro-batches each batch is split into (memory / accumulation; Accelerate's name for it); "
+        "must divide batch_size. `auto`: the fewest whose predicted peak (`tcl-lite plan`'s trace, before the first "
+        "step) fits `memory_budget`; a resumed run keeps the count it started with.", ge=1, words=("auto",))
+    memory_budget: str = opt("", "Memory `gradient_accumulation_steps: auto` plans for, e.g. `14GiB` or `900MiB`; "
+                             "empty = the GPU's memory less the CUDA context, on the CPU the available RAM.")
     auto_micro_batch: bool = opt(True, "On a GPU out-of-memory error, retry the step split into more "
                                  "micro-batches (same effective batch); single process only.")
     mixed_precision: str = opt("no", "Autocast through Accelerate. fp16 needs a GPU; bf16 also runs "
@@ -186,9 +195,9 @@ class CheckpointConfig:
 @dataclass
 class Config:
     method: str = opt("ce", "Training method: a registered method's name (`tcl_lite/methods/`; each has its own "
-                      "config section named after it).")
+                      "config section named after it).", registry=METHODS)
     seed: int = opt(0, "Seed of everything: noise, data order, augmentations, initialisation.", ge=0)
-    output_dir: str = opt("runs/default", "Run directory: config, labels, metrics, checkpoints.")
+    output_dir: str = opt("runs/default", "Run directory: config, labels, metrics, checkpoints.", path="output")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -232,6 +241,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if isinstance(value, str) and str in args[1:]:  # a word a numeric key takes (``words``)
+            return _coerce(key, value, str)
         return _coerce(key, value, args[0])
     if tp is bool:
         if isinstance(value, bool):
@@ -275,6 +286,14 @@ def _number_text(value: Any) -> Any:
 
 
 def _check_constraints(key: str, value: Any, meta: dict) -> None:
+    words = meta.get("words")
+    if words and isinstance(value, str):
+        if value not in words:
+            raise ConfigError(f"config key '{key}': {value!r} is not allowed; give a number "
+                              f"(>= {meta.get('ge')}) or {' or '.join(words)}")
+        return
+    if meta.get("registry") is not None:
+        meta["registry"].check(value)  # a ConfigError naming the registered names
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"config key '{key}': {value!r} is not allowed; choose one of "
@@ -297,7 +316,8 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     if unknown:
         key = prefix + unknown[0]
         hint = "" if METHODS or cls is not Config else (" (a method's section is known once the method is "
-                                                        f"registered: `import {METHODS.filled_by}`)")
+                                                        f"registered: {REGISTERS_BUILTINS} registers the built-in "
+                                                        "ones)")
         raise ConfigError(f"unknown config key '{key}'; allowed keys here: "
                           f"{', '.join(prefix + k for k in [*fields, *sections])}{hint}")
     kwargs: dict[str, Any] = {}
@@ -322,8 +342,8 @@ def method_sections() -> dict[str, type]:
     return {name: METHODS.declared(name)["config"] for name in METHODS if METHODS.declared(name).get("config")}
 
 
-# Single-key checks that live with the key's owner, registered by the owner's module: key -> check(value)
-# (raises ConfigError). The models register ``model.arch``, the trackers ``train.log_with``.
+# Checks that live with the key's owner, registered by the owner's module: key -> check(value) (raises a
+# UserError). The datasets register ``data`` (a dataset's own keys), the trackers ``train.log_with``.
 _KEY_CHECKS: dict[str, Callable[[Any], Any]] = {}
 
 
@@ -354,22 +374,36 @@ def parse_time_budget(text: str) -> float | None:
     return h * 3600 + mi * 60 + s
 
 
+_SIZE_UNITS = {"": None, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+def parse_size(text: str, key: str = "train.memory_budget") -> int | None:
+    """``14GiB`` / ``900MiB`` / ``16GB`` / ``2.5G`` -> bytes (K/M/G/T and KiB..TiB are binary, KB..TB decimal);
+    empty -> None."""
+    text = text.strip()
+    if not text:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text)
+    unit = _SIZE_UNITS.get(m.group(2).lower()) if m else None
+    if unit is None or float(m.group(1)) <= 0:
+        raise ConfigError(f"config key '{key}': {text!r} is not a memory size; write e.g. '14GiB', '900MiB' or "
+                          "'16GB' (a number and a unit)")
+    return int(float(m.group(1)) * unit)
+
+
 def validate(cfg: Config) -> Config:
     """Checks that span several keys (single-key constraints are checked while building)."""
     # Re-check single keys too, so that a Config built in Python is held to the same rules.
     _build(Config, to_dict(cfg))
     t = cfg.train
-    if t.batch_size % t.gradient_accumulation_steps:
+    if t.gradient_accumulation_steps != "auto" and t.batch_size % t.gradient_accumulation_steps:
         raise ConfigError(f"config key 'train.gradient_accumulation_steps': {t.gradient_accumulation_steps} "
-                          f"does not divide train.batch_size={t.batch_size}; choose a divisor")
+                          f"does not divide train.batch_size={t.batch_size}; choose a divisor, or auto")
     parse_time_budget(t.time_budget)
+    parse_size(t.memory_budget, "train.memory_budget")
     if len(cfg.optim.betas) != 2:
         raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
-    if cfg.data.dataset == "filelist" and not cfg.data.train_list:
-        raise ConfigError("config key 'data.train_list' is required with data.dataset=filelist")
-    if cfg.data.val_list and cfg.data.dataset != "filelist":
-        raise ConfigError("config key 'data.val_list' is for data.dataset=filelist; an image folder takes a val/ "
-                          "folder, any dataset data.val_fraction")
     if "test" in cfg.checkpoint.best_metric:
         raise ConfigError(f"config key 'checkpoint.best_metric': {cfg.checkpoint.best_metric!r} would select "
                           "checkpoints on the test set; use a validation metric (val_acc) with data.val_fraction, "
@@ -378,11 +412,71 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("config key 'data.noise_file' is required with data.noise_type=file")
     for key, check in _KEY_CHECKS.items():
         check(_value_at(cfg, key))
-    METHODS.check(cfg.method)  # a ConfigError naming the registered methods
     for section in cfg.sections.values():  # checks across a method's own keys
         if hasattr(section, "validate"):
             section.validate()
     return cfg
+
+
+def key_fields() -> dict[str, tuple[Any, dict]]:
+    """Every dotted key (method sections too) -> (its annotated type, its metadata)."""
+    out: dict[str, tuple[Any, dict]] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if cls is Config and f.name == "sections":
+                continue
+            if _is_section(hints[f.name]):
+                walk(hints[f.name], prefix + f.name + ".")
+            else:
+                out[prefix + f.name] = (hints[f.name], dict(f.metadata))
+
+    walk(Config, "")
+    for name, section in method_sections().items():
+        walk(section, name + ".")
+    return out
+
+
+def flat_settings(cfg: Config) -> dict[str, Any]:
+    """The config as ``{"train.batch_size": 64, ...}`` (what a checkpoint records of its run)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = v
+
+    walk(to_dict(cfg), "")
+    return out
+
+
+def check_setting(key: str, value: Any, fields: dict[str, tuple[Any, dict]]) -> None:
+    """A recorded setting must have its key's exact type and constraints (no coercion: it was written
+    from a checked config). ConfigError otherwise; a key this version does not know passes."""
+    if key not in fields:
+        return
+    tp, meta = fields[key]
+    options = [a for a in typing.get_args(tp) if a is not type(None)] \
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+    if value is None and len(options) < len(typing.get_args(tp) or (tp,)):
+        return  # an Optional key left unset
+    exact = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+             float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+             str: lambda v: isinstance(v, str)}
+    if not any(exact.get(option, _number_list)(value) for option in options):
+        names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+        raise ConfigError(f"config key '{key}': {value!r} is not a {names}")
+    if not isinstance(value, str) or all(o is str for o in options):  # a number's range; "auto" has none
+        # Whether a name is registered is the loader's question (this may run before anything registers).
+        _check_constraints(key, value, {k: v for k, v in meta.items() if k != "registry"})
+
+
+def _number_list(value: Any) -> bool:
+    """The list keys (optim.betas, optim.milestones...) hold numbers."""
+    return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -417,7 +511,10 @@ def merge(base: dict, update: dict) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML file (which may name a ``base:`` preset) <- ``key=value`` overrides."""
+    """Defaults <- YAML file (which may name a ``base:`` preset) <- ``key=value`` overrides.
+
+    The names of methods, architectures and datasets are those registered so far: ``tcl_lite.load_config``
+    registers the built-in ones first (this function alone does not, being the package's ground floor)."""
     values: dict = {}
     if path:
         values = _read_yaml(find_preset(path))
@@ -437,9 +534,11 @@ def _read_yaml(path: Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"config file {str(path)!r} does not exist; presets live in configs/ "
                           "(e.g. --config configs/digits_ce.yaml)")
     try:
-        values = load_yaml(path.read_text()) or {}
+        values = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read as YAML text ({e})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys")
     base = values.pop("base", None)
@@ -471,8 +570,10 @@ def config_docs() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             allowed = ", ".join(map(str, m["choices"])) if m.get("choices") else " ".join(
                 f"{w} {m[b]}" for b, w in (("ge", ">="), ("gt", ">"), ("le", "<=")) if m.get(b) is not None)
-            if cls is Config and f.name == "method":
-                allowed = ", ".join(METHODS)
+            if m.get("words"):
+                allowed += " or " + ", ".join(m["words"])
+            if m.get("registry") is not None:
+                allowed = ", ".join(m["registry"].shown())
             rows.append(f"| `{prefix}{f.name}` | `{json.dumps(default)}` | {allowed} | {m['help']} |")
 
     walk(Config, "")

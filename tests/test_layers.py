@@ -61,7 +61,8 @@ def test_help_and_config_errors_answer_without_importing_torch():
     from tcl_lite.cli import COMMANDS
 
     calls = [["--help"], *([name, "--help"] for name in COMMANDS), ["train", "train.epochs=abc"],
-             ["train", "model.arch=no_such_net"], ["train", "train.log_with=mlflow"], ["train", "method=nope"]]
+             ["train", "model.arch=no_such_net"], ["train", "train.log_with=mlflow"], ["train", "method=nope"],
+             ["train", "data.dataset=svhn"], ["train", "data.dataset=filelist"]]
     proc = subprocess.run([sys.executable, "-c", _STARTUP % (calls,)], cwd=ROOT, env=run_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -76,3 +77,5 @@ def test_help_and_config_errors_answer_without_importing_torch():
     assert "choose one of tiny_cnn" in results["train model.arch=no_such_net"]["err"]
     assert results["train train.log_with=mlflow"]["code"] == 2
     assert "choose one of ce, tcl, mlnt, dividemix" in results["train method=nope"]["err"]
+    assert "choose one of digits, cifar10, cifar100, imagefolder, filelist" in results["train data.dataset=svhn"]["err"]
+    assert "'data.train_list' is required" in results["train data.dataset=filelist"]["err"]

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from tcl_lite.config import ModelConfig
 from tcl_lite.errors import ModelError
 from tcl_lite.models.heads import MLPClassifier, Projector
-from tcl_lite.models.network import Encoder, Network, NetworkOutput, build_encoder, build_model
+from tcl_lite.models.network import Encoder, ModelSpec, Network, NetworkOutput, build_encoder, build_model
 from tcl_lite.models.torchvision_resnet import adapt_input_conv, hub_checkpoint_dir
 
 ARCHS = ("tiny_cnn", "preact_resnet18", "preact_resnet18_he", "resnet18", "resnet34", "resnet50")
@@ -53,6 +53,30 @@ def test_output_shapes_and_normalised_projection(arch: str, size: int, batch: in
     plain = make(arch, num_classes=7, image_size=size)
     assert plain.projector is None
     assert plain(images(batch, size)).proj is None
+
+
+def test_extra_heads_are_declared_by_the_spec_and_leave_other_keys_alone() -> None:
+    """ProMix's second Linear(512, K) head on the same features: ``ModelSpec.heads`` adds it under ``heads.``;
+    a network without extra heads has exactly the state-dict keys it had before heads existed."""
+    plain = make("resnet18_cifar", num_classes=5, with_projector=True)
+    with_head = make("resnet18_cifar", num_classes=5, spec=ModelSpec(projector=True, heads={"pseudo": "linear"}))
+    extra = set(with_head.state_dict()) - set(plain.state_dict())
+    assert extra == {"heads.pseudo.weight", "heads.pseudo.bias"}
+    assert not any(k.startswith("heads") for k in plain.state_dict())
+    assert isinstance(with_head.heads.pseudo, nn.Linear) and with_head.heads.pseudo.weight.shape == (5, 512)
+    out, bare = with_head(images(3, 32)), plain(images(3, 32))
+    assert bare.heads == {} and set(out.heads) == {"pseudo"}
+    torch.testing.assert_close(out.heads["pseudo"], with_head.heads.pseudo(out.features))
+    with pytest.raises(ModelError, match="extra head 'pseudo'.*mlp, linear"):
+        make(spec=ModelSpec(heads={"pseudo": "conv"}))
+
+
+def test_resnet18_cifar_is_registered_as_promix_encoder() -> None:
+    from tcl_lite.models.resnet_cifar import ResNetCifar
+
+    model = make("resnet18_cifar", num_classes=10)
+    assert isinstance(model.encoder, ResNetCifar) and model.encoder.out_dim == 512
+    assert model(images(2, 32)).logits.shape == (2, 10)
 
 
 @pytest.mark.parametrize("arch,size", [("tiny_cnn", 8), ("preact_resnet18", 8), ("resnet18", 32)])
@@ -285,13 +309,18 @@ def test_checkpointing_only_when_training_with_grad() -> None:
 
 @pytest.mark.parametrize("arch,size", [("tiny_cnn", 16), ("preact_resnet18", 16), ("resnet18", 32)])
 def test_group_norm_is_batch_independent(arch: str, size: int) -> None:
-    model = make(arch, norm="group", dropout=0.0, with_projector=True).train()
+    model = make(arch, norm="group", dropout=0.0, spec=ModelSpec(projector=True, heads={"extra": "mlp"})).train()
     assert not any(isinstance(m, _BatchNorm) for m in model.modules())
     assert any(isinstance(m, nn.GroupNorm) for m in model.encoder.modules())
     assert any(isinstance(m, nn.LayerNorm) for m in model.classifier.modules())
     x = images(6, size)
     whole, first, second = model(x), model(x[:3]), model(x[3:])
     for field, full in whole._asdict().items():
+        if field == "heads":  # the extra heads' logits, by name
+            for name, logits in full.items():
+                halves = torch.cat([first.heads[name], second.heads[name]])
+                torch.testing.assert_close(halves, logits, rtol=1e-5, atol=1e-5, msg=name)
+            continue
         halves = torch.cat([getattr(first, field), getattr(second, field)])
         torch.testing.assert_close(halves, full, rtol=1e-5, atol=1e-5, msg=field)
 

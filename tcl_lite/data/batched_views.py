@@ -20,15 +20,18 @@ uint8, one sample at a time), applied to all samples at once, each with its own 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tcl_lite.data.entries import ViewContext
 from tcl_lite.errors import DataError
+from tcl_lite.registry import VIEWS
 
 from .transforms import (
     CROP_RATIO,
@@ -38,7 +41,6 @@ from .transforms import (
     JITTER_P,
     SOLARIZE_P,
     SOLARIZE_THRESHOLD,
-    VIEW_KINDS,
 )
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -303,23 +305,46 @@ def strong_view(x: Tensor, p: StrongParams, size: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# The hook the trainer calls
+# The views' batched forms (``View.batched``) and the hook the trainer calls
+
+BatchedOp = Callable[[Tensor, np.ndarray, int], Tensor]  # (x, keys, slot) -> view, uint8 values
+
+
+def batched_weak(ctx: ViewContext) -> BatchedOp:
+    return lambda x, keys, slot: pad_crop_flip(x, weak_params(keys, slot, ctx.image_size), ctx.image_size)
+
+
+def batched_strong(ctx: ViewContext) -> BatchedOp:
+    return lambda x, keys, slot: strong_view(x, strong_params(keys, slot, ctx.image_size), ctx.image_size)
+
+
+def batched_test(ctx: ViewContext) -> BatchedOp:
+    return lambda x, keys, slot: x
 
 
 class BatchedViews:
     """``views(images, index, epoch)``: uint8 [B, 3, S, S] -> the method's views, float32 normalised.
 
     One view gives a Tensor [B, 3, S, S], several a list in ``views`` order, as the collated
-    per-sample path does. The view in position k draws from stream k of each sample's key.
+    per-sample path does. The view in position k draws from stream k of each sample's key. ``options``:
+    the dataset's view options (``ViewContext.options``).
     """
 
     def __init__(self, views: Sequence[str], image_size: int, mean: Sequence[float], std: Sequence[float],
-                 seed: int) -> None:
+                 seed: int, options: Mapping[str, Any] | None = None) -> None:
         views = tuple(views)
-        if not views or any(v not in VIEW_KINDS for v in views):
-            raise DataError(f"batched views {views!r}: give one or more of {', '.join(VIEW_KINDS)}")
+        if not views:
+            raise DataError("batched views: give one or more views")
         self.views, self.image_size, self.seed = views, int(image_size), int(seed)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        ctx = ViewContext(self.image_size, self.mean, self.std, dict(options or {}))
+        self._ops = []
+        for name in views:
+            view = VIEWS.get_checked(name)
+            if view.batched is None:
+                raise DataError(f"view {name!r} has no batched form for data.augment_on=device; set "
+                                "data.augment_on=workers")
+            self._ops.append(view.batched(ctx))
 
     def __call__(self, images: Tensor, index: Tensor, epoch: int) -> Tensor | list[Tensor]:
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -330,15 +355,9 @@ class BatchedViews:
         x = images.float()
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        out = []
-        for slot, kind in enumerate(self.views):
-            if kind == "strong":
-                view = strong_view(x, strong_params(keys, slot, self.image_size), self.image_size)
-            elif kind == "weak":
-                view = pad_crop_flip(x, weak_params(keys, slot, self.image_size), self.image_size)
-            else:
-                view = x
-            out.append(view.mul(1.0 / 255.0).sub_(mean).div_(std))  # ToDtype(scale=True) + Normalize
+        # each op leaves x as it is (the views of a sample all start from its image)
+        out = [op(x, keys, slot).mul(1.0 / 255.0).sub_(mean).div_(std)  # ToDtype(scale=True) + Normalize
+               for slot, op in enumerate(self._ops)]
         return out[0] if len(out) == 1 else out
 
     def __repr__(self) -> str:

@@ -1,39 +1,31 @@
-"""``build_data``: the dataset named by ``DataConfig`` with its noisy training labels, as a DataBundle."""
+"""``build_data``: the dataset named by ``DataConfig`` with its noisy training labels, as a DataBundle.
+
+A pipeline of named stages, each a function of the config and the previous stage's ``Stages``:
+``read`` (the dataset entry's ``read``, and a label file) -> ``subset`` -> ``noise`` -> ``validation`` ->
+``views`` (decoding or checking the images, the bundle whose ``train_views`` makes the training views).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from tcl_lite.config import DataConfig, ModelConfig
-from tcl_lite.errors import DataError
-from tcl_lite.models.timm_backbone import data_settings
+from tcl_lite.errors import ConfigError, DataError
+from tcl_lite.models.archs import weights_input
+from tcl_lite.registry import DATASETS, VIEWS
 
 from .batched_views import BatchedViews
-from .datasets import (
-    FileImages,
-    ImageSource,
-    IndexedDataset,
-    TensorImages,
-    load_cifar,
-    load_digits_images,
-    read_file_list,
-    scan_image_folder,
-)
+from .datasets import FileImages, ImageSource, IndexedDataset
 from .decoded_cache import decode_collecting, wants_cache
+from .entries import Dataset, ViewContext
 from .noise import NOISE_TYPES, asymmetric_noise, pairflip_noise, read_label_file, symmetric_noise
-from .transforms import VIEW_KINDS, MultiView, make_transform
+from .transforms import MultiView, make_transform
 from .verify import unreadable_images_error, verify_images
-
-CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-# An image folder with exactly these classes (e.g. ../shared/data/cifar10-jpeg) is CIFAR-10 in
-# CIFAR-10's label order, so CIFAR-10's asymmetric noise applies to it too.
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 # Clean agreement required between a label file's clean_label and the dataset's own labels; a file
 # indexed in another order than the dataset (e.g. CIFAR-N on the JPEG folder) disagrees on ~90%.
@@ -55,20 +47,23 @@ class DataBundle:
     val: IndexedDataset | None = None  # labels as the user has them (noisy), test transform
 
     augment_on: str = "workers"  # data.augment_on: auto | device | workers
+    view_options: dict[str, Any] = field(default_factory=dict)  # the dataset entry's (ViewContext.options)
 
     def train_views(self, views: tuple[str, ...], device: torch.device | str | None = None) -> IndexedDataset:
-        """The train set under one view (image is a Tensor) or several (a list in ``views`` order).
+        """The train set under one view (image is a Tensor) or several (a list in ``views`` order), each a
+        registered view (``tcl_lite.registry.VIEWS``).
 
         With ``augment_on`` resolving to device (``resolve_augment_on``), the items are the decoded
         uint8 images and ``finish_batch`` makes the views of a collated batch on its device.
         """
         views = (views,) if isinstance(views, str) else tuple(views)
-        if not views or any(v not in VIEW_KINDS for v in views):
-            raise DataError(f"train_views({views!r}): give one or more of {', '.join(VIEW_KINDS)}")
+        if not views:
+            raise DataError(f"train_views(()): give one or more views of {', '.join(VIEWS.shown())}")
         if resolve_augment_on(self.augment_on, device) == "device":
-            return self.train.with_transform(
-                None, BatchedViews(views, self.image_size, self.mean, self.std, self.train.seed))
-        transforms = [make_transform(v, self.image_size, self.mean, self.std) for v in views]
+            return self.train.with_transform(None, BatchedViews(views, self.image_size, self.mean, self.std,
+                                                                self.train.seed, self.view_options))
+        ctx = ViewContext(self.image_size, self.mean, self.std, self.view_options)
+        transforms = [VIEWS.get_checked(v).per_sample(ctx) for v in views]
         return self.train.with_transform(transforms[0] if len(transforms) == 1 else MultiView(transforms))
 
     def train_eval(self) -> IndexedDataset:
@@ -83,20 +78,6 @@ def resolve_augment_on(setting: str, device: torch.device | str | None) -> str:
     if setting != "auto":
         return setting
     return "device" if device is not None and torch.device(device).type != "cpu" else "workers"
-
-
-@dataclass
-class _Raw:
-    """A dataset as read, before subsets and noise."""
-    train_images: ImageSource
-    train_labels: np.ndarray
-    test_images: ImageSource | None
-    test_labels: np.ndarray | None
-    class_names: list[str]
-    stats: tuple[tuple[float, ...], tuple[float, ...]]
-    labels_are_clean: bool  # False for file lists, whose labels are already noisy (Clothing1M)
-    val_images: ImageSource | None = None  # a validation split the user provides (val/ folder, val_list)
-    val_labels: np.ndarray | None = None
 
 
 def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:
@@ -116,65 +97,6 @@ def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) 
     class_order = rng.permutation(num_classes)[labels]
     chosen = np.lexsort((class_order, rank))[:size]
     return np.sort(chosen)
-
-
-def _digits(cfg: DataConfig, seed: int) -> _Raw:
-    from sklearn.model_selection import train_test_split
-
-    images, labels = load_digits_images(cfg.image_size)
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=cfg.digits_test_fraction,
-                                           stratify=labels, random_state=seed % 2**32)
-    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
-    train = images[torch.from_numpy(train_idx)]
-    # Statistics of the train split (grey replicated, so the 3 channels share one value).
-    x = train.float().div_(255.0)
-    mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
-    std = tuple(float(v) for v in x.std(dim=(0, 2, 3)))
-    return _Raw(TensorImages(train), labels[train_idx], TensorImages(images[torch.from_numpy(test_idx)]),
-                labels[test_idx], [str(k) for k in range(10)], (mean, std), True)
-
-
-def _cifar(cfg: DataConfig) -> _Raw:
-    train, train_labels, classes = load_cifar(cfg.dataset, cfg.root, True, cfg.download, cfg.image_size)
-    test, test_labels, _ = load_cifar(cfg.dataset, cfg.root, False, cfg.download, cfg.image_size)
-    stats = CIFAR10_STATS if cfg.dataset == "cifar10" else CIFAR100_STATS
-    return _Raw(TensorImages(train), train_labels, TensorImages(test), test_labels, classes, stats, True)
-
-
-def _imagefolder(cfg: DataConfig) -> _Raw:
-    splits, classes = scan_image_folder(cfg.root)
-    images = {k: (FileImages(paths, cfg.image_size), labels) for k, (paths, labels) in splits.items()}
-    test_images, test_labels = images.get("test", (None, None))
-    val_images, val_labels = images.get("val", (None, None))
-    return _Raw(*images["train"], test_images, test_labels, classes, IMAGENET_STATS, True, val_images, val_labels)
-
-
-def _filelist(cfg: DataConfig) -> _Raw:
-    lists = {"data.train_list": cfg.train_list, "data.test_list": cfg.test_list, "data.val_list": cfg.val_list}
-    read = {key: read_file_list(spec, cfg.root, key) for key, spec in lists.items() if spec}
-    found = int(max(labels.max() for _, labels in read.values())) + 1
-    num_classes = cfg.num_classes or found
-    for key, (_, labels) in read.items():
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise DataError(f"labels of {lists[key]!r} ({key}) range over [{labels.min()}, {labels.max()}], "
-                            f"outside [0, data.num_classes={num_classes}); set data.num_classes "
-                            "(0 = max label + 1) or fix the list")
-    files = {key: (FileImages(paths, cfg.image_size), labels) for key, (paths, labels) in read.items()}
-    test, val = files.get("data.test_list", (None, None)), files.get("data.val_list", (None, None))
-    names = [str(k) for k in range(num_classes)]
-    return _Raw(*files["data.train_list"], *test, names, IMAGENET_STATS, False, *val)
-
-
-def _asymmetric_scheme(cfg: DataConfig, class_names: list[str] | None) -> str:
-    """The asymmetric map to use ("cifar10" / "cifar100"), or a DataError when there is none."""
-    if cfg.dataset in ("cifar10", "cifar100"):
-        return cfg.dataset
-    if cfg.dataset == "imagefolder" and (class_names is None or class_names == CIFAR10_CLASSES):
-        return "cifar10"  # None: the folder is not read yet, decided again once its classes are known
-    raise DataError(f"asymmetric noise is defined for cifar10 and cifar100 (and an image folder of the "
-                    f"10 CIFAR-10 classes), not data.dataset={cfg.dataset!r}"
-                    + (f" with classes {class_names[:10]}" if class_names else "")
-                    + "; set data.noise_type=symmetric, or noise_type=file with a data.noise_file")
 
 
 def _verify_files(cfg: DataConfig, *sources: ImageSource) -> None:
@@ -207,44 +129,66 @@ def _decode_or_verify(cfg: DataConfig, *sources: ImageSource | None) -> list[Ima
 
 
 def model_data_settings(cfg: DataConfig, model: ModelConfig | None) -> tuple[DataConfig, tuple | None]:
-    """A timm model with pretrained weights (and ``model.pretrained_transforms``) sets the image size
-    and the normalisation to its weights' config: ``(data config, (mean, std) or None)``."""
-    if model is None or not model.arch.startswith("timm:") or not model.pretrained_transforms \
-            or not (model.pretrained or model.pretrained_path):
+    """Pretrained weights that declare their input (a timm model's, with ``model.pretrained_transforms``) set
+    the image size and the normalisation: ``(data config, (mean, std) or None)`` (``models.archs.weights_input``)."""
+    settings = weights_input(model) if model is not None else None
+    if settings is None:
         return cfg, None
-    size, mean, std = data_settings(model.arch)
+    size, mean, std = settings
     return dataclasses.replace(cfg, image_size=size), (mean, std)
 
 
+@dataclass
+class Stages:
+    """The data between two stages of ``build_data``."""
+
+    entry: Dataset
+    train: ImageSource
+    given: np.ndarray  # the training labels as read
+    noisy: np.ndarray  # what training will use
+    true: np.ndarray | None  # when known
+    test: ImageSource | None
+    test_labels: np.ndarray | None
+    val: ImageSource | None
+    val_labels: np.ndarray | None
+    class_names: list[str]
+    stats: tuple[tuple[float, ...], tuple[float, ...]]
+
+
 def build_data(cfg: DataConfig, seed: int, model: ModelConfig | None = None) -> DataBundle:
-    """Read ``cfg.dataset``, take the subsets, apply the label noise, and wrap it all as a DataBundle.
+    """Read ``cfg.dataset``, take the subsets, apply the label noise, hold out the validation split and wrap
+    it all as a DataBundle.
 
     ``model``: a pretrained timm model's input size and mean/std replace ``cfg.image_size`` and the
     dataset's statistics (``model_data_settings``)."""
     cfg, model_stats = model_data_settings(cfg, model)
+    s = subset(cfg, seed, read(cfg, seed))
+    s = validation(cfg, seed, noise(cfg, seed, s))
+    return views(cfg, seed, s, model_stats)
+
+
+def dataset_entry(cfg: DataConfig) -> Dataset:
+    """The registered entry of ``data.dataset`` (a DataError naming the registered ones otherwise)."""
+    try:
+        return DATASETS.get_checked(cfg.dataset)
+    except ConfigError as e:  # a DataConfig built in Python never met the config loader's check
+        raise DataError(str(e)) from None
+
+
+def read(cfg: DataConfig, seed: int) -> Stages:
+    """The dataset as its entry reads it, with a label file's labels (``noise_type=file``): such a file is
+    indexed over the full training set, so it is read before any subset."""
     if cfg.noise_type not in NOISE_TYPES:
         raise DataError(f"unknown data.noise_type {cfg.noise_type!r}; choose one of {', '.join(NOISE_TYPES)}")
+    entry = dataset_entry(cfg)
     if cfg.noise_type == "asymmetric":
-        _asymmetric_scheme(cfg, None)  # fail before reading (and checking) a whole dataset
-    if cfg.dataset == "digits":
-        raw = _digits(cfg, seed)
-    elif cfg.dataset in ("cifar10", "cifar100"):
-        raw = _cifar(cfg)
-    elif cfg.dataset == "imagefolder":
-        raw = _imagefolder(cfg)
-    elif cfg.dataset == "filelist":
-        raw = _filelist(cfg)
-    else:
-        raise DataError(f"unknown data.dataset {cfg.dataset!r}; choose digits, cifar10, cifar100, "
-                        "imagefolder or filelist")
-    num_classes = len(raw.class_names)
+        asymmetric_scheme(cfg, entry, None)  # fail before reading (and checking) a whole dataset
+    raw = entry.read(cfg, seed)
     given = raw.train_labels
     true = given if raw.labels_are_clean else None
-
-    # A label file is indexed over the full training set, so it is read before taking a subset.
     noisy = given
     if cfg.noise_type == "file":
-        label_file = read_label_file(cfg.noise_file, len(given), num_classes, cfg.noise_key)
+        label_file = read_label_file(cfg.noise_file, len(given), len(raw.class_names), cfg.noise_key)
         noisy = label_file.labels
         if label_file.clean is not None:
             disagree = float(np.mean(label_file.clean != true)) if true is not None else 0.0
@@ -255,62 +199,79 @@ def build_data(cfg: DataConfig, seed: int, model: ModelConfig | None = None) -> 
                     "it is indexed in another order (CIFAR-N files follow torchvision's CIFAR order: use "
                     "data.dataset=cifar10/cifar100 with the original CIFAR files)")
             true = label_file.clean
+    return Stages(entry, raw.train_images, given, noisy, true, raw.test_images, raw.test_labels, raw.val_images,
+                  raw.val_labels, list(raw.class_names), raw.stats)
 
-    train_idx = balanced_subset(given, cfg.train_subset, num_classes, seed)
-    train_images, test_images, test_labels = raw.train_images, raw.test_images, raw.test_labels
-    if len(train_idx) < len(given):
-        train_images = train_images.subset(train_idx)
-        given, noisy = given[train_idx], noisy[train_idx]
-        true = true[train_idx] if true is not None else None
-    if test_labels is not None:
-        test_idx = balanced_subset(test_labels, cfg.test_subset, num_classes, seed)
-        if len(test_idx) < len(test_labels):
-            test_images, test_labels = test_images.subset(test_idx), test_labels[test_idx]
 
-    # Synthetic noise is drawn on the samples actually trained on, so exactly round(r*N) are resampled.
+def subset(cfg: DataConfig, seed: int, s: Stages) -> Stages:
+    """``data.train_subset`` / ``test_subset``: class-balanced subsets fixed by the seed."""
+    k = len(s.class_names)
+    train_idx = balanced_subset(s.given, cfg.train_subset, k, seed)
+    if len(train_idx) < len(s.given):
+        s = dataclasses.replace(s, train=s.train.subset(train_idx), given=s.given[train_idx],
+                                noisy=s.noisy[train_idx], true=None if s.true is None else s.true[train_idx])
+    if s.test_labels is not None:
+        test_idx = balanced_subset(s.test_labels, cfg.test_subset, k, seed)
+        if len(test_idx) < len(s.test_labels):
+            s = dataclasses.replace(s, test=s.test.subset(test_idx), test_labels=s.test_labels[test_idx])
+    return s
+
+
+def noise(cfg: DataConfig, seed: int, s: Stages) -> Stages:
+    """Synthetic label noise, drawn on the samples actually trained on, so exactly round(r*N) are resampled
+    (``none`` and ``file``: the labels as read)."""
     if cfg.noise_type == "symmetric":
-        noisy = symmetric_noise(given, num_classes, cfg.noise_rate, seed)
-        true = given
+        s = dataclasses.replace(s, noisy=symmetric_noise(s.given, len(s.class_names), cfg.noise_rate, seed),
+                                true=s.given)
     elif cfg.noise_type == "asymmetric":
-        noisy = asymmetric_noise(given, _asymmetric_scheme(cfg, raw.class_names), cfg.noise_rate, seed)
-        true = given
+        scheme = asymmetric_scheme(cfg, s.entry, s.class_names)
+        s = dataclasses.replace(s, noisy=asymmetric_noise(s.given, scheme, cfg.noise_rate, seed), true=s.given)
     elif cfg.noise_type == "pairflip":
-        noisy = pairflip_noise(given, num_classes, cfg.noise_rate, seed)
-        true = given
+        s = dataclasses.replace(s, noisy=pairflip_noise(s.given, len(s.class_names), cfg.noise_rate, seed),
+                                true=s.given)
+    return dataclasses.replace(s, noisy=np.ascontiguousarray(s.noisy, dtype=np.int64))
 
-    noisy = np.ascontiguousarray(noisy, dtype=np.int64)
-    val_images, val_labels = raw.val_images, raw.val_labels
-    if cfg.val_fraction > 0:
-        if val_images is not None:
-            raise DataError(f"data.val_fraction={cfg.val_fraction} and a validation split of the dataset "
-                            f"({'data.val_list' if cfg.val_list else 'the val/ folder'}) are both given; "
-                            "set data.val_fraction=0 to use the given one, or remove it")
-        keep, held = validation_split(noisy, cfg.val_fraction, seed)
-        val_images, val_labels = train_images.subset(held), noisy[held]
-        train_images, noisy = train_images.subset(keep), noisy[keep]
-        true = true[keep] if true is not None else None
-    train_images, test_images, val_images = _decode_or_verify(cfg, train_images, test_images, val_images)
 
-    mean, std = (tuple(float(v) for v in s) for s in (model_stats or raw.stats))
+def asymmetric_scheme(cfg: DataConfig, entry: Dataset, class_names: list[str] | None) -> str:
+    """The asymmetric map the dataset takes (``noise.asymmetric_map``), or a DataError naming where one exists."""
+    scheme = entry.asymmetric_scheme(class_names)
+    if scheme:
+        return scheme
+    where = [DATASETS[name].asymmetric_note for name in DATASETS if DATASETS[name].asymmetric_note]
+    raise DataError(f"asymmetric noise is defined for {' and '.join(where)}, not data.dataset={cfg.dataset!r}"
+                    + (f" with classes {class_names[:10]}" if class_names else "")
+                    + "; set data.noise_type=symmetric, or noise_type=file with a data.noise_file")
+
+
+def validation(cfg: DataConfig, seed: int, s: Stages) -> Stages:
+    """``data.val_fraction``: hold out that fraction of the training set (stratified by its noisy labels),
+    unless the dataset gives a validation split itself (then the fraction is an error)."""
+    if cfg.val_fraction <= 0:
+        return s
+    if s.val is not None:
+        raise DataError(f"data.val_fraction={cfg.val_fraction} and a validation split of the dataset "
+                        f"({'data.val_list' if cfg.val_list else 'the val/ folder'}) are both given; "
+                        "set data.val_fraction=0 to use the given one, or remove it")
+    keep, held = validation_split(s.noisy, cfg.val_fraction, seed)
+    return dataclasses.replace(s, val=s.train.subset(held), val_labels=s.noisy[held], train=s.train.subset(keep),
+                               given=s.given[keep], noisy=s.noisy[keep], true=None if s.true is None else s.true[keep])
+
+
+def views(cfg: DataConfig, seed: int, s: Stages, model_stats: tuple | None) -> DataBundle:
+    """The bundle: the images decoded (or checked) once, every split under the test transform, and the
+    dataset's normalisation and view options for the training views (``DataBundle.train_views``)."""
+    train, test, val = _decode_or_verify(cfg, s.train, s.test, s.val)
+    mean, std = (tuple(float(v) for v in stat) for stat in (model_stats or s.stats))
     test_tf = make_transform("test", cfg.image_size, mean, std)
 
     def split(images: ImageSource | None, labels: np.ndarray | None) -> IndexedDataset | None:
         return None if images is None else IndexedDataset(images, labels, test_tf, seed)
 
-    return DataBundle(
-        train=IndexedDataset(train_images, noisy, test_tf, seed),
-        test=split(test_images, test_labels),
-        num_classes=num_classes,
-        noisy_labels=noisy,
-        true_labels=None if true is None else np.ascontiguousarray(true, dtype=np.int64),
-        mean=mean,
-        std=std,
-        channels=3,
-        image_size=cfg.image_size,
-        class_names=list(raw.class_names),
-        val=split(val_images, val_labels),
-        augment_on=cfg.augment_on,
-    )
+    return DataBundle(train=IndexedDataset(train, s.noisy, test_tf, seed), test=split(test, s.test_labels),
+                      num_classes=len(s.class_names), noisy_labels=s.noisy,
+                      true_labels=None if s.true is None else np.ascontiguousarray(s.true, dtype=np.int64),
+                      mean=mean, std=std, channels=3, image_size=cfg.image_size, class_names=list(s.class_names),
+                      val=split(val, s.val_labels), augment_on=cfg.augment_on, view_options=dict(s.entry.view_options))
 
 
 def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,9 @@ CIFAR100_COARSE = np.array([
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 # data.noise_type's values
 NOISE_TYPES = ("none", "symmetric", "asymmetric", "pairflip", "file")
+# CIFAR-10's classes in its label order: the order the "cifar10" map is defined on (an image folder with
+# exactly these classes takes it too).
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def asymmetric_map(dataset: str) -> np.ndarray:
@@ -255,12 +258,16 @@ def read_label_file(path: str, num_samples: int, num_classes: int, key: str = "w
     if ext == ".npy":
         try:
             raw = np.load(path, allow_pickle=False)  # no pickled objects from a data file
-        except ValueError as e:
+        except (ValueError, OSError, EOFError) as e:  # a pickle, a damaged header, an empty or cut file
             raise DataError(f"label file {path!r} is not a plain numeric .npy array ({e}); save it with "
                             "np.save(path, labels.astype(np.int64))") from None
         labels = _as_int_labels(raw, path)
     elif ext == ".csv":
-        labels = _read_csv(path, key)
+        try:
+            labels = _read_csv(path, key)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"label file {path!r} is not a text .csv file ({e}); write one integer label per row "
+                            "(or an `index,label` table)") from None
     elif ext == ".pt":
         labels, clean = _read_pt(path, key)
     else:

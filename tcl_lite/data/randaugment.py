@@ -36,6 +36,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from tcl_lite.data.entries import ViewContext
 from tcl_lite.errors import DataError
 
 from .batched_views import WeakParams, pad_crop_flip, sample_keys, uniforms
@@ -422,3 +423,18 @@ class BatchedRandAugment:
     def __repr__(self) -> str:
         return (f"BatchedRandAugment(image_size={self.image_size}, seed={self.seed}, slot={self.slot}, "
                 f"crop_then_flip={self.crop_then_flip})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The view entry's two forms (``data.catalog`` registers them as ``randaugment``)
+
+
+def per_sample_randaugment(ctx: ViewContext) -> v2.Compose:
+    """``make_randaugment_transform`` with the dataset's ``crop_then_flip`` view option (default: flip first)."""
+    return make_randaugment_transform(ctx.image_size, ctx.mean, ctx.std, bool(ctx.options.get("crop_then_flip")))
+
+
+def batched_randaugment(ctx: ViewContext) -> Callable[[Tensor, np.ndarray, int], Tensor]:
+    """``randaugment_view`` of a float batch of uint8 values, drawn from stream ``slot`` of the samples' keys."""
+    size, crop_then_flip = ctx.image_size, bool(ctx.options.get("crop_then_flip"))
+    return lambda x, keys, slot: randaugment_view(x, randaugment_params(keys, slot, size), size, crop_then_flip)

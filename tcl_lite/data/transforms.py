@@ -1,4 +1,8 @@
-"""The reference's weak / strong / test views, as torchvision v2 transforms on uint8 tensors."""
+"""The reference's weak / strong / test views per sample, as torchvision v2 transforms on uint8 tensors.
+
+Each is a view entry's ``per_sample`` form (``data.catalog`` registers them in ``VIEWS``; ``batched_views``
+holds their batched form); ``make_transform`` makes any registered view by name.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from tcl_lite.data.entries import ViewContext
 from tcl_lite.errors import DataError
-
-VIEW_KINDS = ("weak", "strong", "test")
+from tcl_lite.registry import VIEWS
 
 # The reference's strong view, shared with the batched device path (``batched_views``).
 CROP_SCALE = (0.2, 1.0)
@@ -20,31 +24,41 @@ JITTER_P, GRAYSCALE_P, SOLARIZE_P = 0.8, 0.2, 0.5
 SOLARIZE_THRESHOLD = 128
 
 
-def make_transform(kind: str, image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Transform:
-    """One view: uint8 [C, S, S] (already at ``image_size``) -> float32 [C, S, S] normalised.
+def make_transform(kind: str, image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], Any]:
+    """The registered view ``kind``, per sample: uint8 [C, S, S] (already at ``image_size``) -> float32
+    [C, S, S] normalised. All randomness comes from torch's global generator, which IndexedDataset seeds
+    per (seed, epoch, index)."""
+    ctx = ViewContext(image_size, tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    return VIEWS.get_checked(kind).per_sample(ctx)
 
-    weak: random crop with padding S/8 + horizontal flip. strong: RandomResizedCrop(scale 0.2-1),
-    flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale p=0.2, solarize at 128 with p=0.5.
-    test: no augmentation. All randomness comes from torch's global generator, which
-    IndexedDataset seeds per (seed, epoch, index).
-    """
-    finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    if kind == "weak":
-        augment = [v2.RandomCrop(image_size, padding=image_size // 8), v2.RandomHorizontalFlip()]
-    elif kind == "strong":
-        augment = [
-            v2.RandomResizedCrop(image_size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(*JITTER)], p=JITTER_P),
-            v2.RandomGrayscale(p=GRAYSCALE_P),
-            # On uint8 images, as the reference solarizes PIL images at 128.
-            v2.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=SOLARIZE_P),
-        ]
-    elif kind == "test":
-        augment = []
-    else:
-        raise DataError(f"unknown view {kind!r}; choose one of {', '.join(VIEW_KINDS)}")
-    return v2.Compose(augment + finish)
+
+def _finish(ctx: ViewContext) -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(ctx.mean), list(ctx.std))]
+
+
+def per_sample_weak(ctx: ViewContext) -> v2.Compose:
+    """Random crop with padding S/8 + horizontal flip."""
+    return v2.Compose([v2.RandomCrop(ctx.image_size, padding=ctx.image_size // 8), v2.RandomHorizontalFlip(),
+                       *_finish(ctx)])
+
+
+def per_sample_strong(ctx: ViewContext) -> v2.Compose:
+    """RandomResizedCrop(scale 0.2-1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale p=0.2,
+    solarize at 128 with p=0.5."""
+    return v2.Compose([
+        v2.RandomResizedCrop(ctx.image_size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(*JITTER)], p=JITTER_P),
+        v2.RandomGrayscale(p=GRAYSCALE_P),
+        # On uint8 images, as the reference solarizes PIL images at 128.
+        v2.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=SOLARIZE_P),
+        *_finish(ctx),
+    ])
+
+
+def per_sample_test(ctx: ViewContext) -> v2.Compose:
+    """No augmentation: only the conversion to float and the normalisation."""
+    return v2.Compose(_finish(ctx))
 
 
 class MultiView:

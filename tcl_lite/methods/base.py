@@ -7,8 +7,9 @@ data per epoch and whatever state it keeps. A method class declares, for the reg
 
 * ``name``, ``config`` (its config section's dataclass, the section named ``name``), ``presets``,
   ``views``, ``metric_labels`` (its metrics, for plots and the report);
-* ``model_specs(cfg)``: the networks it trains (each gets an optimizer, prepared by Accelerate,
-  scheduled, clipped, checkpointed and resumed by the engine);
+* ``model_specs(cfg)``: the networks it trains, each a ``ModelSpec`` (projector, extra classifier heads;
+  each network gets an optimizer, prepared by Accelerate, scheduled, clipped, checkpointed and resumed by
+  the engine);
 * ``inference_model(models)``: what predicts with a run's networks (e.g. a sum of logits);
 * ``per_sample_outputs(state)`` and ``label_issue_scores(scoring)``: its per-sample verdicts, for
   the report, ``export`` and ``find_label_issues``;
@@ -46,6 +47,8 @@ import torch
 from torch import Tensor, nn
 
 from tcl_lite.algorithms.accumulate import accumulate, split_batch
+from tcl_lite.methods.planning import PlanEpoch, PlanPass
+from tcl_lite.models.network import ModelSpec  # re-exported: a method declares its networks with it
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,14 +81,6 @@ class StepInfo:
     @property
     def fractional_epoch(self) -> float:
         return self.epoch + self.step_in_epoch / max(1, self.steps_per_epoch)
-
-
-@dataclass
-class ModelSpec:
-    """A network a method trains: the engine builds it from ``model.*``, gives it an optimizer from
-    ``optim.*`` and prepares, schedules, checkpoints and resumes both."""
-
-    projector: bool = False  # with the projector head (contrastive methods)
 
 
 @dataclass
@@ -166,6 +161,11 @@ class TrainContext:
 
     def backward(self, loss: Tensor, **kwargs: Any) -> None:
         self.accelerator.backward(loss, **kwargs)
+
+    def grad(self, outputs: Tensor, inputs: Any, **kwargs: Any) -> tuple[Tensor, ...]:
+        """``torch.autograd.grad``, as a service of the context: the planner's device check, which
+        cannot run the autograd engine on a fake GPU, stands in for it (and for ``backward``)."""
+        return torch.autograd.grad(outputs, inputs, **kwargs)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The run's mixed precision, for forwards of modules that Accelerate did not prepare."""
@@ -252,6 +252,13 @@ class Method:
         """Called before the first step of ``epoch`` (not when resuming inside it: the state
         saved there already holds what this computed)."""
 
+    @classmethod
+    def fixed_epoch_plan(cls) -> bool:
+        """Whether every epoch has the same steps (the default plan, one pass over the training set), so
+        that a checkpoint's per-epoch step counts can be checked against the data on resume. A method
+        whose plan depends on its state (DivideMix's divisions) overrides ``epoch_plan``: not checked."""
+        return cls.epoch_plan is Method.epoch_plan
+
     def epoch_plan(self, epoch: int) -> list[Phase]:
         """The phases of ``epoch``: a pure function of the method's state and ``epoch`` (the engine calls
         it more than once per epoch, e.g. to count a resumed epoch's steps; state belongs in
@@ -304,6 +311,25 @@ class Method:
         """The network whose self-confidence ranks the labels (``label_issue_scores``' default): the one the
         engine's end-of-training pass runs."""
         return self.eval_models()[""]
+
+    # -- planning (``methods/planning.py``; ``tcl_lite.plan`` traces what these declare) ----------
+    @classmethod
+    def plan_config(cls, cfg: Config) -> Config:
+        """The config the planner traces (same shapes, no files to read); default: ``cfg``."""
+        return cfg
+
+    @classmethod
+    def plan_epochs(cls, cfg: Config) -> list[PlanEpoch]:
+        """The kinds of epoch of a run of ``cfg``; default: every epoch like the first."""
+        return [PlanEpoch("train", 0, cfg.train.epochs)]
+
+    def prepare_plan(self, epoch: int) -> None:
+        """A plausible state for tracing ``epoch`` without having trained; default: as built."""
+
+    def plan_passes(self, epoch: int) -> list[PlanPass]:
+        """Forward-only passes over data in an epoch like ``epoch``, besides training and the engine's
+        evaluation; default: none."""
+        return []
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> StateDict:

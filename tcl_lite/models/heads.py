@@ -57,6 +57,9 @@ class Projector(nn.Sequential):
         return F.normalize(super().forward(x), dim=1)
 
 
+HEAD_KINDS = ("mlp", "linear")  # model.head, and the kinds of a method's extra heads (ModelSpec.heads)
+
+
 def build_classifier(head: str, in_dim: int, num_classes: int, *, norm: str = "batch",
                      dropout: float = 0.25) -> nn.Module:
     """``head=mlp``: the reference MLP classifier; ``head=linear``: a single Linear(d, K)."""
@@ -64,7 +67,7 @@ def build_classifier(head: str, in_dim: int, num_classes: int, *, norm: str = "b
         return MLPClassifier(in_dim, num_classes, norm=norm, dropout=dropout)
     if head == "linear":
         return nn.Linear(in_dim, num_classes)
-    raise ModelError(f"model.head={head!r} is not one of mlp, linear")
+    raise ModelError(f"model.head={head!r} is not one of {', '.join(HEAD_KINDS)}")
 
 
 def build_projector(in_dim: int, proj_dim: int, *, norm: str = "batch") -> Projector:

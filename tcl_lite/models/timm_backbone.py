@@ -17,23 +17,18 @@ from torch import Tensor, nn
 
 from tcl_lite.errors import ModelError
 
-PREFIX = "timm:"
-
-
-def is_timm_arch(arch: str) -> bool:
-    return arch.startswith(PREFIX)
-
 
 def timm_name(arch: str) -> str:
-    """``timm:resnet10t`` -> ``resnet10t``; an unknown name is a ModelError with close matches."""
+    """``timm:resnet10t`` -> ``resnet10t`` (the member of the family ``models.archs`` registers); an unknown
+    name is a ModelError with close matches."""
     import timm
 
-    name = arch[len(PREFIX):]
+    family, _, name = arch.partition(":")
     if not name or name not in timm.list_models():
         # list_models() without pretrained tags is ~1.4k names: close matches are cheap to find.
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
-        hint = f"close matches: {', '.join(PREFIX + c for c in close)}" if close else \
-            "see timm.list_models() (e.g. timm:resnet50, timm:convnext_tiny, timm:vit_small_patch16_224)"
+        hint = f"close matches: {', '.join(f'{family}:{c}' for c in close)}" if close else \
+            f"see timm.list_models() (e.g. {family}:resnet50, {family}:convnext_tiny)"
         raise ModelError(f"model.arch={arch!r}: {name!r} is not a timm model name; {hint}")
     return name
 

@@ -35,6 +35,7 @@ and micro-batches, which the reference does not have. The reference runs ``num_e
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,7 @@ from tcl_lite.methods.dividemix.losses import (
     lambda_u_at,
     mixmatch,
 )
+from tcl_lite.methods.planning import PlanEpoch, PlanPass
 from tcl_lite.models.network import NetworkOutput
 
 NETS = ("net1", "net2")
@@ -80,6 +82,15 @@ class SumOfLogits(nn.Module):
 
 def _other(name: str) -> str:
     return NETS[1 - NETS.index(name)]
+
+
+def _batch_losses(net: nn.Module, batch: Batch, features: bool = False) -> tuple[Tensor, ...]:
+    """The co-divide's work on one batch: per-sample CE with the noisy label and the logits, float32 (and,
+    with ``features``, the encoder's features, for the trust diagnostics' kNN checks)."""
+    out = net(batch["image"])
+    logits = out.logits.float()
+    loss = F.cross_entropy(logits, batch["label"], reduction="none")
+    return (loss, logits, out.features.float()) if features else (loss, logits)
 
 
 class DivideMix(Method):
@@ -249,11 +260,7 @@ class DivideMix(Method):
         if self._eval_loader is None:  # built once: the same ordered, sharded pass every epoch
             self._eval_loader = self.ctx.loader(self.ctx.data.train_eval())
         for batch in self._eval_loader:
-            out = net(batch["image"])
-            logits = out.logits.float()
-            loss = F.cross_entropy(logits, batch["label"], reduction="none")
-            index, loss, logits, *f = acc.gather_for_metrics(
-                (batch["index"], loss, logits, *((out.features.float(),) if features else ())))
+            index, loss, logits, *f = acc.gather_for_metrics((batch["index"], *_batch_losses(net, batch, features)))
             losses[index.cpu()], logits_all[index.cpu()] = loss.cpu(), logits.cpu()
             if f:
                 feats = torch.empty(n, f[0].shape[1]) if feats is None else feats
@@ -297,6 +304,26 @@ class DivideMix(Method):
         noisy_p = 1.0 - (w1 + w2) / 2
         return TrustSignals(self.noisy.numpy(), noisy_p, self.predicted.numpy(), logits_sum.softmax(1).numpy(),
                             features, opinions={"net1's division": 1.0 - w1, "net2's division": 1.0 - w2})
+
+    # -- planning: warm-up and MixMatch epochs, the latter with a co-divide pass per network --------
+    @classmethod
+    def plan_epochs(cls, cfg: Any) -> list[PlanEpoch]:
+        warm = min(cfg.dividemix.warmup_epochs, cfg.train.epochs)
+        kinds = [PlanEpoch("warm-up", 0, warm), PlanEpoch("MixMatch", warm, cfg.train.epochs - warm)]
+        return [k for k in kinds if k.count > 0]
+
+    def prepare_plan(self, epoch: int) -> None:
+        if epoch >= self.dcfg.warmup_epochs:  # a division: every other sample labeled, by each network
+            w = torch.from_numpy(np.arange(len(self.noisy)) % 2 == 0).float()
+            self.prob = {name: w.clone() for name in NETS}
+            self.divisions = 1
+
+    def plan_passes(self, epoch: int) -> list[PlanPass]:
+        if epoch < self.dcfg.warmup_epochs:
+            return []
+        data, size = self.ctx.data.train_eval(), self.cfg.train.eval_batch_size
+        return [PlanPass(f"co-divide ({name})", data, functools.partial(_batch_losses, self.ctx.models[name]), size)
+                for name in NETS]
 
     # -- metrics, evaluation ----------------------------------------------------------------------
     def after_epoch(self, epoch: int) -> dict[str, float]:

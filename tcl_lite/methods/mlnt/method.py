@@ -56,6 +56,7 @@ is capped at m - 1. BatchNorm statistics are per micro-batch too, as for every m
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from pathlib import Path
@@ -64,6 +65,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -75,6 +77,7 @@ from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainConte
 from tcl_lite.methods.mlnt.config import MLNTConfig
 from tcl_lite.methods.mlnt.ema import alpha_at, ema_decay_at, ema_update_, meta_active
 from tcl_lite.methods.mlnt.synthetic_labels import neighbour_relabel
+from tcl_lite.methods.planning import PlanEpoch
 from tcl_lite.models.layout import check_checkpoint_layout
 from tcl_lite.models.network import Network, build_model
 
@@ -178,7 +181,7 @@ class MLNT(Method):
         # pretrained=False: the weights come from ``state``, no need to read ImageNet weights again.
         net = build_model(dataclasses.replace(self.cfg.model, pretrained=False), data.num_classes,
                           in_channels=data.channels, image_size=data.image_size,
-                          with_projector=self.needs_projector)
+                          spec=next(iter(self.model_specs(self.cfg).values())))  # the student's spec
         load_matching(net, state, what)
         return net.to(self.ctx.device).requires_grad_(False)
 
@@ -194,7 +197,12 @@ class MLNT(Method):
 
     def _load_feature_network(self, path: Path) -> Network:
         check_checkpoint_layout(path.parent, self.cfg.model.arch)  # a CE run of the earlier network
-        net = self._frozen_copy(load_file(str(path)), f"mlnt.feature_checkpoint {str(path)!r}")
+        try:
+            weights = load_file(str(path))
+        except (SafetensorError, OSError) as e:  # a damaged or truncated file
+            raise CheckpointError(f"mlnt.feature_checkpoint: {path} cannot be read as safetensors ({e}); give an "
+                                  "intact model.safetensors of a CE run (or its run directory)") from None
+        net = self._frozen_copy(weights, f"mlnt.feature_checkpoint {str(path)!r}")
         self.feature_source = str(path)
         return net.eval()  # as the reference: BatchNorm running statistics, no dropout
 
@@ -260,7 +268,7 @@ class MLNT(Method):
         scaler = self.ctx.accelerator.scaler
         loss_scale = scaler.get_scale() if scaler is not None else 1.0
         second_order = not cfg.first_order
-        grads = torch.autograd.grad(
+        grads = self.ctx.grad(
             fast_loss * loss_scale, self.params, create_graph=second_order,
             # G0 is needed again by the next set's fast gradient, and by this set's second-order backward.
             retain_graph=second_order or not last, allow_unused=True, materialize_grads=True)
@@ -315,6 +323,21 @@ class MLNT(Method):
         split's ``best_test_acc`` is only reported)."""
         return {f"best_{split}_acc": max(metrics[f"{split}_acc"], metrics[f"teacher_{split}_acc"])
                 for split in ("val", "test") if f"{split}_acc" in metrics and f"teacher_{split}_acc" in metrics}
+
+    # -- planning: the meta step (the first start_iter steps, plain CE, are planned as meta steps) --
+    @classmethod
+    def plan_epochs(cls, cfg: Any) -> list[PlanEpoch]:
+        return [PlanEpoch("meta", 0, cfg.train.epochs, global_step=cfg.mlnt.start_iter + 1)]
+
+    @classmethod
+    def plan_config(cls, cfg: Any) -> Any:
+        """The feature network is traced as built from ``model.*``: its checkpoint need not exist yet."""
+        traced = copy.deepcopy(cfg)
+        traced.mlnt.feature_checkpoint = ""
+        return traced
+
+    def prepare_plan(self, epoch: int) -> None:
+        self.teacher_updates = 1  # past the first EMA update, which copies the student
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> StateDict:
