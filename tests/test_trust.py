@@ -194,3 +194,37 @@ def test_cleaned_labels_and_label_issues_columns_follow_the_threshold(full_tcl, 
         i = int(r["index"])
         assert int(r["applied"]) == applied[i] and int(r["suggested_label"]) == corrected[i]
         assert float(r["confidence"]) == pytest.approx(conf[i], abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# a method without trust hooks (e.g. a new method before its author adds them)
+
+
+def test_a_method_without_trust_hooks_is_judged_on_the_generic_signals_named_so(tmp_path, fresh_accelerate):
+    from tcl_lite.engine.trust_monitor import signals_text
+    from tcl_lite.methods.base import Method
+    from tcl_lite.methods.mlnt.method import MLNT
+
+    class Keeps(Method):  # keeps per-sample verdicts, declares no hook
+        name = "keeps"
+
+        @classmethod
+        def per_sample_outputs(cls, state):
+            return {}
+
+    assert signals_text(Keeps, "detection") == ""
+    assert signals_text(Keeps, "diagnostic pass").endswith("keeps declares no trust hooks")
+    assert "its per-sample verdicts" in signals_text(Keeps, "diagnostic pass")
+    assert signals_text(MLNT, "diagnostic pass").endswith("exposes no detection of its own (trust_signals)")
+    assert "its per-sample verdicts" not in signals_text(MLNT, "diagnostic pass")
+
+    # CE declares none: its verdict's first evidence says what it was judged on, in trust.json and train.log.
+    from tcl_lite.config import load_config
+    from tcl_lite.engine import train
+
+    run = tmp_path / "ce"
+    train(load_config(None, [*TINY, "method=ce", "train.epochs=1", f"output_dir={run}"]))
+    record = load_trust(run)
+    assert record.verdict.evidence[0].startswith("judged on the generic signals of the end-of-training pass")
+    assert record.verdict.evidence[0].endswith("ce declares no trust hooks") and record.info["signals"]
+    assert "  . judged on the generic signals" in (run / "train.log").read_text()

@@ -275,6 +275,8 @@ class RunState:
     warmup_setting: str = ""  # the config key that sets it
     per_epoch_detection: bool = False  # whether the method detects after every epoch (stability is judged)
     stopped: bool = False  # stopped by a time budget or a signal before the last epoch
+    #: where the diagnosed signals came from, when not the method's own detection (evidence's first line)
+    signals: str = ""
 
     @property
     def in_warmup(self) -> bool:
@@ -288,6 +290,8 @@ def _pct(x: float) -> str:
 def judge(diag: dict[str, float] | None, state: RunState) -> Verdict:
     """The verdict on a run's corrections from its diagnostics (``diagnose``) and where it stands."""
     v = Verdict(TRUSTWORTHY)
+    if state.signals:
+        v.evidence.append(state.signals)
     if state.stopped:
         v.evidence.append(f"the run stopped at epoch {state.epochs_done:g} of {state.total_epochs}; "
                           "the diagnostics are those of its last detection")

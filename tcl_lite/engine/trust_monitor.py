@@ -34,6 +34,20 @@ from tcl_lite.algorithms.trust_files import load_trust, save_trust
 from tcl_lite.methods import Method
 
 
+def signals_text(method: Any, source: str) -> str:
+    """What the verdict is judged on when not the method's own detection: the generic signals of the
+    end-of-training pass, named so (all a method that declares no trust hooks gets)."""
+    if source == "detection":
+        return ""
+    cls = method if isinstance(method, type) else type(method)
+    hooks = [h for h in ("warmup_epochs", "trust_signals", "diagnostic_model")
+             if getattr(cls, h) is not getattr(Method, h)]
+    keeps = getattr(cls.per_sample_outputs, "__func__", None) is not Method.per_sample_outputs.__func__
+    what = "its per-sample verdicts, its classifier's self-confidence" if keeps else "its classifier's self-confidence"
+    why = "declares no trust hooks" if not hooks else "exposes no detection of its own (trust_signals)"
+    return f"judged on the generic signals of the end-of-training pass ({what}, the kNN vote): {method.name} {why}"
+
+
 def _warmup_text(method: Any, warm: float) -> str:
     setting = f"{method.warmup_setting}, " if method.warmup_setting else ""
     return f"{method.name}'s warm-up ({setting}{warm:g} epochs on the given labels)"
@@ -52,6 +66,7 @@ class TrustMonitor:
         self.detections_seen = any(r.get("trust_est_noise") is not None for r in records)
         self.main = run.accelerator.is_main_process
         self.pending: list[str] = []  # lines for the log, printed by flush() after the epoch's own line
+        self.signals = ""  # what the last diagnosis was made on (signals_text)
 
     def warn_if_short(self) -> None:
         epochs = self.run.cfg.train.epochs
@@ -72,6 +87,7 @@ class TrustMonitor:
             return {}
         diag, samples = self._diagnose(signals)
         self.detections_seen = self.detections_seen or signals.source == "detection"
+        self.signals = signals_text(self.method, signals.source)
         verdict = judge(diag, self._state(epochs_done))
         if epochs_done > self.warmup:
             self.history.append(diag["est_noise"])
@@ -89,7 +105,8 @@ class TrustMonitor:
 
     def _state(self, epochs_done: float, stopped: bool = False) -> RunState:
         return RunState(self.method.name, epochs_done, self.run.cfg.train.epochs, self.warmup,
-                        self.method.warmup_setting, per_epoch_detection=self.detections_seen, stopped=stopped)
+                        self.method.warmup_setting, per_epoch_detection=self.detections_seen, stopped=stopped,
+                        signals=self.signals)
 
     # -- a stop before the end -----------------------------------------------------------------------
     def stopped(self, epochs_done: float, step: int) -> None:
@@ -101,9 +118,11 @@ class TrustMonitor:
         samples = None
         if signals is not None:
             diag, samples = self._diagnose(signals)
+            self.signals = signals_text(self.method, signals.source)
         else:
             previous = load_trust(self.run.out)
             diag = previous.diagnostics if previous is not None and previous.checkpoint else None
+            self.signals = str(previous.info.get("signals", "")) if diag is not None else ""
         verdict = judge(diag, self._state(round(epochs_done, 2), stopped=True))
         self._write(verdict, diag, samples, epochs_done, step, final=False, stopped=True)
         self.pending += verdict.lines()
@@ -122,7 +141,7 @@ class TrustMonitor:
                   "step": step, "final": final, "stopped": stopped, "warmup_epochs": self.warmup,
                   "warmup_setting": self.method.warmup_setting, "verdict": verdict.level, "reasons": verdict.reasons,
                   "evidence": verdict.evidence, "threshold": APPLY_THRESHOLD, "diagnostics": diag or {},
-                  "per_epoch_detection": self.detections_seen, "noise_history": self.history,
+                  "per_epoch_detection": self.detections_seen, "noise_history": self.history, "signals": self.signals,
                   "checkpoint": f"step_{step:08d}" if diag is not None else ""}
         save_trust(self.run.out, record, samples)
 
