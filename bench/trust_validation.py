@@ -1,7 +1,7 @@
 """Are the trust verdicts right? Runs with known true labels, judged as a user's run would be (no true labels).
 
     python bench/trust_validation.py                 # the whole grid, one run after another (~1-1.5 h, one core)
-    python bench/trust_validation.py --only digits   # the digits rows only (names containing the word)
+    python bench/trust_validation.py --only 'digits_*' # the digits rows only (names or shell patterns)
     python bench/trust_validation.py --rescore       # no training: re-judge the saved runs with the current
                                                      # thresholds (tuning), and print the table again
 
@@ -29,6 +29,7 @@ are held back by the verdict). Results: ``bench/out/trust_validation.json``; run
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
@@ -53,7 +54,7 @@ class Run:
     method: str
     noise: tuple[str, float]
     args: list[str]
-    length: str = "full"  # full | short
+    length: str = "full"  # full | short (ends inside or just after the warm-up) | reduced (a shortened schedule)
     needs: str = ""  # the run whose directory is MLNT's feature network
     outcome: dict = field(default_factory=dict)
 
@@ -101,6 +102,10 @@ def digits_runs() -> list[Run]:
                  ["--config", "digits_tcl", "train.epochs=12"], "short"),
              Run("digits_symm40_dividemix_e12", "digits", "dividemix", s40,
                  ["--config", "digits_dividemix", "train.epochs=12"], "short"),
+             # shortened schedules (the warm-up keeps about its share): where the test's cheap TCL run comes from
+             *[Run(f"digits_symm40_tcl_e{e}w{w}" + (f"px{px}" if px != 16 else ""), "digits", "tcl", s40,
+                   ["--config", "digits_tcl", f"train.epochs={e}", f"tcl.warmup_epochs={w}", f"data.image_size={px}"],
+                   "reduced") for e, w, px in ((8, 3, 16), (10, 4, 12), (12, 6, 12), (15, 6, 12))],
              Run("digits_symm40_ce_e2", "digits", "ce", s40, ["--config", "digits_tcl", "method=ce", "train.epochs=2"],
                  "short"),
              Run("digits_symm40_mlnt_e1", "digits", "mlnt", s40,
@@ -165,7 +170,7 @@ def score(run_dir: Path, rescore: bool) -> dict:
         info = rec.info
         state = trust.RunState(info["method"], float(info["epoch"]), int(info["epochs"]), float(info["warmup_epochs"]),
                                info.get("warmup_setting", ""), bool(info.get("per_epoch_detection")),
-                               bool(info.get("stopped")))
+                               bool(info.get("stopped")), str(info.get("signals", "")))
         diag = dict(rec.diagnostics or {})
         if s and diag:  # the confident share with the current confidence and threshold
             changed = s["suggested"] != given
@@ -232,7 +237,7 @@ HEADERS = ["run", "noise", "verdict", "proposed changes: n: right % / replaced r
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="", help="comma-separated substrings of run names to keep")
+    p.add_argument("--only", default="", help="comma-separated run names or shell patterns (digits_*) to keep")
     p.add_argument("--rescore", action="store_true", help="no training: re-judge the saved runs")
     p.add_argument("--reuse", action="store_true", help="keep the runs that finished before (status.json)")
     p.add_argument("--datasets", default="digits,cifar10,notebook",
@@ -245,7 +250,7 @@ def main() -> None:
     runs = ((digits_runs() if "digits" in groups else []) + (cifar_runs() if "cifar10" in groups else [])
             + (notebook_runs() if "notebook" in groups else []))
     if args.only:
-        chosen = [r for r in runs if any(k in r.name for k in args.only.split(","))]
+        chosen = [r for r in runs if any(fnmatch.fnmatchcase(r.name, k) for k in args.only.split(","))]
         needed = {r.needs for r in chosen}
         runs = [r for r in runs if r in chosen or r.name in needed]
     rows, results = [], []

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, run_train
+from conftest import TINY
 
 import tcl_lite
 from tcl_lite.algorithms import trust
@@ -143,12 +143,10 @@ def test_runs_inside_the_warmup_are_not_usable_and_write_no_relabelled_file(tmp_
 
 
 @pytest.fixture(scope="module")
-def full_tcl(tmp_path_factory):
-    """configs/digits_tcl.yaml as shipped (30 epochs, 10 of warm-up, 16 px) at 40% symmetric noise."""
-    run = tmp_path_factory.mktemp("trust") / "tcl40"
-    run_train("--config", str(ROOT / "configs" / "digits_tcl.yaml"), "data.noise_rate=0.4", "data.num_workers=0",
-              f"output_dir={run}", timeout=900)
-    return run
+def full_tcl(trustworthy_tcl):
+    """A complete TCL run on the digits at 40% symmetric noise (conftest.TRUSTWORTHY_TCL: digits_tcl on a
+    shortened schedule), shared with test_label_issues."""
+    return trustworthy_tcl
 
 
 def test_full_tcl_digits_run_is_trustworthy_and_applies_right_changes(full_tcl):
@@ -159,7 +157,7 @@ def test_full_tcl_digits_run_is_trustworthy_and_applies_right_changes(full_tcl):
     given, true = np.load(full_tcl / "noisy_labels.npy"), np.load(full_tcl / "true_labels.npy")
     applied = record.applied(s["confidence"])
     right, replaced = (s["suggested"][applied] == true[applied]).mean(), (given[applied] == true[applied]).mean()
-    print(f"\n[digits, 40% symmetric, digits_tcl] {int(applied.sum())} changes applied of "
+    print(f"\n[digits, 40% symmetric, TRUSTWORTHY_TCL] {int(applied.sum())} changes applied of "
           f"{int((s['suggested'] != given).sum())} proposed: {right:.3f} right, the labels they replace {replaced:.3f}")
     assert applied.sum() >= 100
     assert right >= 0.9 and replaced <= 0.1

@@ -20,7 +20,7 @@ checks its verdicts against what else it has (``diagnose``):
 ``judge`` turns them, and whether the run left its warm-up, into ``trustworthy`` / ``doubtful`` /
 ``not usable`` with the reasons in words. ``change_confidence`` gives every proposed change a confidence;
 in a ``trustworthy`` run the changes at or above ``APPLY_THRESHOLD`` are the ones to apply. Every threshold
-here was chosen on runs with known true labels: BENCHMARKS.md, section "Trust verdicts"
+here was chosen on runs with known true labels: BENCHMARKS.md, section 9 "Trust verdicts"
 (``bench/trust_validation.py``).
 
 Pure computation: numpy and torch, no file, no model, no engine.
