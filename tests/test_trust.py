@@ -16,7 +16,9 @@ from conftest import TINY
 import tcl_lite
 from tcl_lite.algorithms import trust
 from tcl_lite.algorithms.trust_files import load_trust
+from tcl_lite.checkpoints import schema
 from tcl_lite.results.report import CLEANED_COLUMNS, make_report
+from tcl_lite.runlog.run_status import read_status
 
 # ---------------------------------------------------------------------------------------------------
 # constructed detection states
@@ -92,6 +94,12 @@ def test_inside_the_warmup_is_not_usable_whatever_the_figures():
     assert not trust.applied(np.ones(3), verdict.level).any()
 
 
+def test_status_schema_declares_the_verdict_levels():
+    assert schema.TRUST_LEVELS == trust.LEVELS
+    with pytest.raises(schema.Invalid, match="trust"):
+        schema.STATUS.check({"state": "finished", "trust": {"verdict": "fine", "reasons": []}}, "status.json")
+
+
 def test_leave_one_out_votes_never_count_the_sample_itself():
     features = torch.tensor([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
     votes = trust.neighbour_votes(features, np.array([0, 1, 1, 1]), np.arange(4), 2, k=1)
@@ -120,7 +128,7 @@ def test_runs_inside_the_warmup_are_not_usable_and_write_no_relabelled_file(tmp_
     out = capsys.readouterr().out
     assert "warning: train.epochs=1 does not exceed tcl's warm-up (tcl.warmup_epochs, 2 epochs" in out
     assert "trust verdict: NOT USABLE" in out and "warning: train.epochs=1" in (run / "train.log").read_text()
-    assert json.loads((run / "status.json").read_text())["trust"]["verdict"] == "not usable"
+    assert read_status(run)["trust"]["verdict"] == "not usable"  # read through the schema, which declares it
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["trust_level"] == 2  # LEVELS' index
     record = load_trust(run)
     assert record.level == "not usable" and record.info["final"]
