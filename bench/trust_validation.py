@@ -221,7 +221,8 @@ def row(run: Run, o: dict) -> list:
     a, c = o["all"], o["confident"]
     why = "; ".join(r.split(":")[0] for r in o["reasons"])  # each reason's first clause
     return [run.name, noise, f"**{o['verdict']}**", f"{a['n']}: {_pct(a['right'])} / {_pct(a['replaced_right'])}",
-            f"{_pct(o['label_acc'])} → {_pct(o['label_acc'] + a['net'] / len_of(o))}",
+            f"{_pct(o['label_acc'])} → {_pct(o['label_acc'] + a['net'] / len_of(o))} / "
+            f"{_pct(o['label_acc'] + c['net'] / len_of(o))}",
             f"{c['n']}: {_pct(c['right'])} / {_pct(c['replaced_right'])}", o["applied"], _pct(o["top100"]),
             effect(o), fits(o), why]
 
@@ -231,8 +232,9 @@ def len_of(o: dict) -> int:
 
 
 HEADERS = ["run", "noise", "verdict", "proposed changes: n: right % / replaced right %",
-           "label acc % given → all applied", "confident changes: n: right % / replaced right %", "applied",
-           "top-100 precision %", "proposed changes", "verdict right?", "reasons"]
+           "label acc %: given → all proposed / confident ones applied",
+           "confident changes: n: right % / replaced right %", "applied", "top-100 precision %", "proposed changes",
+           "verdict right?", "reasons"]
 
 
 def main() -> None:
