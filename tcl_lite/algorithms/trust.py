@@ -298,7 +298,7 @@ def judge(diag: dict[str, float] | None, state: RunState) -> Verdict:
     if state.in_warmup:
         v.level = NOT_USABLE
         v.reasons.append(f"the run ended inside {state.method}'s warm-up (epoch {state.epochs_done:g} of "
-                         f"{state.warmup_epochs:g} warm-up epochs on the given labels"
+                         f"{round(state.warmup_epochs, 2):g} warm-up epochs on the given labels"
                          + (f", {state.warmup_setting}" if state.warmup_setting else "")
                          + "): its corrections come from a classifier trained on the noisy labels and were never "
                          "used; train past the warm-up (train.epochs > the warm-up)")

@@ -50,7 +50,7 @@ def signals_text(method: Any, source: str) -> str:
 
 def _warmup_text(method: Any, warm: float) -> str:
     setting = f"{method.warmup_setting}, " if method.warmup_setting else ""
-    return f"{method.name}'s warm-up ({setting}{warm:g} epochs on the given labels)"
+    return f"{method.name}'s warm-up ({setting}{round(warm, 2):g} epochs on the given labels)"
 
 
 class TrustMonitor:
@@ -73,8 +73,8 @@ class TrustMonitor:
         if self.warmup > 0 and epochs <= self.warmup:
             self.run.log(f"warning: train.epochs={epochs} does not exceed {_warmup_text(self.method, self.warmup)}: "
                          "the run will end inside it, its own verdicts will never have been used, and its trust "
-                         f"verdict will be `not usable`. Train more than {self.warmup:g} epochs (or shorten the "
-                         "warm-up) for corrected labels.")
+                         f"verdict will be `not usable`. Train more than {round(self.warmup, 2):g} epochs (or shorten "
+                         "the warm-up) for corrected labels.")
 
     # -- after an epoch ------------------------------------------------------------------------------
     def after_epoch(self, epochs_done: int, step: int) -> dict[str, float]:
