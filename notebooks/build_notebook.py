@@ -50,7 +50,9 @@ estimated noise rate and where the corrected labels go, plus `cleaned_labels.csv
 - **Disconnected or out of time?** Run all again with the same run name: training resumes from the
   last checkpoint (on Colab keep *USE_DRIVE* on, so the run survives the VM; on Kaggle attach the
   previous version's output as input).
-- On a CPU the notebook trains a tiny preset on the embedded digits (a few minutes, no download).
+- On a CPU the notebook trains the method's own preset on the embedded digits (a few minutes, no download).
+- The report starts with the run's **trust verdict** (`trustworthy` / `doubtful` / `not usable`, with its
+  reasons): only a trustworthy run writes `cleaned_labels.csv`; the others offer a ranked list for review.
 - **Opened from a link or uploaded?** Then no copy of the code sits beside this notebook: set *REPO_URL*
   in the form to the address of the repository the notebook comes from (e.g. `https://github.com/<owner>/<repo>`)
   and the notebook runs `pip install "git+REPO_URL"`.
@@ -68,11 +70,11 @@ TIME_BUDGET = ""  #@param {type:"string"}
 USE_DRIVE = True  #@param {type:"boolean"}
 RUN_NAME = "run1"  #@param {type:"string"}
 #@markdown ---
-#@markdown **Advanced.** EPOCHS 0 = the preset's (200 on CIFAR, 10 for the CPU preset): the time per epoch and
+#@markdown **Advanced.** EPOCHS 0 = the preset's (200 on CIFAR, 30 on the digits): the time per epoch and
 #@markdown an ETA are printed after the first epoch. TIME_BUDGET e.g. `5h` stops cleanly with a checkpoint
 #@markdown (empty: none, on Kaggle the time left in the session). REPO_URL: where to `pip install` the code from
 #@markdown when this notebook is not inside a checkout (the repository's address, e.g. from the Colab badge).
-#@markdown PRESET `tiny` forces the small CPU preset anywhere; EXTRA_ARGS are more `key=value` config overrides.
+#@markdown PRESET `tiny` forces the CPU presets (digits) anywhere; EXTRA_ARGS are more `key=value` config overrides.
 REPO_URL = ""  #@param {type:"string"}
 INSTALL = True  #@param {type:"boolean"}
 PRESET = "auto"  #@param ["auto", "tiny"]
@@ -299,7 +301,8 @@ plan's smallest change that fits the GPU's memory: more micro-batches, then acti
 Micro-batches keep the effective batch (TCL and DivideMix compute the full-batch loss through a gradient
 cache), and `train.auto_micro_batch` still splits a step further should the prediction be short. The plan's
 time per epoch and per run are estimates (`bench/gpu_check.py` measures them on a GPU). On a CPU: no mixed
-precision, and a tiny preset on the embedded digits; the plan is printed all the same."""
+precision, and each method's own preset on the embedded digits (settings that end with a `trustworthy`
+verdict there); the plan is printed all the same."""
 
 SETTINGS = """\
 from tcl_lite import load_config  # registers the built-in methods, datasets, architectures first (no torch)
@@ -353,23 +356,26 @@ if found_gpu is not None:  # can the platform's torch use this GPU? Asked in a s
 tiny = PRESET == "tiny" or found_gpu is None
 dataset = "digits" if tiny else DATASET
 if dataset != DATASET:
-    print(f"no GPU (or PRESET=tiny): training the tiny preset on the embedded digits instead of {DATASET}")
-# presets by name: found in a checkout's configs/ or in the installed package alike
+    print(f"no GPU (or PRESET=tiny): training digits_{METHOD} on the embedded digits instead of {DATASET}, with "
+          "the preset's own label noise")
+# presets by name: found in a checkout's configs/ or in the installed package alike. On the digits every
+# method has its own preset, whose settings end with a trustworthy verdict (configs/digits_*.yaml say why).
 if dataset == "digits":
-    preset = {"mlnt": "digits_mlnt", "dividemix": "digits_dividemix"}.get(METHOD, "digits_ce")
+    preset = f"digits_{METHOD}"
 else:
     preset = {"tcl": f"{dataset}_tcl", "dividemix": f"{dataset}_dividemix_sym50"}.get(METHOD, "cifar10_ce")
 base = load_config(preset)
-epochs = EPOCHS or (10 if tiny else base.train.epochs)
-overrides = [f"method={METHOD}", f"data.dataset={dataset}", f"data.noise_type={NOISE_TYPE}",
-             f"data.noise_rate={NOISE_RATE}", f"train.epochs={epochs}",
-             # warm-ups keep their share of the run (the reference: 20 of 200 epochs)
-             f"tcl.warmup_epochs={max(1, round(epochs / 10))}",
+epochs = EPOCHS or base.train.epochs
+# The form's noise is for the dataset chosen there; a digits preset standing in for it keeps its own noise.
+noise_type, noise_rate = (NOISE_TYPE, NOISE_RATE) if dataset == DATASET else (base.data.noise_type,
+                                                                                base.data.noise_rate)
+overrides = [f"method={METHOD}", f"data.dataset={dataset}", f"data.noise_type={noise_type}",
+             f"data.noise_rate={noise_rate}", f"train.epochs={epochs}",
              f"optim.warmup_epochs={base.optim.warmup_epochs * epochs / base.train.epochs:g}"]
-if METHOD == "dividemix":  # its warm-up keeps its share too (the reference: 10 of 300 epochs)
-    overrides += [f"dividemix.warmup_epochs={max(1, round(epochs * base.dividemix.warmup_epochs / base.train.epochs))}"]
-if tiny:
-    overrides += ["data.image_size=8", "model.width=16"]
+for name in ("tcl", "dividemix"):  # a method's warm-up keeps its preset's share of the run
+    if METHOD == name:
+        share = getattr(base, name).warmup_epochs / base.train.epochs
+        overrides += [f"{name}.warmup_epochs={max(1, round(epochs * share))}"]
 if METHOD == "mlnt":  # MLNT's frozen feature network: a CE run with the same settings, trained first
     overrides += [f"mlnt.feature_checkpoint={runs_root / f'{RUN_NAME}-features'}"]
 overrides += data_overrides + shlex.split(EXTRA_ARGS)  # EXTRA_ARGS last: they win
@@ -433,8 +439,11 @@ if state.startswith("stopped"):
 REPORT_MD = """\
 ## 5. Report
 
-`python -m tcl_lite report RUN_DIR` writes `RUN_DIR/report/`: `report.md`, the figures and, for TCL,
-`cleaned_labels.csv` (index, given_label, corrected_label, clean_probability per training sample)."""
+`python -m tcl_lite report RUN_DIR` writes `RUN_DIR/report/`: `report.md`, the figures and, for TCL and
+DivideMix, the labels as the run's trust verdict allows: a `trustworthy` run's `cleaned_labels.csv` (per
+training sample: given and corrected label, clean probability, the confidence of a proposed change, `applied`
+for the changes to use, `cleaned_label`); a `doubtful` or `not usable` run's `review_labels.csv` (the proposed
+changes, most confident first) and no relabelled file. The verdict and its reasons are printed last."""
 
 REPORT = """\
 from IPython.display import Image, Markdown, display
@@ -454,6 +463,15 @@ for line in (REPORT_DIR / "report.md").read_text().splitlines():
         text.append(line)
 display(Markdown("\\n".join(text)))
 print(f"files: {REPORT_DIR}")
+try:  # the run's trust verdict (RUN_DIR/trust.json, written by the trainer)
+    trust = json.loads((RUN_DIR / "trust.json").read_text())
+except (OSError, ValueError):
+    trust = {"verdict": "not assessed", "reasons": ["the run has no trust.json"]}
+print(f"trust verdict: {trust['verdict'].upper()}")
+for reason in trust.get("reasons", []):
+    print(f"  - {reason}")
+use = "cleaned_labels.csv" if trust["verdict"] == "trustworthy" else "review_labels.csv (review; no relabelled file)"
+print(f"labels: {REPORT_DIR / use}")
 """
 
 

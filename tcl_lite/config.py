@@ -85,9 +85,10 @@ class DataConfig:
                               ge=0.0, le=0.5)
     num_classes: int = opt(0, "filelist: number of classes (0 = infer from the labels).", ge=0)
     noise_type: str = opt("symmetric", "Synthetic label noise applied to the training labels. `file` "
-                          "reads `noise_file`.", choices=("none", "symmetric", "asymmetric", "file"))
+                          "reads `noise_file`.", choices=("none", "symmetric", "asymmetric", "pairflip", "file"))
     noise_rate: float = opt(0.4, "Fraction r of training samples whose label is resampled "
-                            "(symmetric: uniform over all classes; asymmetric: mapped).", ge=0.0, le=1.0)
+                            "(symmetric: uniform over all classes; asymmetric: mapped; pairflip: y -> (y+1) mod K).",
+                            ge=0.0, le=1.0)
     noise_file: str = opt("", "Label file for noise_type=file: .npy, .csv (one label per row or an "
                           "`index,label` table) or a CIFAR-N .pt dictionary.", path="file")
     noise_key: str = opt("worse_label", "Key to read from a CIFAR-N .pt dictionary "

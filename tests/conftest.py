@@ -107,3 +107,19 @@ def rewrite(ckpt: Path, name: str, data: bytes) -> None:
     manifest = json.loads((ckpt / "manifest.json").read_text())
     manifest[name] = hashlib.sha256(data).hexdigest()
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
+
+
+# A complete TCL run on the digits at 40% symmetric noise that ends `trustworthy`: configs/digits_tcl.yaml on a
+# shortened schedule (15 epochs, 6 of warm-up: about the preset's share) at 12 px, the cheapest one found that
+# keeps the verdict (bench/trust_validation.py's digits_symm40_tcl_e15w6px12 row; shorter ones are doubtful).
+TRUSTWORTHY_TCL = ["--config", str(ROOT / "configs" / "digits_tcl.yaml"), "data.noise_type=symmetric",
+                   "data.noise_rate=0.4", "train.epochs=15", "tcl.warmup_epochs=6", "data.image_size=12",
+                   "data.num_workers=0", "seed=0"]
+
+
+@pytest.fixture(scope="session")
+def trustworthy_tcl(tmp_path_factory) -> Path:
+    """Read-only: the run of TRUSTWORTHY_TCL (test_trust, test_label_issues)."""
+    out = tmp_path_factory.mktemp("trustworthy_tcl") / "run"
+    run_train(*TRUSTWORTHY_TCL, f"output_dir={out}", timeout=900)
+    return out

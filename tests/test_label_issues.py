@@ -20,7 +20,7 @@ from tcl_lite.results.gallery import gallery_grid, gallery_pixels
 FAST = ["data.image_size=8", "model.width=8", "train.batch_size=32", "train.eval_batch_size=512",
         "train.log_every=1000", "optim.lr=0.4"]
 # Precision@50 must beat a random ranking (whose precision is the noise rate, ~0.36) by this much.
-MARGIN = {"ce": 0.3, "tcl": 0.15}
+MARGIN = {"ce": 0.3, "tcl": 0.5}
 
 
 def _train(out, *overrides):
@@ -38,12 +38,11 @@ def _train(out, *overrides):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, trustworthy_tcl):
     root = tmp_path_factory.mktemp("issues")
-    return {"ce": _train(root / "ce", "train.epochs=3"),
-            # Two epochs on corrected targets: after only one, this tiny network's clean probability
-            # does not yet rank the noisy samples first (precision@50 fell below chance).
-            "tcl": _train(root / "tcl", "method=tcl", "train.epochs=5", "tcl.warmup_epochs=3", "tcl.knn_k=20")}
+    # TCL: a run its own trust check calls trustworthy (conftest.TRUSTWORTHY_TCL). A tiny one (8 px, 5 epochs)
+    # ranked by chance: its precision@50 moved between 0.38 and 0.68 with the number of threads.
+    return {"ce": _train(root / "ce", "train.epochs=3"), "tcl": trustworthy_tcl}
 
 
 @pytest.mark.parametrize("method", ["ce", "tcl"])
@@ -52,6 +51,8 @@ def test_ranking_beats_chance(runs, method):
     noisy = np.load(runs[method] / "noisy_labels.npy")
     true = np.load(runs[method] / "true_labels.npy")
     assert issues.method == method and len(issues) == len(noisy)
+    if method == "tcl":  # the ranking the trust check vouches for
+        assert issues.verdict.level == "trustworthy", issues.verdict.reasons
     assert sorted(issues.index.tolist()) == list(range(len(noisy)))
     assert np.array_equal(issues.given, noisy[issues.index]) and np.array_equal(issues.true, true[issues.index])
     assert np.all(np.diff(issues.score) <= 0) and 0 <= issues.score.min() and issues.score.max() <= 1
@@ -61,11 +62,11 @@ def test_ranking_beats_chance(runs, method):
     assert precision >= chance + MARGIN[method], (precision, chance)
 
 
-def test_tcl_score_is_one_minus_clean_probability(runs):
+def test_tcl_score_is_one_minus_clean_probability(runs, tmp_path):
     from tcl_lite.results.export import export
 
     issues = tcl_lite.find_label_issues(runs["tcl"])
-    folder = export(runs["tcl"], runs["tcl"] / "export_check")
+    folder = export(runs["tcl"], tmp_path / "export_check")  # the shared run stays as trained
     w = np.load(folder / "clean_probability.npy")
     corrected = np.load(folder / "corrected_label.npy")
     assert np.allclose(issues.score, 1 - w[issues.index], atol=1e-7)

@@ -1,4 +1,4 @@
-"""Label noise (symmetric / asymmetric) and label files (.npy, .csv, CIFAR-N .pt)."""
+"""Label noise (symmetric / asymmetric / pair flip) and label files (.npy, .csv, CIFAR-N .pt)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from tcl_lite.data import asymmetric_map, asymmetric_noise, load_label_file, read_label_file, symmetric_noise
+from tcl_lite.config import DataConfig
+from tcl_lite.data import (
+    asymmetric_map,
+    asymmetric_noise,
+    build_data,
+    load_label_file,
+    pairflip_noise,
+    read_label_file,
+    symmetric_noise,
+)
 from tcl_lite.data.noise import CIFAR100_COARSE
 from tcl_lite.errors import DataError
 
@@ -125,6 +134,39 @@ def test_asymmetric_cifar100_noise() -> None:
 def test_asymmetric_other_dataset_is_an_error() -> None:
     with pytest.raises(DataError, match="cifar10 and cifar100.*digits"):
         asymmetric_noise(np.zeros(5, dtype=np.int64), "digits", 0.4, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# pair flip
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.45, 1.0])
+def test_pairflip_moves_exactly_round_rn_labels_to_the_next_class(rate: float) -> None:
+    labels = np.random.default_rng(4).integers(0, 10, 1001)
+    noisy = pairflip_noise(labels, 10, rate, seed=6)
+    changed = noisy != labels
+    assert int(changed.sum()) == round(rate * len(labels))  # every chosen label changes: flip rate = rate
+    assert np.array_equal(noisy[changed], (labels[changed] + 1) % 10)  # 9 -> 0 wraps around
+    assert np.array_equal(noisy, pairflip_noise(labels, 10, rate, seed=6))
+    if 0 < rate < 1:
+        assert not np.array_equal(noisy, pairflip_noise(labels, 10, rate, seed=7))
+
+
+def test_pairflip_checks_its_input_and_leaves_it_alone() -> None:
+    labels = np.array([0, 1, 2, 2])
+    pairflip_noise(labels, 3, 1.0, seed=0)
+    assert labels.tolist() == [0, 1, 2, 2]
+    with pytest.raises(DataError, match="data.noise_rate"):
+        pairflip_noise(labels, 3, 1.5, seed=0)
+    with pytest.raises(DataError, match=r"\[0, 2\)"):
+        pairflip_noise(labels, 2, 0.5, seed=0)
+
+
+def test_pairflip_through_build_data_on_the_digits() -> None:
+    data = build_data(DataConfig(noise_type="pairflip", noise_rate=0.45), seed=0)
+    wrong = data.noisy_labels != data.true_labels
+    assert wrong.mean() == pytest.approx(0.45, abs=1 / len(wrong))
+    assert np.array_equal(data.noisy_labels[wrong], (data.true_labels[wrong] + 1) % 10)
 
 
 # ---------------------------------------------------------------------------------------------

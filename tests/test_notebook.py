@@ -169,8 +169,13 @@ def test_run_all_trains_resumes_and_reports(tmp_path, monkeypatch):
     _, first = _execute(params, monkeypatch)
     assert "platform: local Jupyter" in first
     assert "USE_DRIVE: not on Colab" in first  # the Drive branch is skipped by detection
+    assert "--config digits_tcl" in first  # TCL's own digits preset on the CPU, at its 16 px
     assert "epoch 1/1" in first and "resumed from" not in first
     assert [r["epoch"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())] == [1]
+    # One epoch never leaves TCL's warm-up: the trainer warns at start, the last cell says not usable.
+    assert "train.epochs=1 does not exceed tcl's warm-up" in first
+    assert "trust verdict: NOT USABLE\n  - the run ended inside tcl's warm-up" in first
+    assert not (run_dir / "report" / "cleaned_labels.csv").exists()
 
     # Run all again (as after a disconnect), asking for one more epoch: it must continue, not restart.
     nb, second = _execute({**params, "EPOCHS": 2}, monkeypatch)
@@ -183,9 +188,18 @@ def test_run_all_trains_resumes_and_reports(tmp_path, monkeypatch):
     report = run_dir / "report"
     for name in ("accuracy.png", "clean_probability.png", "noise_rate.png", "confusion.png", "report.md"):
         assert (report / name).stat().st_size > 0, name
-    with open(report / "cleaned_labels.csv") as f:
+    verdict = json.loads((run_dir / "trust.json").read_text())["verdict"]
+    assert f"trust verdict: {verdict.upper()}" in second  # the last cell's lines
+    labels = "cleaned_labels.csv" if verdict == "trustworthy" else "review_labels.csv"
+    assert not (report / ("review_labels.csv" if verdict == "trustworthy" else "cleaned_labels.csv")).exists()
+    with open(report / labels) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == len(np.load(run_dir / "noisy_labels.npy")) == 320
+    from tcl_lite.checkpoints.state_io import load_tree
+
+    given = np.load(run_dir / "noisy_labels.npy")
+    corrected = load_tree(sorted((run_dir / "checkpoints").glob("step_*"))[-1], "method")["corrected_label"].numpy()
+    # every sample in cleaned_labels.csv, the proposed changes in the review list
+    assert len(given) == 320 and len(rows) == (320 if verdict == "trustworthy" else int((corrected != given).sum()))
     # the report cell shows the figures inline
     images = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
               if "image/png" in out.get("data", {})]

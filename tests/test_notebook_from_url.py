@@ -77,8 +77,8 @@ def test_notebook_outside_a_checkout_installs_from_repo_url(tmp_path, monkeypatc
     assert f"code: pip install git+{bare}" in text
     location = text.split(f"code: pip install git+{bare} (")[1].split(")")[0]
     assert Path(location).is_relative_to(installed) and not Path(location).is_relative_to(ROOT)
-    assert any(installed.glob("python*/site-packages/tcl_lite/configs/digits_ce.yaml"))  # presets shipped
-    assert "-m tcl_lite train --config digits_ce" in text and "epoch 1/1: " in text and "run state: finished" in text
+    assert any(installed.glob("python*/site-packages/tcl_lite/configs/digits_tcl.yaml"))  # presets shipped
+    assert "-m tcl_lite train --config digits_tcl" in text and "epoch 1/1: " in text and "run state: finished" in text
     run_dir = tmp_path / "runs" / "url_run"
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     assert [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1]

@@ -116,7 +116,7 @@ def test_report_draws_the_methods_verdicts_and_metric(toy_run, tmp_path):
     from tcl_lite.results.report import make_report
 
     out = make_report(toy_run, tmp_path / "report")
-    for name in ("accuracy.png", "clean_probability.png", "confusion.png", "report.md", "cleaned_labels.csv"):
+    for name in ("accuracy.png", "clean_probability.png", "confusion.png", "report.md"):
         assert (out / name).is_file(), name
     assert not (out / "noise_rate.png").exists()  # the toy logs no estimated clean fraction
     text = (out / "report.md").read_text()
@@ -125,12 +125,22 @@ def test_report_draws_the_methods_verdicts_and_metric(toy_run, tmp_path):
     assert f"`{TOY}`'s clean probability per training sample" in text and "Suggested (by" in text
     assert "The suggested label differs from the given one for" in text and "method=tcl" not in text
     assert plots.accuracy_series(TOY)["toy_acc"] == TOY_LABEL
-    with open(out / "cleaned_labels.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["index", "given_label", "suggested_label", "clean_probability"]
+    # The toy's verdicts are checked like any method's: its changes (the next class for every fourth sample)
+    # are not what the neighbours' labels say, so its trust verdict withholds the relabelled file.
+    from tcl_lite.algorithms.trust_files import load_trust
+
+    record = load_trust(toy_run)
+    assert record.level == "not usable" and record.info["final"], record.verdict.reasons
+    assert f"## Trust verdict: **{record.level}**" in text and not (out / "cleaned_labels.csv").exists()
+    with open(out / "review_labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     expected = _expected(toy_run)
-    assert [int(r[2]) for r in rows[1:]] == expected["suggested_label"].tolist()
-    assert np.array_equal([float(r[3]) for r in rows[1:]], expected["clean_probability"])
+    changed = np.flatnonzero(expected["suggested_label"] != np.load(toy_run / "noisy_labels.npy"))
+    assert sorted(int(r["index"]) for r in rows) == changed.tolist()
+    index = [int(r["index"]) for r in rows]
+    assert [int(r["suggested_label"]) for r in rows] == expected["suggested_label"][index].tolist()
+    confidence = [float(r["confidence"]) for r in rows]
+    assert confidence == sorted(confidence, reverse=True)  # most confident first
 
 
 def test_export_writes_the_methods_columns(toy_run, tmp_path):
@@ -140,7 +150,9 @@ def test_export_writes_the_methods_columns(toy_run, tmp_path):
     folder = export(toy_run, tmp_path / "export")
     with open(folder / "clean_probability.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert header == ["index", "given_label", "suggested_label", "clean_probability", "toy_margin", "true_label"]
+    assert header == ["index", "given_label", "suggested_label", "clean_probability", "toy_margin", "confidence",
+                      "applied", "true_label"]
+    assert not np.load(folder / "applied.npy").any()  # the run is not trustworthy: nothing to apply
     expected = _expected(toy_run)
     for name, values in expected.items():
         assert np.array_equal(np.load(folder / f"{name}.npy"), values), name

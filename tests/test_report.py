@@ -1,4 +1,5 @@
-"""``python -m tcl_lite report``: on a real tiny TCL run (trained here), on a CE run, and on bad paths."""
+"""``python -m tcl_lite report``: on a real tiny TCL run (trained here), on a CE run, and on bad paths. (A full
+run's trustworthy ``cleaned_labels.csv``: tests/test_trust.py.)"""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from conftest import ROOT, run_env, run_train
 from PIL import Image
 
+from tcl_lite.algorithms.trust_files import load_trust
 from tcl_lite.results import plots
 from tcl_lite.results.report import CLEANED_COLUMNS, make_report, needs_verdicts
 
@@ -55,6 +57,11 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _label_file(run: Path) -> str:
+    """The label file the run's trust verdict allows: every sample (trustworthy) or the changes to review."""
+    return "cleaned_labels.csv" if load_trust(run).level == "trustworthy" else "review_labels.csv"
+
+
 def test_tcl_report_writes_every_figure_at_its_size(tcl_run):
     _, report = tcl_run
     for name in ("accuracy.png", *PER_SAMPLE):
@@ -66,7 +73,8 @@ def test_tcl_report_md_embeds_the_figures_and_the_numbers(tcl_run):
     text = (report / "report.md").read_text()
     for name in ("accuracy.png", *PER_SAMPLE):
         assert f"]({name})" in text, name  # embedded by relative path: the folder can be moved
-    assert "](cleaned_labels.csv)" in text
+    assert f"]({_label_file(run)})" in text
+    assert text.splitlines()[2].startswith(f"## Trust verdict: **{load_trust(run).level}**")
     last = _records(run)[-1]
     assert "| method | `tcl` |" in text and "`digits`" in text and "`symmetric`" in text
     assert f"| final test accuracy | {100 * last['test_acc']:.1f}% (epoch 2) |" in text
@@ -76,33 +84,37 @@ def test_tcl_report_md_embeds_the_figures_and_the_numbers(tcl_run):
     assert "The corrected label differs from the given one for" in text
 
 
-def test_cleaned_labels_have_one_row_per_sample_matching_the_run(tcl_run):
+def test_label_file_matches_the_run(tcl_run):
     run, report = tcl_run
-    with open(report / "cleaned_labels.csv", newline="") as f:
-        reader = csv.reader(f)
-        header, rows = next(reader), list(reader)
-    assert tuple(header) == CLEANED_COLUMNS == ("index", "given_label", "corrected_label", "clean_probability")
-    noisy = np.load(run / "noisy_labels.npy")
-    assert len(rows) == len(noisy) > 0
-    index, given, corrected, w = (np.array(col) for col in zip(*rows))
-    assert index.astype(int).tolist() == list(range(len(noisy)))
-    assert np.array_equal(given.astype(int), noisy)
-    corrected, w = corrected.astype(int), w.astype(float)
-    assert corrected.min() >= 0 and corrected.max() < 10
-    assert ((w >= 0) & (w <= 1)).all()
-    # the same values as the newest checkpoint's TCL state (read the way export reads it)
     from tcl_lite.checkpoints.state_io import load_tree
 
     state = load_tree(sorted((run / "checkpoints").glob("step_*"))[-1], "method")
-    assert np.array_equal(corrected, state["corrected_label"].numpy())
-    assert np.allclose(w, state["clean_probability"].numpy(), rtol=0, atol=1e-7)
+    noisy = np.load(run / "noisy_labels.npy")
+    corrected, w = state["corrected_label"].numpy(), state["clean_probability"].numpy()
+    with open(report / _label_file(run), newline="") as f:
+        rows = list(csv.DictReader(f))
+    if _label_file(run) == "cleaned_labels.csv":
+        assert tuple(rows[0]) == CLEANED_COLUMNS
+        index = np.array([int(r["index"]) for r in rows])
+        assert index.tolist() == list(range(len(noisy)))
+    else:  # the proposed changes, most confident first
+        assert tuple(rows[0]) == ("rank", "index", "given_label", "corrected_label", "confidence",
+                                  "clean_probability")
+        index = np.array([int(r["index"]) for r in rows])
+        assert sorted(index.tolist()) == np.flatnonzero(corrected != noisy).tolist()
+        confidence = [float(r["confidence"]) for r in rows]
+        assert confidence == sorted(confidence, reverse=True) and all(0 <= c <= 1 for c in confidence)
+    # the same values as the newest checkpoint's TCL state (read the way export reads it)
+    assert np.array_equal([int(r["given_label"]) for r in rows], noisy[index])
+    assert np.array_equal([int(r["corrected_label"]) for r in rows], corrected[index])
+    assert np.allclose([float(r["clean_probability"]) for r in rows], w[index], rtol=0, atol=1e-7)
 
 
 def test_report_out_folder_and_rerun(tcl_run, tmp_path):
     run, _ = tcl_run
     out = make_report(run, tmp_path / "elsewhere")
     assert out == tmp_path / "elsewhere"
-    assert {p.name for p in out.iterdir()} == {"accuracy.png", *PER_SAMPLE, "report.md", "cleaned_labels.csv"}
+    assert {p.name for p in out.iterdir()} == {"accuracy.png", *PER_SAMPLE, "report.md", _label_file(run)}
     assert make_report(run, out) == out  # running again overwrites in place
 
 
@@ -114,7 +126,7 @@ def test_ce_report_has_accuracy_and_the_skip_sentence(ce_run):
     text = (report / "report.md").read_text()
     assert "](accuracy.png)" in text
     assert needs_verdicts("ce") in text and "method=tcl" in text
-    for name in (*PER_SAMPLE, "cleaned_labels.csv"):
+    for name in (*PER_SAMPLE, "cleaned_labels.csv", "review_labels.csv"):
         assert not (report / name).exists(), name
 
 

@@ -36,11 +36,17 @@ def test_redirected_run_prints_whole_lines_and_keeps_them_in_train_log(tmp_path,
     # checkpoint.best_metric='' (no validation split here): no notice line besides the step and epoch lines
     proc = run_train(*SMALL_TCL, "train.epochs=2", "train.log_with=tensorboard", "checkpoint.best_metric=",
                      "--output-dir", str(run_dir))
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    printed = [line for line in proc.stdout.splitlines() if line.strip()]
     # first where the run computes (threads, workers, augmentation), last the summary (no `best` asked: no notice)
-    placement, summary, lines = lines[0], lines[-1], lines[1:-1]
-    assert placement.startswith("device cpu; 1 intra-op thread (OMP_NUM_THREADS=1); 0 data-loader workers")
-    assert summary.startswith("finished: 2 epochs") and "no validation split" not in proc.stdout
+    assert printed[0].startswith("device cpu; 1 intra-op thread (OMP_NUM_THREADS=1); 0 data-loader workers")
+    assert printed[-1].startswith("finished: 2 epochs") and "no validation split" not in proc.stdout
+    # the trust diagnostics' lines: the warm-up warning first, a line after each epoch's, the verdict last
+    trust = [line for line in printed if line.startswith(("warning: train.epochs=", "trust ", "  - ", "  . "))]
+    assert printed[1].startswith("warning: train.epochs=2 does not exceed tcl's warm-up")
+    at = next(i for i, line in enumerate(printed) if line.startswith("trust verdict: "))
+    assert printed[at].startswith("trust verdict: NOT USABLE") and printed[at - 1].startswith("epoch 2/2: ")
+    assert all(line.startswith(("  - ", "  . ")) for line in printed[at + 1:-1])
+    lines = [line for line in printed[1:-1] if line not in trust]
     steps = [STEP_LINE.fullmatch(line) for line in lines if line.startswith("step ")]
     epochs = [EPOCH_LINE.fullmatch(line) for line in lines if line.startswith("epoch ")]
     # every line is one whole event: nothing broken in the middle of a number (rich wrapped at 80 columns)
@@ -55,7 +61,7 @@ def test_redirected_run_prints_whole_lines_and_keeps_them_in_train_log(tmp_path,
     assert all(logged)
     messages = [m.group(2) for m in logged]
     assert messages[0].startswith("$ train.py --config digits_tcl")
-    assert messages[1:] == [placement, *lines, summary]
+    assert messages[1:] == printed
 
     # the tracker got every step's loss terms, lr and throughput, and the evaluations
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
@@ -75,11 +81,13 @@ def test_redirected_run_prints_whole_lines_and_keeps_them_in_train_log(tmp_path,
     printed = capsys.readouterr().out.strip().splitlines()
     text = (run_dir / "train.log").read_text()
     assert len(re.findall(r"^\S+ \S+ \$ ", text, re.M)) == 2 and "resumed from" in text and "epoch 3/3: " in text
-    assert text.splitlines()[-1].endswith(printed[-1]) and printed[-2].startswith("epoch 3/3: ")
+    at = next(i for i, line in enumerate(printed) if line.startswith("trust verdict: "))
+    assert text.splitlines()[-1].endswith(printed[-1]) and printed[at - 1].startswith("epoch 3/3: ")
     assert printed[-1].startswith("finished: 3 epochs")
     assert read_status(run_dir) | {"updated": None, "pid": None} == {
         "epochs": 3, "pid": None, "epoch": 3, "step": 12, "state": "finished", "updated": None,
-        "seconds_per_epoch": read_status(run_dir)["seconds_per_epoch"], "seconds_left": 0}
+        "seconds_per_epoch": read_status(run_dir)["seconds_per_epoch"], "seconds_left": 0,
+        "trust": read_status(run_dir)["trust"]}
 
 
 def _cfg(tmp_path, *extra: str):
@@ -93,7 +101,9 @@ def test_time_budget_stop_is_in_status_json_and_a_refused_run_writes_nothing(tmp
     status = read_status(run_dir)
     assert status["state"] == "stopped_time_budget" and status["epoch"] < 100 and status["epochs"] == 100
     log_text = (run_dir / "train.log").read_text()
-    assert "Stopping after" in log_text.splitlines()[-1]
+    tail = log_text.splitlines()
+    stop = next(i for i, line in enumerate(tail) if "Stopping after" in line)
+    assert "trust verdict: DOUBTFUL" in tail[stop + 1]  # CE stopped before its end-of-training check
     # A new run (no --resume) in this directory is refused before it writes anything: status and log kept.
     with pytest.raises(CheckpointError, match="already holds checkpoints"):
         train(_cfg(tmp_path))

@@ -215,7 +215,9 @@ def test_export_writes_csv_and_npy_and_rejects_other_methods(two_epochs, tmp_pat
     state = _method_state(ref)
     with open(tmp_path / "x" / "clean_probability.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["index", "given_label", "corrected_label", "clean_probability", "true_label"]
+    assert list(rows[0]) == ["index", "given_label", "corrected_label", "clean_probability", "confidence", "applied",
+                             "true_label"]  # confidence, applied: the run's trust diagnostics cover its last checkpoint
+    assert "trust verdict: " in proc.stdout
     noisy = np.load(ref / "noisy_labels.npy")
     assert len(rows) == len(noisy) == len(state["clean_probability"])
     w = np.load(tmp_path / "x" / "clean_probability.npy")

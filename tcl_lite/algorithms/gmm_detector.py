@@ -127,6 +127,7 @@ class Detection:
     prototypes: Tensor  # [K, d] the centres mu
     predictions: Tensor  # [N] int64, argmax of the classifier: the corrected labels
     features: Tensor | None = None  # [N, d] on the CPU, kept for the kNN bank; drop it after use
+    probabilities: Tensor | None = None  # [N, K] softmax on the CPU (detection_pass), for the trust diagnostics
 
     @property
     def clean_fraction(self) -> float:
@@ -220,6 +221,7 @@ def detection_pass(accelerator: Any, model: nn.Module, loader: Any, noisy_labels
     stats: CentreStats | None = None
     feats: Tensor | None = None
     preds = torch.full((n,), -1, dtype=torch.long)
+    probs = torch.empty(n, num_classes)
     for index, p, v, _ in stream_outputs(accelerator, model, loader):
         if stats is None:
             stats = CentreStats(num_classes, v.shape[1], v.device)
@@ -228,10 +230,13 @@ def detection_pass(accelerator: Any, model: nn.Module, loader: Any, noisy_labels
         index = index.cpu()
         feats[index] = v.cpu()
         preds[index] = p.argmax(dim=1).cpu()
+        probs[index] = p.cpu()
     if stats is None or bool((preds < 0).any()):
         raise RuntimeError("the detection pass did not cover every training sample")
-    return _finish(stats, feats, noisy_labels, preds, temperature=temperature, sigma=sigma,
-                   per_class=per_class, chunk=chunk, device=accelerator.device, gmm_dtype=gmm_dtype)
+    det = _finish(stats, feats, noisy_labels, preds, temperature=temperature, sigma=sigma,
+                  per_class=per_class, chunk=chunk, device=accelerator.device, gmm_dtype=gmm_dtype)
+    det.probabilities = probs
+    return det
 
 
 def detection_metrics(w: Tensor, predictions: Tensor, noisy: np.ndarray, true: np.ndarray | None) -> dict[str, float]:

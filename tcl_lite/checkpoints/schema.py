@@ -565,11 +565,18 @@ DATA_INFO = Record(
 FINGERPRINT = Record({"keys": MapOf(Str(), JSON_VALUE)},
                      optional={"noisy_labels_sha256": HEX64, "train_samples": Int(ge=1)}, extra=Anything())
 
+# status.json's "trust" (engine/trust_monitor.py): the run's latest trust verdict (algorithms/trust.py), its
+# reasons in words, and the epoch it was judged at.
+TRUST_LEVELS = ("trustworthy", "doubtful", "not usable")
+TRUST_SUMMARY = Record({"verdict": Str(choices=TRUST_LEVELS), "reasons": ListOf(Str())}, optional={"epoch": Num()},
+                       extra=Anything())
+
 STATUS_STATES = ("running", "finished", "stopped_time_budget", "stopped_signal", "interrupted", "failed")
 STATUS = Record({"state": Str(choices=STATUS_STATES)},
                 optional={"epochs": Int(ge=1), "epoch": Int(ge=0), "step": Int(ge=0), "pid": Int(ge=0),
-                          "updated": Str(), "message": Str(), "seconds_per_epoch": Num(), "seconds_left": Num()},
-                extra=Anything())  # other helpers add their fields (trust, plan): typed where they declare them
+                          "updated": Str(), "message": Str(), "seconds_per_epoch": Num(), "seconds_left": Num(),
+                          "trust": TRUST_SUMMARY},
+                extra=Anything())  # other helpers add their fields (plan): typed where they declare them
 
 PARENT = Record({"run_dir": Str(), "checkpoint": Str(), "checkpoint_name": FILE_NAME, "manifest_sha256": HEX64,
                  "global_step": Int(ge=0), "forked_at": Str()}, extra=Anything())

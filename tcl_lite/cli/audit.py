@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
+from tcl_lite.cli.issues import verdict_lines
 from tcl_lite.errors import DataError
 
 DESCRIPTION = "check a folder's labels: a short run suited to its size, then the ranking and gallery"
@@ -73,6 +74,7 @@ def run(argv: list[str]) -> int:
         issues.paths = [str(folder / os.path.relpath(p, root / "train")) for p in issues.paths]
     issues.root = str(folder)
     summary = write_issues(issues, out / "issues", top=args.top)
+    print("\n".join(verdict_lines(issues)))  # the run's trust verdict, also printed at the end of its training
     print(f"wrote {out / 'issues' / 'label_issues.csv'} (every image, most suspect first) and "
           f"{out / 'issues' / 'label_issues.png'} (the {summary['shown_suspects']} top suspects)")
     return 0

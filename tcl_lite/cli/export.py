@@ -22,9 +22,10 @@ def parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     paths.check_args("export", [("PATH", args.path, "folder"), ("--out", args.out, "output")])
-    from tcl_lite.results.export import CSV_NAME, export  # torch: after the arguments are parsed
+    from tcl_lite.results.export import CSV_NAME, export_with_verdict  # torch: after the arguments are parsed
 
-    out = export(args.path, args.out)
+    out, verdict = export_with_verdict(args.path, args.out)
+    print(f"trust verdict: {verdict}")
     print(f"wrote {out / CSV_NAME} and the .npy columns")
     return 0
 

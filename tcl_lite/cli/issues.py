@@ -1,19 +1,35 @@
 """``tcl-lite issues RUN_DIR [--out DIR] [--top N] [--checkpoint final|best|PATH]``.
 
-Writes ``label_issues.csv`` (every training sample, most suspect first: rank, index, given and
-suggested label and name, score[, true_label][, path]), ``label_issues.png`` (the gallery) and
-``summary.json`` (precision@N when the true labels are known) to ``RUN_DIR/issues/``.
+Prints the run's trust verdict first, then writes ``label_issues.csv`` (every training sample, most
+suspect first: rank, index, given and suggested label and name, score, confidence, applied[, true_label]
+[, path]), ``label_issues.png`` (the gallery) and ``summary.json`` (the verdict; precision@N when the true
+labels are known) to ``RUN_DIR/issues/``.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
 
 DESCRIPTION = "training samples ranked by how likely their label is wrong: CSV + gallery PNG"
+
+
+def verdict_lines(issues: Any) -> list[str]:
+    """The run's trust verdict and what it means for the ranking's ``applied`` column."""
+    lines = issues.verdict.lines()
+    proposed = int((issues.suggested != issues.given).sum())
+    if issues.applied is None:
+        lines.append(f"  confidence: not computed for {issues.checkpoint} (the run's trust diagnostics cover its final "
+                     "checkpoint); no change is marked applied")
+    else:
+        lines.append(f"  applied: {int(issues.applied.sum())} of the {proposed} proposed changes (confidence >= "
+                     f"{issues.threshold:g}" + (")" if issues.verdict.level == "trustworthy"
+                                                else f"; none in a {issues.verdict.level} run)"))
+    return lines
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,6 +52,7 @@ def run(argv: list[str]) -> int:
     issues = find_label_issues(args.run_dir, args.checkpoint, batch_size=args.batch_size)
     out = Path(args.out) if args.out else Path(args.run_dir) / "issues"
     summary = write_issues(issues, out, top=args.top)
+    print("\n".join(verdict_lines(issues)))
     line = f"wrote {out / 'label_issues.csv'} ({len(issues)} samples) and {out / 'label_issues.png'}"
     if summary["precision_at_top"] is not None:
         line += (f"; precision@{summary['top']} {summary['precision_at_top']:.3f} "

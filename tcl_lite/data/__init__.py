@@ -14,7 +14,8 @@ from tcl_lite.data import catalog  # noqa: F401 - registers the built-in dataset
 _LAZY = {
     "build": ("DataBundle", "balanced_subset", "build_data"),
     "datasets": ("IndexedDataset", "mix_seed"),
-    "noise": ("asymmetric_map", "asymmetric_noise", "load_label_file", "read_label_file", "symmetric_noise"),
+    "noise": ("asymmetric_map", "asymmetric_noise", "load_label_file", "pairflip_noise", "read_label_file",
+              "symmetric_noise"),
     "transforms": ("MultiView", "make_transform"),
 }
 

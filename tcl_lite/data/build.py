@@ -23,7 +23,7 @@ from .batched_views import BatchedViews
 from .datasets import FileImages, ImageSource, IndexedDataset
 from .decoded_cache import decode_collecting, wants_cache
 from .entries import Dataset, ViewContext
-from .noise import asymmetric_noise, read_label_file, symmetric_noise
+from .noise import NOISE_TYPES, asymmetric_noise, pairflip_noise, read_label_file, symmetric_noise
 from .transforms import MultiView, make_transform
 from .verify import unreadable_images_error, verify_images
 
@@ -183,9 +183,8 @@ def dataset_entry(cfg: DataConfig) -> Dataset:
 def read(cfg: DataConfig, seed: int) -> Stages:
     """The dataset as its entry reads it, with a label file's labels (``noise_type=file``): such a file is
     indexed over the full training set, so it is read before any subset."""
-    if cfg.noise_type not in ("none", "symmetric", "asymmetric", "file"):
-        raise DataError(f"unknown data.noise_type {cfg.noise_type!r}; choose none, symmetric, asymmetric "
-                        "or file")
+    if cfg.noise_type not in NOISE_TYPES:
+        raise DataError(f"unknown data.noise_type {cfg.noise_type!r}; choose one of {', '.join(NOISE_TYPES)}")
     entry = dataset_entry(cfg)
     if cfg.noise_type == "asymmetric":
         asymmetric_scheme(cfg, entry, None)  # fail before reading (and checking) a whole dataset
@@ -232,6 +231,9 @@ def noise(cfg: DataConfig, seed: int, s: Stages) -> Stages:
     elif cfg.noise_type == "asymmetric":
         scheme = asymmetric_scheme(cfg, s.entry, s.class_names)
         s = dataclasses.replace(s, noisy=asymmetric_noise(s.given, scheme, cfg.noise_rate, seed), true=s.given)
+    elif cfg.noise_type == "pairflip":
+        s = dataclasses.replace(s, noisy=pairflip_noise(s.given, len(s.class_names), cfg.noise_rate, seed),
+                                true=s.given)
     return dataclasses.replace(s, noisy=np.ascontiguousarray(s.noisy, dtype=np.int64))
 
 

@@ -1,4 +1,5 @@
-"""Synthetic label noise (the paper's symmetric and asymmetric forms) and label files (CIFAR-N etc.).
+"""Synthetic label noise (the paper's symmetric and asymmetric forms, the standard pair flip) and label
+files (CIFAR-N etc.).
 
 Every function is deterministic given its seed and never modifies its input.
 """
@@ -34,6 +35,8 @@ CIFAR100_COARSE = np.array([
 ], dtype=np.int64)
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+# data.noise_type's values
+NOISE_TYPES = ("none", "symmetric", "asymmetric", "pairflip", "file")
 # CIFAR-10's classes in its label order: the order the "cifar10" map is defined on (an image folder with
 # exactly these classes takes it too).
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -99,6 +102,19 @@ def asymmetric_noise(labels: np.ndarray, dataset: str, rate: float, seed: int) -
     noisy = labels.copy()
     idx = _chosen(len(labels), rate, rng)
     noisy[idx] = target[labels[idx]]
+    return noisy
+
+
+def pairflip_noise(labels: np.ndarray, num_classes: int, rate: float, seed: int) -> np.ndarray:
+    """round(rate*N) random samples get the next class, ``(y + 1) mod K``: the pair-flip noise of Co-teaching
+    (Han et al., 2018). Every chosen label changes, so the flip rate is the rate itself; above 0.5 the wrong
+    class outnumbers the true one in every class, and no method can tell which is which."""
+    rate = _check_rate(rate)
+    labels = _check_labels(labels, num_classes, "labels")
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    idx = _chosen(len(labels), rate, rng)
+    noisy[idx] = (labels[idx] + 1) % num_classes
     return noisy
 
 

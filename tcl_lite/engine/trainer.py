@@ -34,12 +34,13 @@ from tcl_lite.engine.resume_checks import check_method_state, check_position, le
 from tcl_lite.engine.run_guard import DATA_KEYS, RunGuard
 from tcl_lite.engine.run_setup import build_networks, build_optimizers, make_accelerator, prepare
 from tcl_lite.engine.stopper import Stopper
+from tcl_lite.engine.trust_monitor import TrustMonitor
 from tcl_lite.errors import CheckpointError, NonFiniteLossError
 from tcl_lite.methods import Method, StepInfo, TrainContext, get_method
 from tcl_lite.models.layout import check_checkpoint_layout, layout_record
 from tcl_lite.runlog.eta import EpochClock
 from tcl_lite.runlog.launch import continue_command
-from tcl_lite.runlog.metrics import MetricsLog
+from tcl_lite.runlog.metrics import MetricsLog, read_metrics
 from tcl_lite.runlog.progress import TrainProgress
 from tcl_lite.runlog.run_log import RunLog
 from tcl_lite.runlog.run_status import RunStatus
@@ -78,6 +79,7 @@ class Run:
     metrics_log: MetricsLog
     progress: Any = None
     nonfinite: Any = None
+    trust: Any = None  # TrustMonitor
     metrics: dict[str, float] = field(default_factory=dict)
     lr: float = 0.0
 
@@ -157,6 +159,8 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[b
         announce_estimate(cfg, accelerator, next(iter(models.values())), len(data.train), log)  # min/epoch, peak
     run.progress = TrainProgress(accelerator.is_main_process, cfg.train.epochs, 0, accelerator.device, run_log=log)
     run.nonfinite = NonFiniteGuard(cfg.train.nonfinite, accelerator)
+    run.trust = TrustMonitor(run, read_metrics(run.metrics_log.path) if accelerator.is_main_process else [])
+    run.trust.warn_if_short()
     run.metrics = run.method.before_training(resumed=resume_from is not None)
     return run
 
@@ -372,10 +376,12 @@ def _stop(run: Run, epoch: int, steps_per_epoch: int) -> dict[str, float]:
     state = run.state
     _save(run, f"step_{state.global_step:08d}")
     run.progress.close()
+    run.trust.stopped(state.epoch + state.step_in_epoch / max(1, steps_per_epoch), state.global_step)
     why = f"on {signals.describe(signals.stop_requested())}" if run.stopper.signalled else "time budget"
     run.log(f"Stopping after {run.stopper.elapsed() / 60:.1f} min ({why}) at epoch "
             f"{epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch}; saved {run.ckpts.root}. "
             f"Continue with: {continue_command(run.out)}")
+    run.trust.flush()
     run.status.update("stopped_signal" if run.stopper.signalled else "stopped_time_budget",
                       epoch=state.epoch, step=state.global_step)
     run.accelerator.end_training()
@@ -395,6 +401,7 @@ def _end_epoch(run: Run, epoch: int, clock: EpochClock, fraction_run: float, los
         for split, loader in run.eval_loaders.items():
             run.metrics.update(evaluate(run.accelerator, run.method.eval_models(), loader, split))
         run.metrics.update(run.method.after_evaluation(run.metrics))
+        run.metrics.update(run.trust.after_epoch(state.epoch, state.global_step))
         record = {"epoch": state.epoch, "step": state.global_step, **run.metrics,
                   "train_loss": loss_sum.item() / max(1, loss_n), "lr": run.lr,
                   "time": round(run.stopper.elapsed(), 2), "nonfinite_steps": state.nonfinite_steps}
@@ -403,7 +410,9 @@ def _end_epoch(run: Run, epoch: int, clock: EpochClock, fraction_run: float, los
         run.accelerator.log(record, step=state.global_step)
         run.progress.print(f"epoch {state.epoch}/{cfg.train.epochs}: "
                            + " ".join(f"{k} {v:.4f}" for k, v in record.items()
-                                      if isinstance(v, float) and k not in ("lr", "time")) + f" | {timing}")
+                                      if isinstance(v, float) and k not in ("lr", "time")
+                                      and not k.startswith("trust_")) + f" | {timing}")  # trust: its own line
+        run.trust.flush()
         _keep_best(run, record)
     else:
         run.progress.print(f"epoch {state.epoch}/{cfg.train.epochs} (no evaluation this epoch) | {timing}")

@@ -12,7 +12,9 @@ data per epoch and whatever state it keeps. A method class declares, for the reg
   the engine);
 * ``inference_model(models)``: what predicts with a run's networks (e.g. a sum of logits);
 * ``per_sample_outputs(state)`` and ``label_issue_scores(scoring)``: its per-sample verdicts, for
-  the report, ``export`` and ``find_label_issues``.
+  the report, ``export`` and ``find_label_issues``;
+* ``warmup_epochs()``, ``trust_signals()``, ``diagnostic_model()``: what the run's trust diagnostics
+  (``algorithms/trust.py``) read; the defaults suit a method without a warm-up or a detection of its own.
 
 The engine then calls, in this order::
 
@@ -28,6 +30,7 @@ The engine then calls, in this order::
         metrics = method.after_epoch(epoch)   # e.g. TCL's detection pass + GMM
         engine evaluates every model in method.eval_models()
         metrics |= method.after_evaluation(metrics)
+        engine diagnoses method.trust_signals()   # evaluated epochs; the last one: a pass if None
 
 A method with a plain per-sample loss implements ``loss`` and inherits ``training_step``, which
 accumulates over ``ctx.micro_batches`` micro-batches (``methods/accumulate.py``).
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
     import numpy as np
     from accelerate import Accelerator
 
+    from tcl_lite.algorithms.trust import TrustSignals
     from tcl_lite.config import Config
     from tcl_lite.data import DataBundle
 
@@ -208,6 +212,8 @@ class Method:
     needs_projector: ClassVar[bool] = False
     #: metrics the method adds to metrics.jsonl -> a label for plots and the report
     metric_labels: ClassVar[dict[str, str]] = {}
+    #: the config key of the method's warm-up, named when a run is too short to leave it
+    warmup_setting: ClassVar[str] = ""
 
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx
@@ -287,6 +293,24 @@ class Method:
         """Models to evaluate; '' names the main one (metric ``test_acc``), another name ``n``
         gives ``n_test_acc``. Each returns an object with ``.logits``."""
         return {"": self.ctx.model}
+
+    # -- trust diagnostics (algorithms/trust.py) --------------------------------------------------
+    def warmup_epochs(self) -> float:
+        """Epochs trained on the given labels before the method uses its own verdicts (0: none). A run
+        that ends within them is `not usable` for corrections; the engine warns at start."""
+        return 0.0
+
+    def trust_signals(self) -> TrustSignals | None:
+        """The per-sample signals of the detection made since the last call, then forgotten (they hold
+        N x d features); None when there is none new. The engine diagnoses them after each evaluated epoch;
+        when the last epoch's call gives None it runs its own pass over the training set with
+        ``diagnostic_model``. They must describe the verdicts ``label_issue_scores`` hands out."""
+        return None
+
+    def diagnostic_model(self) -> nn.Module:
+        """The network whose self-confidence ranks the labels (``label_issue_scores``' default): the one the
+        engine's end-of-training pass runs."""
+        return self.eval_models()[""]
 
     # -- planning (``methods/planning.py``; ``tcl_lite.plan`` traces what these declare) ----------
     @classmethod

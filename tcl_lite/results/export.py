@@ -3,9 +3,11 @@
 A method keeps per-sample verdicts when its class overrides ``per_sample_outputs`` (``methods/base.py``):
 ``clean_probability`` and, depending on the method, ``corrected_label`` (TCL), ``suggested_label``
 or other columns. ``export`` writes ``clean_probability.csv`` with ``index``, ``given_label``, the
-method's columns (label columns first, then scores) and, when the run knows them, ``true_label``;
-and each column as ``NAME.npy``. Only safetensors, JSON and ``.npy`` (``allow_pickle=False``) are
-read: nothing is unpickled, nothing is imported from the run.
+method's columns (label columns first, then scores), for the checkpoint the run's trust diagnostics cover
+(its final one) ``confidence`` (of each proposed change) and ``applied`` (the changes to use: a
+``trustworthy`` run's confident ones, ``algorithms/trust.py``), and, when the run knows them, ``true_label``;
+and each column as ``NAME.npy``. The run's trust verdict is printed. Only safetensors, JSON and ``.npy``
+(``allow_pickle=False``) are read: nothing is unpickled, nothing is imported from the run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tcl_lite.algorithms.trust_files import confidence_for, load_trust, missing_verdict
 from tcl_lite.checkpoints import schema
 from tcl_lite.checkpoints.finder import find_checkpoint
 from tcl_lite.checkpoints.reader import checkpoint_method, read_method_state
@@ -26,7 +29,8 @@ from tcl_lite.errors import ConfigError, ExportError
 from tcl_lite.methods import METHODS, Method, get_method  # importing the package registers the built-in methods
 
 CSV_NAME = "clean_probability.csv"
-_FIXED = ("index", "given_label", "true_label")  # columns export adds; a method's own may not take these names
+# Columns export adds; a method's own may not take these names.
+_FIXED = ("index", "given_label", "true_label", "confidence", "applied")
 
 
 
@@ -121,16 +125,41 @@ def read_verdicts(path: str | Path) -> Verdicts:
     return Verdicts(ckpt, method, columns)
 
 
+def with_trust(verdicts: Verdicts) -> dict[str, np.ndarray]:
+    """The verdicts' columns with ``confidence`` and ``applied`` before ``true_label``, when the run's trust
+    diagnostics cover the checkpoint and the method gives a label per sample."""
+    columns = dict(verdicts.columns)
+    label = next((columns[c] for c in ("corrected_label", "suggested_label") if c in columns), None)
+    found = confidence_for(load_trust(_run_dir(verdicts.checkpoint)), verdicts.checkpoint, label) \
+        if label is not None else None
+    if found is None:
+        return columns
+    true = columns.pop("true_label", None)
+    columns["confidence"], columns["applied"] = found[0], found[1].astype(np.int64)
+    return columns if true is None else {**columns, "true_label": true}
+
+
 def export(path: str | Path, out: str | Path | None = None) -> Path:
     """Write the files for the checkpoint at (or the newest under) ``path``; returns the folder."""
+    return _write(read_verdicts(path), out)
+
+
+def export_with_verdict(path: str | Path, out: str | Path | None = None) -> tuple[Path, str]:
+    """``export``, and the headline of the run's trust verdict (for the command's output)."""
     verdicts = read_verdicts(path)
+    record = load_trust(_run_dir(verdicts.checkpoint))
+    return _write(verdicts, out), (record.verdict if record is not None else missing_verdict()).headline()
+
+
+def _write(verdicts: Verdicts, out: str | Path | None) -> Path:
+    columns = with_trust(verdicts)
     out_dir = Path(out) if out else _run_dir(verdicts.checkpoint) / "export" / verdicts.checkpoint.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, values in verdicts.columns.items():  # float32 needs 9 significant digits to round-trip
+    for name, values in columns.items():  # float32 needs 9 significant digits to round-trip
         np.save(out_dir / f"{name}.npy", values)
     with open(out_dir / CSV_NAME, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(verdicts.columns)
-        for row in zip(*verdicts.columns.values()):
+        writer.writerow(columns)
+        for row in zip(*columns.values()):
             writer.writerow([format(float(v), ".9g") if isinstance(v, np.floating) else int(v) for v in row])
     return out_dir

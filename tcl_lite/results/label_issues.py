@@ -12,7 +12,10 @@ Each method scores in its own way through its class's ``label_issue_scores(scori
 * ``mlnt``: the self-confidence of MLNT's teacher (the EMA model it evaluates and reports).
 
 The scores are computed at call time from a checkpoint (the final one by default), so any run,
-finished or stopped, can be audited without retraining.
+finished or stopped, can be audited without retraining. The run's trust verdict (``algorithms/trust.py``,
+from its ``trust.json``) comes with them, and for the checkpoint its diagnostics cover (the final one) a
+confidence per proposed change and the ``applied`` flag of those to use (a ``trustworthy`` run's changes at
+or above the threshold; none in a ``doubtful`` or ``not usable`` run, whose ranking is for review).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from tcl_lite.algorithms.trust import APPLY_THRESHOLD, Verdict
+from tcl_lite.algorithms.trust_files import confidence_for, load_trust, missing_verdict
 from tcl_lite.checkpoints.reader import read_method_state
 from tcl_lite.errors import RunError
 from tcl_lite.inference.run_loading import choose_checkpoint, load_network, predict_probabilities, run_config, run_data
@@ -47,6 +52,10 @@ class LabelIssues:
     paths: list[str] | None = None  # image files, for folder and list datasets
     root: str | None = None  # the dataset root the gallery names ``paths`` relative to
     data: Any = field(default=None, repr=False)  # the DataBundle, for thumbnails
+    confidence: np.ndarray | None = None  # of each proposed change (NaN: not covered by the trust diagnostics)
+    applied: np.ndarray | None = None  # bool: the changes to use (a trustworthy run's confident ones)
+    verdict: Verdict | None = None  # the run's trust verdict
+    threshold: float = APPLY_THRESHOLD
 
     def __len__(self) -> int:
         return len(self.index)
@@ -69,7 +78,10 @@ class LabelIssues:
         for r in range(len(self)):
             row = {"rank": r + 1, "index": int(self.index[r]), "given_label": int(self.given[r]),
                    "given_name": names[self.given[r]], "suggested_label": int(self.suggested[r]),
-                   "suggested_name": names[self.suggested[r]], "score": float(self.score[r])}
+                   "suggested_name": names[self.suggested[r]], "score": float(self.score[r]),
+                   "confidence": None if self.confidence is None or np.isnan(self.confidence[r])
+                   else float(self.confidence[r]),
+                   "applied": int(self.applied[r]) if self.applied is not None else 0}
             if self.true is not None:
                 row["true_label"] = int(self.true[r])
             if self.paths is not None:
@@ -83,7 +95,8 @@ class LabelIssues:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: format(v, ".6g") if isinstance(v, float) else v for k, v in row.items()})
+                writer.writerow({k: format(v, ".6g") if isinstance(v, float) else "" if v is None else v
+                                 for k, v in row.items()})
         return Path(path)
 
 
@@ -141,10 +154,16 @@ def find_label_issues(run_dir: str | Path, checkpoint: str = "final", *, batch_s
         true = None  # labels taken as given (e.g. a folder without synthetic noise): the truth is unknown
     images = data.train.images
     paths = [images.paths[i] for i in order] if hasattr(images, "paths") else None
-    return LabelIssues(index=order, given=data.noisy_labels[order], suggested=np.asarray(suggested)[order],
+    suggested = np.asarray(suggested)
+    record = load_trust(run_dir)
+    found = confidence_for(record, ckpt, suggested)
+    return LabelIssues(index=order, given=data.noisy_labels[order], suggested=suggested[order],
                        score=np.clip(score[order], 0.0, 1.0), class_names=list(data.class_names), method=cfg.method,
                        checkpoint=str(ckpt), true=None if true is None else true[order],
-                       paths=paths, root=cfg.data.root if paths is not None else None, data=data)
+                       paths=paths, root=cfg.data.root if paths is not None else None, data=data, confidence=None if found is None else found[0][order],
+                       applied=None if found is None else found[1][order],
+                       verdict=record.verdict if record is not None else missing_verdict(),
+                       threshold=record.threshold if record is not None else APPLY_THRESHOLD)
 
 
 def write_issues(issues: LabelIssues, out_dir: str | Path, top: int = 24) -> dict[str, Any]:
@@ -153,9 +172,13 @@ def write_issues(issues: LabelIssues, out_dir: str | Path, top: int = 24) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     issues.to_csv(out_dir / "label_issues.csv")
     shown = draw_gallery(issues, out_dir / "label_issues.png", top=top)
+    verdict = issues.verdict or missing_verdict()
     summary = {"method": issues.method, "checkpoint": issues.checkpoint, "samples": len(issues), "top": top,
                "shown_suspects": shown["suspects"], "shown_clean": shown["clean"],
-               "precision_at_top": issues.precision_at(top), "noise_rate": issues.noise_rate}
+               "precision_at_top": issues.precision_at(top), "noise_rate": issues.noise_rate,
+               "verdict": verdict.level, "reasons": verdict.reasons, "threshold": issues.threshold,
+               "applied": int(issues.applied.sum()) if issues.applied is not None else 0,
+               "confidence_covered": issues.confidence is not None}
     for n in (10, 50, 100):
         if issues.true is not None and n <= len(issues):
             summary[f"precision_at_{n}"] = issues.precision_at(n)

@@ -4,12 +4,17 @@ Writes to ``RUN_DIR/report/`` (or ``--out``):
 
 - ``accuracy.png``: validation/test accuracy, the run's method's own metrics (its class's ``metric_labels``,
   e.g. TCL's kNN accuracy, MLNT's teacher accuracy) when logged, and train loss per epoch;
-- ``clean_probability.png`` and ``cleaned_labels.csv``: the per-sample verdicts of a method that keeps
-  them (its class overrides ``per_sample_outputs``; e.g. TCL), from the newest valid checkpoint
-  through ``tcl_lite.results.export``; ``confusion.png`` too when the method gives a corrected (or
-  a suggested) label per sample;
+- ``clean_probability.png`` and the labels: the per-sample verdicts of a method that keeps them (its
+  class overrides ``per_sample_outputs``; e.g. TCL), from the newest valid checkpoint through
+  ``tcl_lite.results.export``, with the confidence of each proposed change (the run's trust
+  diagnostics, ``algorithms/trust.py``). As the run's trust verdict says: ``trustworthy``:
+  ``cleaned_labels.csv`` (every sample; ``applied`` marks the changes to use, ``cleaned_label`` is the
+  result); ``doubtful``: ``review_labels.csv`` (the proposed changes, most confident first) and no
+  relabelled file unless ``--write-cleaned`` asks for it (then marked ``doubtful`` in its ``verdict``
+  column); ``not usable``: the review list only. ``confusion.png`` too when the method gives a corrected
+  (or a suggested) label per sample;
 - ``noise_rate.png`` when the metrics log holds an estimated clean fraction;
-- ``report.md``: the summary, with the figures embedded by relative path.
+- ``report.md``: the trust verdict first, then the summary, with the figures embedded by relative path.
 
 Only the run's files are read (``config.yaml``, ``metrics.jsonl``, the label ``.npy`` files and the
 checkpoint's method state): no dataset, no model, no GPU. Runs of methods without per-sample verdicts
@@ -29,6 +34,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tcl_lite.algorithms.trust import DOUBTFUL, NOT_USABLE, TRUSTWORTHY, Verdict
+from tcl_lite.algorithms.trust_files import TrustRecord, confidence_for, load_trust, missing_verdict
 from tcl_lite.checkpoints import schema
 from tcl_lite.data.noise import CIFAR10_CLASSES
 from tcl_lite.errors import CheckpointError, ConfigError, ExportError, ReportError
@@ -37,7 +44,12 @@ from tcl_lite.results import plots
 from tcl_lite.results.export import read_verdicts, verdict_methods, verdict_methods_text
 from tcl_lite.runlog.metrics import read_metrics
 
-CLEANED_COLUMNS = ("index", "given_label", "corrected_label", "clean_probability")  # a TCL run's
+# A TCL run's cleaned_labels.csv: `confidence` of each proposed change (empty where none is proposed or the
+# run's trust diagnostics do not cover it), `applied` 1 for the changes to use, `cleaned_label` the result,
+# `verdict` the run's trust verdict on every row (a file written on request for a doubtful run says so).
+CLEANED_COLUMNS = ("index", "given_label", "corrected_label", "clean_probability", "confidence", "applied",
+                   "cleaned_label", "verdict")
+REVIEW_NAME, CLEANED_NAME = "review_labels.csv", "cleaned_labels.csv"
 # A method's per-sample label columns the report draws and writes, in order of preference.
 LABEL_COLUMNS = ("corrected_label", "suggested_label")
 NEEDS_VERDICTS = ("The per-sample figures (clean probability, noise rate, confusion matrix) and `cleaned_labels.csv` "
@@ -58,6 +70,9 @@ class PerSample:
     checkpoint: str
     label: np.ndarray | None = None  # the method's corrected (or suggested) label per sample
     label_column: str = ""  # which of LABEL_COLUMNS ``label`` is
+    confidence: np.ndarray | None = None  # of each proposed change (NaN: not covered), from the trust diagnostics
+    applied: np.ndarray | None = None  # bool, the changes to use
+    trust: TrustRecord | None = None
 
     @property
     def label_words(self) -> str:
@@ -67,7 +82,15 @@ class PerSample:
     @property
     def columns(self) -> tuple[str, ...]:
         """The columns of ``cleaned_labels.csv``."""
-        return ("index", "given_label", *((self.label_column,) if self.label is not None else ()), "clean_probability")
+        label = (self.label_column,) if self.label is not None else ()
+        return ("index", "given_label", *label, "clean_probability", "confidence", "applied",
+                *(("cleaned_label",) if self.label is not None else ()), "verdict")
+
+    def cleaned(self) -> np.ndarray:
+        """The given labels with the applied changes."""
+        if self.label is None or self.applied is None:
+            return self.given
+        return np.where(self.applied, self.label, self.given)
 
 
 def needs_verdicts(method: str) -> str:
@@ -147,15 +170,45 @@ def _per_sample(run_dir: Path) -> tuple[PerSample | None, str]:
                      checkpoint=str(ckpt.relative_to(run_dir) if ckpt.is_relative_to(run_dir) else ckpt)), ""
 
 
-def write_cleaned_labels(s: PerSample, path: Path) -> Path:
-    """One row per training sample: index, given_label[, corrected_label or suggested_label], clean_probability."""
+def _confidence_cell(c: float) -> str:
+    return "" if np.isnan(c) else format(float(c), ".6g")
+
+
+def write_cleaned_labels(s: PerSample, path: Path, verdict: str) -> Path:
+    """One row per training sample: index, given_label[, corrected_label or suggested_label], clean_probability,
+    confidence, applied[, cleaned_label], verdict."""
+    n = len(s.given)
     labels = s.label.tolist() if s.label is not None else None
+    conf = s.confidence if s.confidence is not None else np.full(n, np.nan)
+    applied = s.applied if s.applied is not None else np.zeros(n, bool)
+    cleaned = s.cleaned().tolist()
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(s.columns)
         for i, (g, w) in enumerate(zip(s.given.tolist(), s.clean_probability.tolist())):
             own = [int(labels[i])] if labels is not None else []
-            writer.writerow([i, int(g), *own, format(float(w), ".9g")])  # 9 digits round-trip a float32
+            writer.writerow([i, int(g), *own, format(float(w), ".9g"),  # 9 digits round-trip a float32
+                             _confidence_cell(conf[i]), int(applied[i]), *([int(cleaned[i])] if own else []), verdict])
+    return path
+
+
+def write_review_list(s: PerSample, path: Path) -> Path:
+    """The proposed changes (suggestion differs from the given label), most confident first (then the lowest
+    clean probability): rank, index, given_label, the suggestion, confidence, clean_probability."""
+    if s.label is None:
+        order = np.lexsort((np.arange(len(s.given)), s.clean_probability))
+        rows = [(int(i), int(s.given[i]), "", s.clean_probability[i], np.nan) for i in order]
+    else:
+        conf = s.confidence if s.confidence is not None else np.full(len(s.given), np.nan)
+        idx = np.flatnonzero(s.label != s.given)
+        order = idx[np.lexsort((idx, s.clean_probability[idx], -np.nan_to_num(conf[idx], nan=-1.0)))]
+        rows = [(int(i), int(s.given[i]), int(s.label[i]), s.clean_probability[i], conf[i]) for i in order]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["rank", "index", "given_label", s.label_column or "suggested_label", "confidence",
+                         "clean_probability"])
+        for r, (i, g, lab, w, c) in enumerate(rows, 1):
+            writer.writerow([r, i, g, lab, _confidence_cell(c), format(float(w), ".9g")])
     return path
 
 
@@ -175,7 +228,8 @@ def _last_with(records: list[dict[str, Any]], key: str) -> dict[str, Any] | None
 
 def _metrics_table(records: list[dict[str, Any]]) -> list[str]:
     skip = {"epoch", "step", "lr", "time", "clean_scale"}
-    keys = [k for k in dict.fromkeys(k for r in records for k in r) if k not in skip]
+    # trust_*: the verdict section at the top says what they mean (metrics.jsonl keeps every figure)
+    keys = [k for k in dict.fromkeys(k for r in records for k in r) if k not in skip and not k.startswith("trust_")]
     rows = records
     if len(rows) > MAX_TABLE_ROWS:  # keep the first, the last and evenly spaced ones in between
         idx = np.unique(np.linspace(0, len(rows) - 1, MAX_TABLE_ROWS).round().astype(int))
@@ -201,6 +255,7 @@ def _change_summary(s: PerSample) -> list[str]:
         return lines
     changed = s.label != s.given
     words, changes = s.label_words, "changes" if s.label_column == "corrected_label" else "suggestions"
+    confident = _confident(s)
     lines = [f"- The {words} differs from the given one for **{int(changed.sum())} of {n}** training "
              f"samples ({_pct(changed.mean())}); **{int((changed & flagged).sum())}** of them are also flagged "
              f"noisy (clean probability < 0.5). {everything} in all."]
@@ -212,8 +267,20 @@ def _change_summary(s: PerSample) -> list[str]:
                      f"change a correct one, {int((changed & wrong).sum() - fixed.sum())} replace a wrong label by "
                      f"another wrong one; the {words}s are {_pct((s.label == s.true).mean())} correct, "
                      f"the given ones {_pct((~wrong).mean())}.")
+        if confident is not None and confident.any():
+            lines.append(f"- Against the true labels, the {int(confident.sum())} {changes} at or above the confidence "
+                         f"threshold are {_pct((s.label[confident] == s.true[confident]).mean())} right; the labels "
+                         f"they replace were {_pct((s.given[confident] == s.true[confident]).mean())} right.")
     return lines
 
+
+def _confident(s: PerSample) -> np.ndarray | None:
+    """The proposed changes whose confidence passes the run's threshold (whether applied or not)."""
+    if s.confidence is None or s.label is None:
+        return None
+    record = s.trust
+    threshold = record.threshold if record is not None else 0.5
+    return (s.label != s.given) & (np.nan_to_num(s.confidence, nan=0.0) >= threshold) & (s.confidence > 0)
 
 # issues/summary.json (written by `tcl-lite issues`): the fields the report shows.
 ISSUES_SUMMARY = schema.Record({"samples": schema.Int(ge=0), "method": schema.Str(), "checkpoint": schema.Str(),
@@ -246,6 +313,46 @@ def label_issues_section(run_dir: Path, out_dir: Path) -> list[str]:
                     "(given → suggested) and the labels the method trusts most.*", ""]
 
 
+def _attach_trust(s: PerSample, record: TrustRecord | None, force: bool) -> None:
+    """The confidence and applied flag of each proposed change, when the run's trust diagnostics cover the
+    checkpoint the verdicts come from."""
+    s.trust = record
+    found = confidence_for(record, s.checkpoint, s.label, force=force) if s.label is not None else None
+    if found is not None:
+        s.confidence, s.applied = found
+
+
+def _write_label_files(s: PerSample, verdict: Verdict, out_dir: Path, write_cleaned: bool) -> list[str]:
+    """cleaned_labels.csv and/or review_labels.csv as the verdict allows; returns report.md's lines on them."""
+    threshold = s.trust.threshold if s.trust is not None else 0.5
+    n_applied = int(s.applied.sum()) if s.applied is not None else 0
+    covered = "" if s.confidence is not None else (" The run's trust diagnostics do not cover this checkpoint, so no "
+                                                   "change has a confidence and none is applied.")
+    if verdict.level == TRUSTWORTHY:
+        write_cleaned_labels(s, out_dir / CLEANED_NAME, verdict.level)
+        return [f"[`{CLEANED_NAME}`]({CLEANED_NAME}): one row per training sample ({', '.join(s.columns)}); "
+                f"`applied` marks the **{n_applied}** proposed changes whose confidence is at least {threshold:g}, "
+                f"`cleaned_label` is the given label with those applied.{covered}"]
+    write_review_list(s, out_dir / REVIEW_NAME)
+    review = (f"[`{REVIEW_NAME}`]({REVIEW_NAME}) lists the proposed changes, most confident first, for review"
+              + (" (inspection only)." if verdict.level == NOT_USABLE else "."))
+    if verdict.level == NOT_USABLE:
+        if write_cleaned:
+            print(f"tcl_lite report: {CLEANED_NAME} not written: the run is not usable for corrections",
+                  file=sys.stderr)
+        return [f"The run is **not usable** for corrections: no relabelled file is written (not even with "
+                f"`--write-cleaned`). {review}"]
+    lines = [f"The run is **doubtful**: no relabelled file is written by default. {review}{covered}"]
+    if write_cleaned:
+        write_cleaned_labels(s, out_dir / CLEANED_NAME, DOUBTFUL)
+        lines.append(f"Written on request (`--write-cleaned`): [`{CLEANED_NAME}`]({CLEANED_NAME}), every row marked "
+                     f"`doubtful`; `applied` marks the {n_applied} changes whose confidence is at least {threshold:g}.")
+    else:
+        lines.append(f"`python -m tcl_lite report RUN_DIR --write-cleaned` writes `{CLEANED_NAME}` anyway, every row "
+                     "marked `doubtful`.")
+    return lines
+
+
 def _labels(path: Path) -> np.ndarray | None:
     if not path.is_file():
         return None
@@ -255,9 +362,10 @@ def _labels(path: Path) -> np.ndarray | None:
         raise ReportError(f"{path.parent}: {e}") from None
 
 
-def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the figures, ``report.md`` and (a method with per-sample verdicts) ``cleaned_labels.csv`` of a
-    run; returns the report folder."""
+def make_report(run_dir: str | Path, out: str | Path | None = None, write_cleaned: bool = False) -> Path:
+    """Write the figures, ``report.md`` and (a method with per-sample verdicts) the label files the run's trust
+    verdict allows; returns the report folder. ``write_cleaned``: ``cleaned_labels.csv`` for a doubtful run too
+    (marked so on every row)."""
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)
     cfg = _load_config(run_dir)
@@ -268,26 +376,28 @@ def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     out_dir = Path(out) if out else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     # a re-run must not show old files
-    for stale in (*plots.FIGURE_PIXELS, "report.md", "cleaned_labels.csv", "label_issues.png"):
+    for stale in (*plots.FIGURE_PIXELS, "report.md", CLEANED_NAME, REVIEW_NAME, "label_issues.png"):
         (out_dir / stale).unlink(missing_ok=True)
+    record = load_trust(run_dir)
+    verdict = record.verdict if record is not None else missing_verdict()
 
     method = str(cfg.get("method", "unknown"))
     given, true = (_labels(run_dir / name) for name in ("noisy_labels.npy", "true_labels.npy"))
     true_rate = float((given != true).mean()) if given is not None and true is not None else None
     keeps = keeps_verdicts(method)
     samples, why_not = _per_sample(run_dir) if keeps else (None, "")
-    figures = _draw_figures(run_dir, cfg, records, out_dir, samples, true_rate)
     if samples is not None:
-        write_cleaned_labels(samples, out_dir / "cleaned_labels.csv")
+        _attach_trust(samples, record, force=write_cleaned and verdict.level == DOUBTFUL)
+    figures = _draw_figures(run_dir, cfg, records, out_dir, samples, true_rate)
+    files = _write_label_files(samples, verdict, out_dir, write_cleaned) if samples is not None else []
 
     name = run_dir.resolve().name
-    lines = [f"# tcl_lite report: {name}", "",
+    lines = [f"# tcl_lite report: {name}", "", *verdict.markdown(),
              f"Run directory `{run_dir}`, {len(records)} evaluations; generated "
              f"{dt.datetime.now().isoformat(timespec='seconds')} by `python -m tcl_lite report`.", "",
              *_summary_table(cfg, records, given, true_rate), ""]
     if samples is not None:
-        lines += ["## Labels", "", f"From checkpoint `{samples.checkpoint}`; one row per training sample in "
-                  f"[`cleaned_labels.csv`](cleaned_labels.csv) ({', '.join(samples.columns)}).", "",
+        lines += ["## Labels", "", f"From checkpoint `{samples.checkpoint}`.", "", *files, "",
                   *_change_summary(samples), ""]
     elif keeps:
         lines += ["## Labels", "", f"The per-sample figures and `cleaned_labels.csv` are skipped: {why_not}.", ""]

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from tcl_lite.algorithms.accumulate import accumulate
 from tcl_lite.algorithms.gmm_detector import detection_metrics
 from tcl_lite.algorithms.gradient_cache import cached_backward
+from tcl_lite.algorithms.trust import TrustSignals
 from tcl_lite.data.datasets import mix_seed
 from tcl_lite.data.subset import SampleSubset
 from tcl_lite.errors import CheckpointError
@@ -83,10 +84,13 @@ def _other(name: str) -> str:
     return NETS[1 - NETS.index(name)]
 
 
-def _batch_losses(net: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
-    """The co-divide's work on one batch: per-sample CE with the noisy label and the logits, float32."""
-    logits = net(batch["image"]).logits.float()
-    return F.cross_entropy(logits, batch["label"], reduction="none"), logits
+def _batch_losses(net: nn.Module, batch: Batch, features: bool = False) -> tuple[Tensor, ...]:
+    """The co-divide's work on one batch: per-sample CE with the noisy label and the logits, float32 (and,
+    with ``features``, the encoder's features, for the trust diagnostics' kNN checks)."""
+    out = net(batch["image"])
+    logits = out.logits.float()
+    loss = F.cross_entropy(logits, batch["label"], reduction="none")
+    return (loss, logits, out.features.float()) if features else (loss, logits)
 
 
 class DivideMix(Method):
@@ -96,6 +100,7 @@ class DivideMix(Method):
                "cifar10_dividemix_sym90", "cifar10_dividemix_asym40", "cifar100_dividemix_sym20",
                "cifar100_dividemix_sym50", "cifar100_dividemix_sym80", "cifar100_dividemix_sym90")
     views = ("weak", "weak")
+    warmup_setting = "dividemix.warmup_epochs"
     metric_labels = {"ensemble_train_acc": "train accuracy of the summed prediction vs true labels (DivideMix)"}
 
     @classmethod
@@ -122,6 +127,7 @@ class DivideMix(Method):
         self._num_iter: dict[str, int] = {}
         self._eval_loader: Any = None
         self._ensemble = SumOfLogits(ctx.models["net1"], ctx.models["net2"])
+        self._signals: TrustSignals | None = None  # the last co-divide's, until the engine takes them
 
     # -- the epoch's phases ---------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -244,25 +250,30 @@ class DivideMix(Method):
 
     # -- co-divide --------------------------------------------------------------------------------
     @torch.no_grad()
-    def _loss_pass(self, net: nn.Module) -> tuple[np.ndarray, Tensor]:
-        """Per-sample CE with the noisy label [N] and the logits [N, K], over the training set."""
+    def _loss_pass(self, net: nn.Module, features: bool = False) -> tuple[np.ndarray, Tensor, Tensor | None]:
+        """Per-sample CE with the noisy label [N], the logits [N, K] and (``features``) the encoder's
+        features [N, d], over the training set."""
         acc, n = self.ctx.accelerator, len(self.noisy)
         was_training = net.training
         net.eval()
-        losses, logits_all = torch.empty(n), torch.empty(n, self.num_classes)
+        losses, logits_all, feats = torch.empty(n), torch.empty(n, self.num_classes), None
         if self._eval_loader is None:  # built once: the same ordered, sharded pass every epoch
             self._eval_loader = self.ctx.loader(self.ctx.data.train_eval())
         for batch in self._eval_loader:
-            loss, logits = _batch_losses(net, batch)
-            index, loss, logits = acc.gather_for_metrics((batch["index"], loss, logits))
+            index, loss, logits, *f = acc.gather_for_metrics((batch["index"], *_batch_losses(net, batch, features)))
             losses[index.cpu()], logits_all[index.cpu()] = loss.cpu(), logits.cpu()
+            if f:
+                feats = torch.empty(n, f[0].shape[1]) if feats is None else feats
+                feats[index.cpu()] = f[0].cpu()
         net.train(was_training)
-        return losses.numpy(), logits_all
+        return losses.numpy(), logits_all, feats
 
     def _co_divide(self, epoch: int) -> None:
         d, logits_sum = self.dcfg, torch.zeros(len(self.noisy), self.num_classes)
+        features = None
         for i, name in enumerate(NETS):
-            losses, logits = self._loss_pass(self.ctx.models[name])
+            losses, logits, feats = self._loss_pass(self.ctx.models[name], features=i == 0)
+            features = feats if i == 0 else features
             row = torch.from_numpy(normalise_losses(losses))[None]
             self.history[name] = torch.cat([self.history[name], row])[-d.loss_history:]
             self.prob[name] = torch.from_numpy(clean_probability(
@@ -271,11 +282,28 @@ class DivideMix(Method):
             logits_sum += logits
         self.predicted = logits_sum.argmax(1)
         self.divisions += 1
+        self._signals = self._trust_signals(logits_sum, features)
         labeled = [int((self.prob[_other(name)] > d.p_threshold).sum()) for name in NETS]
         self.ctx.print(f"DivideMix co-divide, epoch {epoch + 1}: labeled {labeled[0]} (net1's set, from net2) and "
                        f"{labeled[1]} (net2's, from net1) of {len(self.noisy)}"
                        + ("; a side is empty, so that network trains on every sample as both"
                           if 0 in labeled or len(self.noisy) in labeled else ""))
+
+    # -- trust diagnostics -------------------------------------------------------------------------
+    def warmup_epochs(self) -> float:
+        return float(self.dcfg.warmup_epochs)
+
+    def trust_signals(self) -> TrustSignals | None:
+        signals, self._signals = self._signals, None
+        return signals
+
+    def _trust_signals(self, logits_sum: Tensor, features: Tensor | None) -> TrustSignals:
+        """The co-divide's verdicts (``1 -`` the mean ``w``, the summed prediction); the second opinion is the
+        two networks' divisions against each other; the kNN checks use net1's features."""
+        w1, w2 = self.prob["net1"].numpy(), self.prob["net2"].numpy()
+        noisy_p = 1.0 - (w1 + w2) / 2
+        return TrustSignals(self.noisy.numpy(), noisy_p, self.predicted.numpy(), logits_sum.softmax(1).numpy(),
+                            features, opinions={"net1's division": 1.0 - w1, "net2's division": 1.0 - w2})
 
     # -- planning: warm-up and MixMatch epochs, the latter with a co-divide pass per network --------
     @classmethod

@@ -157,6 +157,7 @@ class MLNT(Method):
     config = MLNTConfig
     presets = ("digits_mlnt", "clothing1m_mlnt")
     views = ("weak",)
+    warmup_setting = "mlnt.start_iter"
     metric_labels = {"teacher_test_acc": "teacher test accuracy (MLNT)",
                      "teacher_val_acc": "teacher validation accuracy (MLNT)"}
 
@@ -308,6 +309,14 @@ class MLNT(Method):
 
     def eval_models(self) -> dict[str, nn.Module]:
         return {"": self.ctx.model, "teacher": _Autocast(self.teacher, self.ctx.accelerator)}
+
+    def warmup_epochs(self) -> float:
+        """Until ``start_iter`` the teacher (whose self-confidence ranks the labels) is not updated."""
+        per_step = self.cfg.train.batch_size * self.ctx.accelerator.num_processes
+        return self.mcfg.start_iter / max(1, len(self.ctx.data.train) // per_step)
+
+    def diagnostic_model(self) -> nn.Module:
+        return self.eval_models()["teacher"]  # the model label_issue_scores ranks with
 
     def after_evaluation(self, metrics: dict[str, float]) -> dict[str, float]:
         """The best of student and teacher per split (``checkpoint.best_metric: best_val_acc``; the test

@@ -27,9 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tcl_lite.algorithms.gmm_detector import batch_outputs, collect_projections, detection_metrics, detection_pass
+from tcl_lite.algorithms.gmm_detector import (
+    Detection,
+    batch_outputs,
+    collect_projections,
+    detection_metrics,
+    detection_pass,
+)
 from tcl_lite.algorithms.gradient_cache import cached_backward
 from tcl_lite.algorithms.knn import knn_accuracy
+from tcl_lite.algorithms.trust import TrustSignals
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.errors import CheckpointError
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
@@ -51,6 +58,7 @@ class TCL(Method):
                "cifar100_tcl_sym20", "cifar100_tcl_sym50", "cifar100_tcl_sym80", "cifar100_tcl_sym90")
     views = ("weak", "strong", "strong")
     needs_projector = True
+    warmup_setting = "tcl.warmup_epochs"
     metric_labels = {"knn_acc": "kNN test accuracy (TCL)",
                      "label_correction_acc": "label correction accuracy (train, TCL)"}
 
@@ -66,6 +74,7 @@ class TCL(Method):
         self.corrected_label = self.noisy.clone()
         self.est_clean_fraction = 1.0
         self.detections = 0
+        self._signals: TrustSignals | None = None  # the last detection's, until the engine takes them
 
     @property
     def clean_scale(self) -> float:
@@ -190,6 +199,7 @@ class TCL(Method):
             det.clean_probability, det.prototypes, det.predictions)
         self.est_clean_fraction = det.clean_fraction
         self.detections += 1
+        self._signals = self._trust_signals(det)
         metrics = detection_metrics(det.clean_probability, det.predictions, data.noisy_labels, data.true_labels)
         # The reference's kNN monitor votes with the true train labels (a probe of the representation);
         # without them, the noisy ones.
@@ -200,6 +210,26 @@ class TCL(Method):
                                               t.knn_k, t.knn_t, device=ctx.device)
         metrics["clean_scale"] = self.clean_scale
         return metrics
+
+    # -- trust diagnostics -------------------------------------------------------------------------
+    def warmup_epochs(self) -> float:
+        return float(self.tcfg.warmup_epochs)
+
+    def trust_signals(self) -> TrustSignals | None:
+        signals, self._signals = self._signals, None
+        return signals
+
+    def _trust_signals(self, det: Detection) -> TrustSignals:
+        """TCL's verdicts (``1 - w``, the classifier's argmax as the corrected label); the second opinion on
+        which labels are noisy is the classifier's self-confidence in the given label (the mixture model scores
+        the representation's cluster posterior instead)."""
+        given = self.ctx.data.noisy_labels
+        probs = det.probabilities.numpy()
+        noisy_p = 1.0 - det.clean_probability.float().cpu().numpy()
+        return TrustSignals(given, noisy_p, det.predictions.cpu().numpy(), probs, det.features,
+                            estimated_noise=1.0 - det.clean_fraction,
+                            opinions={"mixture model": noisy_p,
+                                      "classifier self-confidence": 1.0 - probs[np.arange(len(given)), given]})
 
     # -- planning: warm-up and corrected epochs, each with its detection pass ----------------------
     @classmethod
