@@ -56,6 +56,8 @@ def minutes_text(seconds: float | None, unit: str = "min/epoch") -> str:
     if not seconds:
         return "time unknown"
     m = seconds / 60
+    if m < 0.01:  # a tiny run: "about 1e-04 min" reads as a glitch
+        return f"under 1 {unit}" if unit == "min" else f"under 0.01 {unit}"
     figure = f"{m:.2g}" if m < 1 else f"{m:.1f}" if m < 10 else f"{m:,.0f}"
     return f"about {figure} {unit}" + (f" ({m / 60:.1f} h)" if m >= 120 else "")
 
