@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # Before torch is imported (libgomp reads it once): the threads of an in-process test's OpenMP pool sleep
@@ -31,6 +33,25 @@ TINY = ["data.image_size=8", "model.width=8", "train.batch_size=32", "train.eval
         "train.epochs=2", "train.log_every=1000"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "early(run=fn): fn(folder, stop) runs in a background thread from the session's "
+                                       "start; the test reads its result from the early_results fixture")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Long, independent end-to-end runs of the tests marked ``early`` start with the session, in background
+    threads: on 2 cores they take the core that the suite's one-process tests leave idle, instead of holding
+    both later. ``{fn: Future}``: a marked test waits for its run there (what the run raised, it raises)."""
+    fns = list(dict.fromkeys(m.kwargs["run"] for item in request.session.items for m in item.iter_markers("early")))
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=max(1, len(fns)))
+    futures = {fn: pool.submit(fn, tmp_path_factory.mktemp(fn.__name__), stop) for fn in fns}
+    yield futures
+    stop.set()  # a session that ends first (-x, Ctrl-C) stops the runs still going
+    pool.shutdown(wait=True)
+
+
 def run_env() -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("ACCELERATE_USE_CPU", None)
@@ -47,6 +68,13 @@ def run_train(*args: str, check: bool = True, timeout: float = 300) -> subproces
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def run_side_by_side(*runs: list[str], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Independent train.py runs at once (one core each: the suite's time on 2 cores), each checked as
+    run_train checks it; results in the order given."""
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        return list(pool.map(lambda args: run_train(*args, timeout=timeout), runs))
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -7,6 +7,8 @@ import json
 import math
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,11 +188,27 @@ FEATURES = ["train.gradient_accumulation_steps=2", "train.activation_checkpointi
             "checkpoint.every_steps=2"]
 
 
+KILL_AFTER_WARMUP = r"step_000000(5[2-9]|6\d)"
+
+
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dividemix") / "reference"
-    run_train(*RUN, *FEATURES, f"output_dir={out}")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """The reference run and, beside it (one core each), the run the SIGKILL test resumes, killed after the
+    warm-up. Read-only: the test copies what it resumes."""
+    from test_resume import _kill_when
+
+    root = tmp_path_factory.mktemp("dividemix")
+    out = {"reference": root / "reference", "killed": root / "killed"}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reference = pool.submit(run_train, *RUN, *FEATURES, f"output_dir={out['reference']}")
+        _kill_when(out["killed"], KILL_AFTER_WARMUP, [*RUN, *FEATURES])
+        reference.result()
     return out
+
+
+@pytest.fixture(scope="module")
+def reference_run(runs) -> Path:
+    return runs["reference"]
 
 
 def _final(run_dir) -> dict:
@@ -208,12 +226,10 @@ def test_a_run_trains_both_networks_and_records_the_division(reference_run):
     assert not all(torch.equal(final["net1"][k], final["net2"][k]) for k in final["net1"]), "two networks"
 
 
-def test_sigkill_after_the_warm_up_then_resume_is_bit_identical(reference_run, tmp_path):
-    from test_resume import _kill_when
-
+def test_sigkill_after_the_warm_up_then_resume_is_bit_identical(runs, reference_run, tmp_path):
     out = tmp_path / "killed"
+    shutil.copytree(runs["killed"], out)
     warmup_steps = 2 * 2 * (400 // 32)  # two epochs of two warm-up passes of 12 batches of 32
-    _kill_when(out, r"step_000000(5[2-9]|6\d)", [*RUN, *FEATURES])
     newest = max((out / "checkpoints").glob("step_*"), key=lambda p: p.name)
     trainer = json.loads((newest / "trainer.json").read_text())
     assert trainer["global_step"] > warmup_steps and trainer["epoch"] >= 1 and trainer["step_in_epoch"] > 0, trainer

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_train, train_step
+from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_side_by_side, run_train, train_step
 from safetensors.torch import load_file
 from torch import nn
 from torch.func import functional_call
@@ -367,8 +367,7 @@ def _method_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def test_resume_restores_student_teacher_and_counter_exactly(tmp_path, ce_run):
     args = [*RUN, *SCHEDULE, f"mlnt.feature_checkpoint={ce_run}"]
     full, part = tmp_path / "full", tmp_path / "part"
-    run_train(*args, f"output_dir={full}")  # 2 epochs
-    run_train(*args, "train.epochs=1", f"output_dir={part}")
+    run_side_by_side([*args, f"output_dir={full}"], [*args, "train.epochs=1", f"output_dir={part}"])  # 2 and 1 epochs
     proc = run_train(*args, "train.epochs=2", f"output_dir={part}", "--resume")
     assert "resumed from" in proc.stdout
     assert_same_weights(final_weights(part), final_weights(full))

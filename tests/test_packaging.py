@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import threading
 import zipfile
 from pathlib import Path
 
@@ -62,7 +63,9 @@ def test_presets_by_name_from_any_directory(tmp_path, monkeypatch):
         load_config("no_such_preset")
 
 
-def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
+def wheel_installed_and_run(tmp_path: Path, stop: threading.Event) -> None:
+    """The whole check; started with the session, in the background (conftest's early_results): it is a
+    minute of pip, interpreters and a short run that need nothing else of the suite."""
     wheel = build_wheel(snapshot_repository(tmp_path / "src"), tmp_path / "dist")
 
     # The metadata: the dependencies of requirements.txt, the console script, the presets as package data.
@@ -108,6 +111,11 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
                    "--output-dir", "run", "train.epochs=3"], cwd=work, env=env)
     assert "resumed from" in resumed.stdout and "epoch 3/3: " in resumed.stdout
     assert [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+@pytest.mark.early(run=wheel_installed_and_run)
+def test_wheel_installs_and_runs_outside_the_checkout(early_results):
+    early_results[wheel_installed_and_run].result()
 
 
 def test_command_table_lists_every_command(capsys):

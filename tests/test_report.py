@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_env, run_train
+from conftest import ROOT, run_env, run_side_by_side
 from PIL import Image
 
 from tcl_lite.algorithms.trust_files import load_trust
@@ -38,19 +38,24 @@ def assert_png(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tcl_run(tmp_path_factory) -> tuple[Path, Path]:
-    run = tmp_path_factory.mktemp("report_tcl")
-    run_train(*FAST, "method=tcl", "train.epochs=2", "tcl.warmup_epochs=1", f"output_dir={run}")
-    proc = report_cli(str(run))
-    assert proc.returncode == 0, proc.stderr
-    return run, run / "report"
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A TCL and a CE run, trained side by side (one core each)."""
+    out = {"tcl": tmp_path_factory.mktemp("report_tcl"), "ce": tmp_path_factory.mktemp("report_ce")}
+    run_side_by_side([*FAST, "method=tcl", "train.epochs=2", "tcl.warmup_epochs=1", f"output_dir={out['tcl']}"],
+                     [*FAST, "train.epochs=1", f"output_dir={out['ce']}"])
+    return out
 
 
 @pytest.fixture(scope="module")
-def ce_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("report_ce")
-    run_train(*FAST, "train.epochs=1", f"output_dir={run}")
-    return run
+def tcl_run(runs) -> tuple[Path, Path]:
+    proc = report_cli(str(runs["tcl"]))
+    assert proc.returncode == 0, proc.stderr
+    return runs["tcl"], runs["tcl"] / "report"
+
+
+@pytest.fixture(scope="module")
+def ce_run(runs) -> Path:
+    return runs["ce"]
 
 
 def _records(run: Path) -> list[dict]:

@@ -1,7 +1,8 @@
 """End to end on the embedded digits with 50% symmetric noise: TCL against CE on the same budget.
 
 Both runs use configs/digits_tcl.yaml (same data, noise, model, optimizer, 30-epoch schedule, seed); the CE
-run only overrides ``method=ce``. They run side by side and are stopped cleanly (SIGTERM) once epoch
+run only overrides ``method=ce``. They start with the test session (in the background: conftest's
+early_results), run side by side and are stopped cleanly (SIGTERM) once epoch
 ``STOP`` is recorded: the verdict is on epochs ``WINDOW`` of that schedule, where TCL has trained on its
 corrected targets for four to six epochs after its ten warm-up epochs.
 
@@ -16,9 +17,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import ROOT, run_env, train_cmd
 
 # data.num_workers=0: the preset's 2 loader workers per run only add processes and IPC when the two runs
@@ -36,17 +40,19 @@ def _records(run_dir) -> list[dict]:
     return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]  # whole lines only
 
 
-def test_tcl_beats_ce_on_noisy_digits(tmp_path, capsys):
-    runs = {"tcl": tmp_path / "tcl", "ce": tmp_path / "ce"}
-    logs = {name: open(tmp_path / f"{name}.out", "w+") for name in runs}  # not pipes: nothing reads them meanwhile
+def tcl_and_ce_runs(root: Path, stop: threading.Event) -> dict[str, Path]:
+    """Both runs side by side, each stopped cleanly (SIGTERM) once epoch STOP is recorded (or all at once when
+    ``stop`` is set: the session ended first). Started with the session (conftest's early_results)."""
+    runs = {"tcl": root / "tcl", "ce": root / "ce"}
+    logs = {name: open(root / f"{name}.out", "w+") for name in runs}  # not pipes: nothing reads them meanwhile
     procs = {name: subprocess.Popen(train_cmd(*PRESET, *(["method=ce"] if name == "ce" else []),
                                               f"output_dir={out}"),
                                     cwd=ROOT, env=run_env(), stdout=logs[name], stderr=subprocess.STDOUT, text=True)
              for name, out in runs.items()}
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 900  # the runs share the cores with the rest of the suite
         waiting = dict(procs)
-        while waiting and time.monotonic() < deadline:
+        while waiting and time.monotonic() < deadline and not stop.is_set():
             for name, proc in list(waiting.items()):
                 if len(_records(runs[name])) >= STOP:
                     proc.send_signal(signal.SIGTERM)  # checkpoint and exit 0, as a platform's stop would
@@ -54,6 +60,8 @@ def test_tcl_beats_ce_on_noisy_digits(tmp_path, capsys):
                 elif proc.poll() is not None:
                     del waiting[name]  # ended on its own: reported below
             time.sleep(0.2)
+        if stop.is_set():
+            raise RuntimeError("the session ended before the runs")  # finally: killed
         for proc in procs.values():
             proc.wait(timeout=120)
     finally:
@@ -61,10 +69,15 @@ def test_tcl_beats_ce_on_noisy_digits(tmp_path, capsys):
             proc.kill()
             logs[name].close()
     for name, proc in procs.items():
-        out = (tmp_path / f"{name}.out").read_text()
+        out = (root / f"{name}.out").read_text()
         assert proc.returncode == 0, f"{name} run failed:\n{out[-5000:]}"
         assert "SIGTERM" in out, f"{name} run was not stopped after epoch {STOP}:\n{out[-2000:]}"
+    return runs
 
+
+@pytest.mark.early(run=tcl_and_ce_runs)
+def test_tcl_beats_ce_on_noisy_digits(early_results, capsys):
+    runs = early_results[tcl_and_ce_runs].result()
     tcl, ce = ({r["epoch"]: r for r in _records(runs[name])} for name in ("tcl", "ce"))
     assert all(e in tcl and e in ce for e in WINDOW)
     tcl_acc, ce_acc = (float(np.mean([rec[e]["test_acc"] for e in WINDOW])) for rec in (tcl, ce))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_train, train_step
+from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_side_by_side, run_train, train_step
 
 from tcl_lite.algorithms import gradient_cache as gc
 from tcl_lite.config import load_config
@@ -173,11 +174,15 @@ RUN = [*TINY, "method=tcl", "tcl.warmup_epochs=1", "train.gradient_accumulation_
        "optim.schedule=constant", "optim.lr=0.05"]
 
 
+FIRST_EPOCH = [a if a != "train.epochs=2" else "train.epochs=1" for a in RUN]
+
+
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tcl_two")
-    proc = run_train(*RUN, f"output_dir={out}")
-    return out, proc.stdout
+    """The 2-epoch run, and beside it (at once: one core each) the 1-epoch run the resume test continues."""
+    out, first = tmp_path_factory.mktemp("tcl_two"), tmp_path_factory.mktemp("tcl_first") / "run"
+    proc, _ = run_side_by_side([*RUN, f"output_dir={out}"], [*FIRST_EPOCH, f"output_dir={first}"])
+    return out, proc.stdout, first
 
 
 def _method_state(run_dir):
@@ -187,7 +192,7 @@ def _method_state(run_dir):
 
 
 def test_resume_restores_weights_w_and_prototypes_exactly(two_epochs, tmp_path):
-    ref, stdout = two_epochs
+    ref, stdout, first = two_epochs
     # the switch is visible in the step logs: epoch 1 warm-up, epoch 2 corrected targets
     assert "warmup 1.0000" in stdout and "warmup 0.0000" in stdout
     assert stdout.index("warmup 1.0000") < stdout.index("epoch 1/2") < stdout.index("warmup 0.0000")
@@ -196,8 +201,7 @@ def test_resume_restores_weights_w_and_prototypes_exactly(two_epochs, tmp_path):
         assert all(key in r for r in records), key
 
     out = tmp_path / "resumed"
-    first = [a if a != "train.epochs=2" else "train.epochs=1" for a in RUN]
-    run_train(*first, f"output_dir={out}")
+    shutil.copytree(first, out)  # the fixture's 1-epoch run, continued to 2
     proc = run_train(*RUN, f"output_dir={out}", "--resume")
     assert "resumed from" in proc.stdout
     assert_same_weights(final_weights(out), final_weights(ref))
@@ -208,7 +212,7 @@ def test_resume_restores_weights_w_and_prototypes_exactly(two_epochs, tmp_path):
 
 
 def test_export_writes_csv_and_npy_and_rejects_other_methods(two_epochs, tmp_path):
-    ref, _ = two_epochs
+    ref, _, _ = two_epochs
     proc = subprocess.run([sys.executable, "-m", "tcl_lite", "export", str(ref), "--out", str(tmp_path / "x")],
                           cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -229,7 +233,6 @@ def test_export_writes_csv_and_npy_and_rejects_other_methods(two_epochs, tmp_pat
     # a checkpoint of another method: a clear error, exit code 2
     # a complete, verifiable checkpoint whose method state is CE's (none): the TCL one with its state replaced
     import hashlib
-    import shutil
 
     from tcl_lite.checkpoints.state_io import save_tree
 
