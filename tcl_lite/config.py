@@ -132,9 +132,13 @@ class OptimConfig:
     momentum: float = opt(0.9, "SGD momentum.", ge=0.0, le=1.0)
     weight_decay: float = opt(1e-3, "Weight decay on all parameters (reference: 1e-3).", ge=0.0)
     betas: list = opt([0.9, 0.999], "AdamW betas.")
-    schedule: str = opt("cosine", "Per-iteration schedule: linear warm-up then the reference cosine; "
+    schedule: str = opt("cosine", "Schedule: linear warm-up then the reference cosine; "
                         "`step` multiplies by `gamma` at each epoch in `milestones`.",
                         choices=("cosine", "step", "constant"))
+    schedule_unit: str = opt("iteration", "When the schedule sets the lr: every `iteration`, at the fractional "
+                             "epoch (TCL's reference), or once per `epoch`, at the epoch's index (e.g. ProMix's "
+                             "reference: lr = min + (max - min)(1 + cos(pi e / epochs)) / 2 for e = 0, 1, ...).",
+                             choices=("iteration", "epoch"))
     warmup_epochs: float = opt(0.0, "Linear warm-up from 0 over this many (fractional) epochs.", ge=0.0)
     min_lr_ratio: float = opt(0.01, "Cosine floor as a fraction of the peak (reference: 0.01).",
                               ge=0.0, le=1.0)
