@@ -86,6 +86,13 @@ class DataConfig:
                           "`index,label` table) or a CIFAR-N .pt dictionary.")
     noise_key: str = opt("worse_label", "Key to read from a CIFAR-N .pt dictionary "
                          "(aggre_label, worse_label, random_label1..3).")
+    normalization: str = opt("auto", "Mean/std the images are normalised with: `auto` = the constants the "
+                             "method's reference used on this dataset (CIFAR: TCL's, DivideMix's, ProMix's own "
+                             "sets, which differ in the std's decimals), else the dataset's own; `dataset` = the "
+                             "dataset's own statistics (digits: computed from the training images; CIFAR: the "
+                             "exact per-channel ones; folders: ImageNet's); or a set the dataset names (CIFAR: "
+                             "`tcl`, `dividemix`, `promix`). Pretrained timm weights with "
+                             "model.pretrained_transforms use theirs.")
     train_subset: int = opt(0, "Use only this many training samples (class-balanced, fixed by the "
                             "seed); 0 = all.", ge=0)
     test_subset: int = opt(0, "Use only this many test samples (class-balanced); 0 = all.", ge=0)

@@ -202,6 +202,9 @@ class Method:
     needs_projector: ClassVar[bool] = False
     #: metrics the method adds to metrics.jsonl -> a label for plots and the report
     metric_labels: ClassVar[dict[str, str]] = {}
+    #: the mean/std set its reference implementation normalises with, by name (``Dataset.normalizations``,
+    #: e.g. CIFAR's ``tcl``): what ``data.normalization=auto`` picks; "" = the dataset's own statistics
+    normalization: ClassVar[str] = ""
 
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx

@@ -88,6 +88,7 @@ class DivideMix(Method):
                "cifar10_dividemix_sym90", "cifar10_dividemix_asym40", "cifar100_dividemix_sym20",
                "cifar100_dividemix_sym50", "cifar100_dividemix_sym80", "cifar100_dividemix_sym90")
     views = ("weak", "weak")
+    normalization = "dividemix"  # its reference's CIFAR mean/std (data.normalization=auto)
     metric_labels = {"ensemble_train_acc": "train accuracy of the summed prediction vs true labels (DivideMix)"}
 
     @classmethod

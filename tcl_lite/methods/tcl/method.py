@@ -49,6 +49,7 @@ class TCL(Method):
                "cifar10_tcl_sym90", "cifar10_tcl_asym40", "cifar10_tcl_1gpu_exact", "cifar100_tcl",
                "cifar100_tcl_sym20", "cifar100_tcl_sym50", "cifar100_tcl_sym80", "cifar100_tcl_sym90")
     views = ("weak", "strong", "strong")
+    normalization = "tcl"  # its reference's CIFAR mean/std (data.normalization=auto)
     needs_projector = True
     metric_labels = {"knn_acc": "kNN test accuracy (TCL)",
                      "label_correction_acc": "label correction accuracy (train, TCL)"}
