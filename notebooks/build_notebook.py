@@ -356,9 +356,11 @@ if dataset != DATASET:
     print(f"no GPU (or PRESET=tiny): training the tiny preset on the embedded digits instead of {DATASET}")
 # presets by name: found in a checkout's configs/ or in the installed package alike
 if dataset == "digits":
-    preset = {"mlnt": "digits_mlnt", "dividemix": "digits_dividemix"}.get(METHOD, "digits_ce")
+    preset = {"mlnt": "digits_mlnt", "dividemix": "digits_dividemix",
+              "promix": "digits_promix"}.get(METHOD, "digits_ce")
 else:
-    preset = {"tcl": f"{dataset}_tcl", "dividemix": f"{dataset}_dividemix_sym50"}.get(METHOD, "cifar10_ce")
+    preset = {"tcl": f"{dataset}_tcl", "dividemix": f"{dataset}_dividemix_sym50",
+              "promix": f"{dataset}_promix_sym50"}.get(METHOD, "cifar10_ce")
 base = load_config(preset)
 epochs = EPOCHS or (10 if tiny else base.train.epochs)
 overrides = [f"method={METHOD}", f"data.dataset={dataset}", f"data.noise_type={NOISE_TYPE}",
@@ -368,6 +370,8 @@ overrides = [f"method={METHOD}", f"data.dataset={dataset}", f"data.noise_type={N
              f"optim.warmup_epochs={base.optim.warmup_epochs * epochs / base.train.epochs:g}"]
 if METHOD == "dividemix":  # its warm-up keeps its share too (the reference: 10 of 300 epochs)
     overrides += [f"dividemix.warmup_epochs={max(1, round(epochs * base.dividemix.warmup_epochs / base.train.epochs))}"]
+if METHOD == "promix":  # its warm-up keeps its share too (the reference: 10 of 600 epochs)
+    overrides += [f"promix.warmup_epochs={max(1, round(epochs * base.promix.warmup_epochs / base.train.epochs))}"]
 if tiny:
     overrides += ["data.image_size=8", "model.width=16"]
 if METHOD == "mlnt":  # MLNT's frozen feature network: a CE run with the same settings, trained first

@@ -86,7 +86,9 @@ class DivideMix(Method):
     config = DivideMixConfig
     presets = ("digits_dividemix", "cifar10_dividemix_sym20", "cifar10_dividemix_sym50", "cifar10_dividemix_sym80",
                "cifar10_dividemix_sym90", "cifar10_dividemix_asym40", "cifar100_dividemix_sym20",
-               "cifar100_dividemix_sym50", "cifar100_dividemix_sym80", "cifar100_dividemix_sym90")
+               "cifar100_dividemix_sym50", "cifar100_dividemix_sym80", "cifar100_dividemix_sym90",
+               "cifar10n_dividemix_aggre", "cifar10n_dividemix_rand1", "cifar10n_dividemix_worst",
+               "cifar100n_dividemix")
     views = ("weak", "weak")
     normalization = "dividemix"  # its reference's CIFAR mean/std (data.normalization=auto)
     metric_labels = {"ensemble_train_acc": "train accuracy of the summed prediction vs true labels (DivideMix)"}
