@@ -427,3 +427,24 @@ def test_cifar_n_presets_read_their_key_from_a_label_file(tmp_path):
         labels = read_label_file(str(tmp_path / "human.pt"), 50000, 100, data.noise_key).labels
         assert np.array_equal(labels, table[data.noise_key].numpy())
     assert math.isclose(load_config(find_preset("cifar100n_promix")).promix.tau, 0.95)
+
+
+def test_state_round_trips_and_a_foreign_state_is_refused(tmp_path, fresh_accelerate):
+    from tcl_lite.errors import CheckpointError
+
+    method = make_method(tmp_path)
+    constructed_state(method, fixed_batch(method))
+    method.selections = 3
+    state = method.state_dict()
+    other = make_method(tmp_path)
+    other.load_state_dict(state)
+    restored = other.state_dict()
+    assert restored.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(restored[key], value) if torch.is_tensor(value) else restored[key] == value
+    with pytest.raises(CheckpointError, match="no ProMix state"):
+        other.load_state_dict({"prob_net1": torch.ones(400)})
+    with pytest.raises(CheckpointError, match=r"shapes prior_l_net1 \(9,\) \(expected \(10,\)\)"):
+        other.load_state_dict({**state, "prior_l_net1": torch.ones(9)})
+    with pytest.raises(CheckpointError, match="missing selections"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "selections"})

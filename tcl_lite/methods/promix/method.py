@@ -374,14 +374,21 @@ class ProMix(Method):
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
-        n = len(self.noisy)
+        n, k = len(self.noisy), self.num_classes
+        shapes = {"predicted_label": (n,), **{f"css_{name}": (n,) for name in NETS},
+                  **{f"prior_{key}": (k,) for key in self.priors}}
         if "css_net1" not in state:  # (checkpoints of other methods are refused earlier)
             keys = ", ".join(sorted(state)) or "none"
             raise CheckpointError(f"the checkpoint holds no ProMix state (it has {keys}); resume a ProMix run "
                                   "from its own checkpoints")
-        if tuple(state["css_net1"].shape) != (n,):
-            raise CheckpointError(f"ProMix state has {tuple(state['css_net1'].shape)[0]} samples, this run {n}: "
-                                  "the checkpoint is of another data set")
+        missing = [key for key in (*shapes, "selections") if key not in state]
+        wrong = [f"{key} {tuple(state[key].shape)} (expected {shape})" for key, shape in shapes.items()
+                 if key in state and tuple(getattr(state[key], "shape", ())) != shape]
+        if missing or wrong:
+            raise CheckpointError(f"ProMix state: {'missing ' + ', '.join(missing) if missing else ''}"
+                                  f"{'; ' if missing and wrong else ''}{'shapes ' + ', '.join(wrong) if wrong else ''}"
+                                  f": the checkpoint is of another data set or damaged (this run: {n} samples, "
+                                  f"{k} classes)")
         for name in NETS:
             self.css[name] = state[f"css_{name}"].to(torch.bool).cpu()
         for key in self.priors:
