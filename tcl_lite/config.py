@@ -49,10 +49,12 @@ def load_yaml(text: str) -> Any:
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
-        gt: float | None = None, le: float | None = None, registry: Registry | None = None) -> Any:
+        gt: float | None = None, le: float | None = None, registry: Registry | None = None,
+        path: str | None = None) -> Any:
     """A dataclass field with its documentation and its constraints (``registry``: the value names one of
-    its entries)."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "registry": registry}
+    its entries). ``path``: the key names a file or folder (``file``, ``folder``, ``checkpoint``,
+    ``output``): the CLI checks it before training and tests/test_paths.py gives it damaged files."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "registry": registry, "path": path}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -64,16 +66,17 @@ class DataConfig:
                        "`digits` is scikit-learn's bundled 8x8 digits, no download).", registry=DATASETS)
     root: str = opt("./data", "Folder holding the dataset (CIFAR: torchvision's layout; imagefolder: "
                     "train/<class>/..., optional val/<class>/... and test/<class>/...; filelist: the image root "
-                    "of the lists).")
+                    "of the lists).", path="folder")
     download: bool = opt(True, "Let torchvision download CIFAR when it is missing and the network allows.")
     image_size: int = opt(16, "Side length images are trained at (digits are resized to it; "
                           "folders are resized/cropped to it).", ge=4)
     digits_test_fraction: float = opt(0.3, "Fraction of the 1,797 digits held out as the test set.",
                                       gt=0.0, le=0.9)
     train_list: str = opt("", "filelist: text file of `relative/path.jpg label` lines for training "
-                          "(Clothing1M's noisy_train_key_list + noisy_label_kv form also accepted).")
-    test_list: str = opt("", "filelist: the clean test list, same format as `train_list` (optional).")
-    val_list: str = opt("", "filelist: a validation list, same format, labels as you have them (optional).")
+                          "(Clothing1M's noisy_train_key_list + noisy_label_kv form also accepted).", path="file")
+    test_list: str = opt("", "filelist: the clean test list, same format as `train_list` (optional).", path="file")
+    val_list: str = opt("", "filelist: a validation list, same format, labels as you have them (optional).",
+                        path="file")
     val_fraction: float = opt(0.0, "Hold out this fraction of the training set (stratified by its noisy labels, "
                               "fixed by the seed) for validation; it selects the `best` checkpoint.",
                               ge=0.0, le=0.5)
@@ -83,7 +86,7 @@ class DataConfig:
     noise_rate: float = opt(0.4, "Fraction r of training samples whose label is resampled "
                             "(symmetric: uniform over all classes; asymmetric: mapped).", ge=0.0, le=1.0)
     noise_file: str = opt("", "Label file for noise_type=file: .npy, .csv (one label per row or an "
-                          "`index,label` table) or a CIFAR-N .pt dictionary.")
+                          "`index,label` table) or a CIFAR-N .pt dictionary.", path="file")
     noise_key: str = opt("worse_label", "Key to read from a CIFAR-N .pt dictionary "
                          "(aggre_label, worse_label, random_label1..3).")
     normalization: str = opt("auto", "Mean/std the images are normalised with: `auto` = the constants the "
@@ -124,7 +127,7 @@ class ModelConfig:
     pretrained: bool = opt(False, "torchvision ResNets and timm models: start from ImageNet weights (needs "
                            "network or a filled torch hub / Hugging Face cache).")
     pretrained_path: str = opt("", "timm models: a local .safetensors weights file to start from (offline "
-                               "machines, Kaggle datasets); implies pretrained weights.")
+                               "machines, Kaggle datasets); implies pretrained weights.", path="file")
     pretrained_transforms: bool = opt(True, "timm with pretrained weights: train at the weights' input size "
                                       "and normalise with their mean/std (false: data.image_size and the "
                                       "dataset's statistics).")
@@ -197,7 +200,7 @@ class Config:
     method: str = opt("ce", "Training method: a registered method's name (`tcl_lite/methods/`; each has its own "
                       "config section named after it).", registry=METHODS)
     seed: int = opt(0, "Seed of everything: noise, data order, augmentations, initialisation.", ge=0)
-    output_dir: str = opt("runs/default", "Run directory: config, labels, metrics, checkpoints.")
+    output_dir: str = opt("runs/default", "Run directory: config, labels, metrics, checkpoints.", path="output")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -391,6 +394,67 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def key_fields() -> dict[str, tuple[Any, dict]]:
+    """Every dotted key (method sections too) -> (its annotated type, its metadata)."""
+    out: dict[str, tuple[Any, dict]] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if cls is Config and f.name == "sections":
+                continue
+            if _is_section(hints[f.name]):
+                walk(hints[f.name], prefix + f.name + ".")
+            else:
+                out[prefix + f.name] = (hints[f.name], dict(f.metadata))
+
+    walk(Config, "")
+    for name, section in method_sections().items():
+        walk(section, name + ".")
+    return out
+
+
+def flat_settings(cfg: Config) -> dict[str, Any]:
+    """The config as ``{"train.batch_size": 64, ...}`` (what a checkpoint records of its run)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = v
+
+    walk(to_dict(cfg), "")
+    return out
+
+
+def check_setting(key: str, value: Any, fields: dict[str, tuple[Any, dict]]) -> None:
+    """A recorded setting must have its key's exact type and constraints (no coercion: it was written
+    from a checked config). ConfigError otherwise; a key this version does not know passes."""
+    if key not in fields:
+        return
+    tp, meta = fields[key]
+    options = [a for a in typing.get_args(tp) if a is not type(None)] \
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+    if value is None and len(options) < len(typing.get_args(tp) or (tp,)):
+        return  # an Optional key left unset
+    exact = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+             float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+             str: lambda v: isinstance(v, str)}
+    if not any(exact.get(option, _number_list)(value) for option in options):
+        names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+        raise ConfigError(f"config key '{key}': {value!r} is not a {names}")
+    if not isinstance(value, str) or all(o is str for o in options):  # a number's range; "auto" has none
+        # Whether a name is registered is the loader's question (this may run before anything registers).
+        _check_constraints(key, value, {k: v for k, v in meta.items() if k != "registry"})
+
+
+def _number_list(value: Any) -> bool:
+    """The list keys (optim.betas, optim.milestones...) hold numbers."""
+    return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
 def to_dict(cfg: Any) -> dict:
     """A config (or section) as plain nested dicts; the method sections at the top level, as in YAML."""
     out = dataclasses.asdict(cfg)
@@ -446,9 +510,11 @@ def _read_yaml(path: Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"config file {str(path)!r} does not exist; presets live in configs/ "
                           "(e.g. --config configs/digits_ce.yaml)")
     try:
-        values = load_yaml(path.read_text()) or {}
+        values = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read as YAML text ({e})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys")
     base = values.pop("base", None)

@@ -58,3 +58,8 @@ class OutputExistsError(UserError, FileExistsError):
 
 class NotAnExportError(UserError, FileNotFoundError):
     """A folder that is not an exported model (``tcl-lite export-model`` writes model.json + model.safetensors)."""
+
+
+class PathError(UserError, ValueError):
+    """A file or folder given by path that is missing, damaged or of the wrong kind (the message names the
+    path, what it is, and what it should be)."""

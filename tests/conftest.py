@@ -77,3 +77,33 @@ def train_step(method, batch, info, micro_batches=1):
     ``micro_batches`` micro-batches (the engine's memory policy, ``ctx.micro_batches``)."""
     method.ctx.micro_batches = micro_batches
     return method.training_step(batch, info)
+
+
+# One small finished CE run for the run-safety tests (forks, schema fuzz, path walk): 480 samples / 32 = 15
+# steps per epoch, 2 epochs, a checkpoint every 5 steps, all kept (step_00000005 ... step_00000030).
+SMALL = [*TINY, "data.train_subset=480", "checkpoint.every_steps=5", "checkpoint.keep_last=10"]
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """Read-only: tests copy it before changing anything."""
+    out = tmp_path_factory.mktemp("small_run") / "run"
+    run_train(*SMALL, f"output_dir={out}")
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file's bytes and every folder (None), by relative path."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+def rewrite(ckpt: Path, name: str, data: bytes) -> None:
+    """Replace a file of a checkpoint and re-hash it into the manifest, as an adversary would: only the
+    schema can tell."""
+    import hashlib
+    import json
+
+    (ckpt / name).write_bytes(data)
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest[name] = hashlib.sha256(data).hexdigest()
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))

@@ -113,9 +113,10 @@ def _three_checkpoints(root: Path):
     model(torch.ones(1, 3)).sum().backward()
     opt.step()
     mgr = CheckpointManager(acc, root, keep_last=3)
-    for step in (10, 20, 30):
+    for step in (10, 20, 30):  # epochs of 8 steps
+        epoch, in_epoch = divmod(step, 8)
         mgr.save(f"step_{step:08d}", model, opt, {"w": torch.arange(3.0)},
-                 TrainerState(epoch=step // 10 - 1, step_in_epoch=5, global_step=step))
+                 TrainerState(epoch=epoch, step_in_epoch=in_epoch, global_step=step, epoch_steps=[8] * epoch))
     return mgr, model, opt
 
 
@@ -145,7 +146,7 @@ FALLBACK_CASES = {
     "step beyond the epoch": (lambda c: _rewrite(c, "trainer.json", _trainer_json(step_in_epoch=9, global_step=30)),
                               ["step_in_epoch=9", "8 steps"], "load"),
     "safetensors header damaged": (lambda c: _rewrite(c, "model.safetensors", _bad_safetensors_header(c)),
-                                   ["model.safetensors: cannot be read"], "load"),
+                                   ["model.safetensors: not a safetensors file"], "verify"),
 }
 
 

@@ -100,7 +100,8 @@ def test_rolling_saver_keeps_exactly_keep_last_and_ignores_partial_saves(tmp_pat
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     mgr = CheckpointManager(acc, tmp_path / "checkpoints", keep_last=2)
     for step in range(1, 6):
-        mgr.save(f"step_{step:08d}", model, opt, {"w": torch.arange(3.0), "note": "x"}, TrainerState(global_step=step))
+        mgr.save(f"step_{step:08d}", model, opt, {"w": torch.arange(3.0), "note": "x"},
+                 TrainerState(global_step=step, step_in_epoch=step))
     assert [p.name for p in mgr.list_steps()] == ["step_00000004", "step_00000005"]
     # a save that died before its manifest: skipped, with the reason
     (tmp_path / "checkpoints" / "step_00000006").mkdir()

@@ -1,17 +1,20 @@
-"""What makes a checkpoint folder usable, beyond matching checksums.
+"""What makes a checkpoint folder usable, beyond matching checksums: the files its manifest must list,
+and the schema (``schema.py``) of each file it lists.
 
 A manifest that lists fewer files than a checkpoint needs (an interrupted copy, a hand-edited
-folder), a JSON file that does not parse, or counters that cannot be true (a negative step gives
-checkpoint names that are never pruned) make the checkpoint invalid, so resuming falls back to the
-previous one instead of failing half-way through a load.
+folder), a JSON file that does not parse, a tree that does not fit its schema or counters that cannot
+be true make the checkpoint invalid, so resuming falls back to the previous one instead of failing
+half-way through a load.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
+
+from tcl_lite.checkpoints import schema
+from tcl_lite.checkpoints.schema import Invalid
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -21,70 +24,77 @@ STEP_DIR = re.compile(r"^step_(\d{8})$")
 WEIGHTS_FILES = ("model.safetensors", "method.json", "trainer.json")
 RESUMABLE_FILES = ("optimizer.json",)
 
-_COUNTERS = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "num_processes": 1, "best_step": -1}
+# The files a checkpoint may list, by name, and the schema each is read with (``.safetensors``
+# siblings of a tree are checked with their JSON). A listed file of another name is not read by
+# anything (a file added by hand); it only has to match its checksum.
+_WEIGHTS = re.compile(r"model(\.[A-Za-z0-9_\-]+)?\.safetensors")
+_OPTIMIZER = re.compile(r"(optimizer(\.[A-Za-z0-9_\-]+)?)\.json")
+_RNG = re.compile(r"(rng_rank(\d+))\.json")
 
 
-class InvalidCheckpoint(ValueError):
+class InvalidCheckpoint(Invalid):
     """One reason a checkpoint cannot be used (the caller adds the path)."""
 
 
-def parse_json_files(path: Path, manifest: dict[str, str]) -> dict[str, Any]:
-    """Every listed ``.json`` file parsed, or InvalidCheckpoint naming the one that does not parse."""
-    parsed = {}
-    for name in manifest:
-        if name.endswith(".json"):
-            try:
-                parsed[name] = json.loads((path / name).read_text())
-            except (ValueError, UnicodeDecodeError) as e:
-                raise InvalidCheckpoint(f"{name} is not valid JSON ({e})") from None
-            except OSError as e:
-                raise InvalidCheckpoint(f"{name} cannot be read ({e.strerror or e})") from None
-    return parsed
-
-
-def _references_tensors(obj: Any) -> bool:
-    if isinstance(obj, dict):
-        return "__tensor__" in obj or any(_references_tensors(v) for v in obj.values())
-    if isinstance(obj, list):
-        return any(_references_tensors(v) for v in obj)
-    return False
-
-
-def required_files(path: Path, manifest: dict[str, str], parsed: dict[str, Any]) -> set[str]:
+def required_files(path: Path, manifest: dict[str, str], trainer: Any) -> set[str]:
     """The files a checkpoint of this kind must list in its manifest."""
     need = set(WEIGHTS_FILES)
     if STEP_DIR.match(path.name) or "optimizer.json" in manifest:
         need.update(RESUMABLE_FILES)
-        trainer = parsed.get("trainer.json")
         processes = trainer.get("num_processes", 1) if isinstance(trainer, dict) else 1
         if isinstance(processes, int) and 1 <= processes <= 4096:
             need.update(f"rng_rank{r}.json" for r in range(processes))
-    for name, obj in parsed.items():
-        if _references_tensors(obj):
-            need.add(name[: -len(".json")] + ".safetensors")
     return need
 
 
-def check_counters(path: Path, trainer: Any) -> None:
-    """trainer.json's counters are integers in range and agree with each other and the folder name."""
-    if not isinstance(trainer, dict):
-        raise InvalidCheckpoint("trainer.json does not hold a mapping of counters")
-    values = {}
-    for key, low in _COUNTERS.items():
-        v = trainer.get(key, low)
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise InvalidCheckpoint(f"trainer.json: {key}={v!r} is not an integer >= {low}")
-        values[key] = v
-    if values["step_in_epoch"] > values["global_step"] or values["epoch"] > values["global_step"]:
-        raise InvalidCheckpoint(f"trainer.json: epoch={values['epoch']}, step_in_epoch={values['step_in_epoch']} "
-                                f"do not fit global_step={values['global_step']} (every epoch has a step)")
-    best = trainer.get("best_value")
-    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
-        raise InvalidCheckpoint(f"trainer.json: best_value={best!r} is not a number")
+def check_files(path: Path, manifest: dict[str, str]) -> dict[str, Any]:
+    """Every listed file against its schema, trainer.json first; returns trainer.json's content.
+    Raises Invalid naming the file and the field."""
+    trainer = schema.read_json(path / "trainer.json") if "trainer.json" in manifest else None
+    unlisted = sorted(required_files(path, manifest, trainer) - set(manifest))
+    if unlisted:
+        raise InvalidCheckpoint(f"manifest.json does not list {', '.join(unlisted)}, which this kind of "
+                                "checkpoint needs (an incomplete save or copy)")
+    check_trainer(path, trainer)
+    trees = sorted(m.group(1) for name in manifest if (m := _OPTIMIZER.fullmatch(name)))
+    if "format" in trainer and trees and sorted(trainer.get("optimizer_states", {})) != trees:
+        raise InvalidCheckpoint(f"trainer.json: optimizer_states={trainer.get('optimizer_states')!r} does not name "
+                                f"the optimizer files {', '.join(trees)}")
+    processes = trainer.get("num_processes", 1)
+    rng = None
+    for name in sorted(manifest):
+        if _WEIGHTS.fullmatch(name):
+            schema.safetensors_header(path / name)
+        elif m := _OPTIMIZER.fullmatch(name):
+            schema.read_tree(path, m.group(1), schema.OPTIMIZER)
+        elif name == "method.json":
+            schema.read_tree(path, "method", schema.METHOD_STATE)
+        elif m := _RNG.fullmatch(name):
+            if int(m.group(2)) >= processes:
+                raise InvalidCheckpoint(f"manifest.json lists {name}, but trainer.json has num_processes={processes}")
+            rng = rng or schema.rng_schema()
+            schema.read_tree(path, m.group(1), rng)
+        elif name.endswith(".safetensors") and (name[: -len(".safetensors")] + ".json") in manifest:
+            continue  # read with its JSON file above
+        elif name.endswith(".json") and name != "trainer.json":
+            schema.read_json(path / name)
+    for name in manifest:  # a tree's tensors need their file listed, or a copy could drop it unnoticed
+        if name.endswith(".json") and (path / (name[: -5] + ".safetensors")).is_file() and \
+                name[: -5] + ".safetensors" not in manifest:
+            raise InvalidCheckpoint(f"manifest.json does not list {name[:-5]}.safetensors, which {name} needs")
+    return trainer
+
+
+def check_trainer(path: Path, trainer: Any) -> None:
+    """trainer.json against its schema (the current one, or the one before ``format`` was recorded) and
+    the folder's name (``step_N`` holds global step N)."""
+    is_current = isinstance(trainer, dict) and "format" in trainer
+    (schema.TRAINER if is_current else schema.TRAINER_LEGACY).check(trainer, "trainer.json")
+    if is_current:
+        schema.check_settings(trainer["settings"])
     m = STEP_DIR.match(path.name)
-    if m and int(m.group(1)) != values["global_step"]:
-        raise InvalidCheckpoint(f"trainer.json: global_step={values['global_step']} but the folder is "
-                                f"{path.name}")
+    if m and int(m.group(1)) != trainer["global_step"]:
+        raise InvalidCheckpoint(f"trainer.json: global_step={trainer['global_step']} but the folder is {path.name}")
 
 
 def check_fits_data(trainer: dict[str, Any], steps_per_epoch: int) -> None:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from tcl_lite.checkpoints import checks
+from tcl_lite.checkpoints import checks, schema
 from tcl_lite.checkpoints.checks import STEP_DIR
 from tcl_lite.checkpoints.state_io import load_tree
 from tcl_lite.errors import CheckpointError
@@ -46,6 +46,15 @@ class TrainerState:
     num_processes: int = 1
     nonfinite_steps: int = 0  # optimizer steps skipped for a NaN/inf loss (train.nonfinite=skip)
     method: str = ""  # the method that wrote the checkpoint ('' in checkpoints from before it was recorded)
+    epoch_steps: list[int] = field(default_factory=list)  # optimizer steps of each completed epoch
+    settings: dict[str, Any] = field(default_factory=dict)  # the run's config, flat (config.flat_settings)
+    legacy: bool = False  # read from a trainer.json without "format" (no epoch_steps or settings recorded)
+
+    def record(self) -> dict[str, Any]:
+        """What trainer.json holds (``schema.TRAINER``)."""
+        out = {"format": schema.TRAINER_FORMAT, **asdict(self)}
+        out.pop("legacy")
+        return out
 
 
 def sha256(path: Path) -> str:
@@ -85,20 +94,24 @@ def list_steps(root: Path) -> list[Path]:
 
 def verify(path: Path) -> None:
     """Raise CheckpointError unless the checkpoint is complete, intact and plausible: the manifest
-    lists every file a checkpoint of its kind needs, each matches its checksum, its JSON parses
-    and its counters are sane."""
+    lists every file a checkpoint of its kind needs, each matches its checksum, and every file fits
+    its schema (``schema.py``: types, shapes, ranges, counters that agree with each other)."""
+    _verified(path)
+
+
+def _verified(path: Path) -> dict[str, Any]:
+    """``verify``; returns trainer.json's (checked) content."""
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise CheckpointError(f"{path}: no manifest.json (the save did not finish)")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: manifest.json is unreadable ({e})") from None
-    if not isinstance(manifest, dict) or not all(isinstance(v, str) for v in manifest.values()):
-        raise CheckpointError(f"{path}: manifest.json is not a mapping of file names to checksums")
+        manifest = schema.read_json(manifest_path)
+        schema.MANIFEST.check(manifest, "manifest.json")
+    except schema.Invalid as e:
+        raise CheckpointError(f"{path}: {e}") from None
     for name, digest in manifest.items():
         f = path / name
-        if "/" in name or not f.is_file():
+        if not f.is_file():
             raise CheckpointError(f"{path}: {name} is missing")
         try:
             intact = sha256(f) == digest
@@ -107,13 +120,8 @@ def verify(path: Path) -> None:
         if not intact:
             raise CheckpointError(f"{path}: {name} is corrupt (checksum mismatch)")
     try:
-        parsed = checks.parse_json_files(path, manifest)
-        unlisted = sorted(checks.required_files(path, manifest, parsed) - set(manifest))
-        if unlisted:
-            raise checks.InvalidCheckpoint(f"manifest.json does not list {', '.join(unlisted)}, which this "
-                                           "kind of checkpoint needs (an incomplete save or copy)")
-        checks.check_counters(path, parsed["trainer.json"])
-    except checks.InvalidCheckpoint as e:
+        return checks.check_files(path, manifest)
+    except schema.Invalid as e:
         raise CheckpointError(f"{path}: {e}") from None
 
 
@@ -169,33 +177,55 @@ def check_method(path: Path, method: str) -> None:
 
 
 def load_checkpoint(path: Path, models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                    process_index: int = 0, steps_per_epoch: int | None = None,
+                    process_index: int = 0, steps_per_epoch: int | None = None, keep_hyperparameters: bool = False,
                     ) -> tuple[TrainerState, dict[str, Any]]:
     """Restore ``models`` (unwrapped), ``optimizers`` and, when there are optimizers, the RNG of process
-    ``process_index``; return the trainer and method state. The checkpoint is verified first; any
-    failure to read a file (a damaged safetensors header, a truncated JSON...) is a CheckpointError
-    naming the file."""
-    verify(path)
-    for i, (name, net) in enumerate(models.items()):
-        _load_weights(path, weights_file(i, name), net)
-    trainer_json = _read(path / "trainer.json", lambda f: json.loads(f.read_text()))
+    ``process_index``; return the trainer and method state.
+
+    Everything is read and checked before anything is restored: the files against their schemas
+    (``verify``), the weights against the models (names, shapes, finite values), the optimizer state
+    against the optimizers (groups, shapes, hyperparameters). Any failure is a CheckpointError naming
+    the file, and leaves the models and optimizers as they were. ``keep_hyperparameters``: the
+    optimizers' own hyperparameters (a config change the user allowed) replace the checkpoint's."""
+    trainer_json = _verified(path)
     if steps_per_epoch is not None:
         try:
             checks.check_fits_data(trainer_json, steps_per_epoch)
         except checks.InvalidCheckpoint as e:
             raise CheckpointError(f"{path}: {e}") from None
-    fields = TrainerState.__dataclass_fields__
-    trainer = TrainerState(**{k: v for k, v in trainer_json.items() if k in fields})
-    for i, (name, opt) in enumerate(optimizers.items()):
-        _load_optimizer(path, optimizer_tree(i, name), opt)
+    weights = {name: _read_weights(path, weights_file(i, name), net) for i, (name, net) in enumerate(models.items())}
+    trainer = trainer_state(trainer_json)
+    states = {name: _read_optimizer(path, optimizer_tree(i, name), opt, keep_hyperparameters,
+                                    trainer_json.get("optimizer_states", {}).get(optimizer_tree(i, name)))
+              for i, (name, opt) in enumerate(optimizers.items())}
+    rng = None
     if optimizers:
         rank_file = path / f"rng_rank{process_index}.json"
         if not rank_file.exists():
             raise CheckpointError(f"{path}: no RNG state for process {process_index} (saved with "
                                   f"{trainer.num_processes} processes); resume with that many processes")
         rng = _read_tree(path, f"rng_rank{process_index}")
-        _read(rank_file, set_rng_state, rng)
-    return trainer, read_method_state(path)
+    method_state = read_method_state(path)
+    for name, net in models.items():
+        net.load_state_dict(weights[name])
+    for name, opt in optimizers.items():
+        opt.load_state_dict(states[name])
+    if rng is not None:
+        _read(path / f"rng_rank{process_index}.json", set_rng_state, rng)
+    return trainer, method_state
+
+
+def read_trainer(path: Path) -> TrainerState:
+    """The trainer state of a checkpoint, verified (the whole checkpoint is checked first)."""
+    return trainer_state(_verified(path))
+
+
+def trainer_state(record: dict[str, Any]) -> TrainerState:
+    """A checked trainer.json -> TrainerState (older records lack the newer fields)."""
+    fields = TrainerState.__dataclass_fields__
+    state = TrainerState(**{k: v for k, v in record.items() if k in fields and k != "legacy"})
+    state.legacy = "format" not in record
+    return state
 
 
 def step_of(path: Path) -> int:
@@ -203,27 +233,90 @@ def step_of(path: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _load_weights(path: Path, file: str, net: nn.Module) -> None:
+def _read_weights(path: Path, file: str, net: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights in ``file``, checked to fit ``net`` exactly and to be finite."""
     if not (path / file).is_file():
         raise CheckpointError(f"{path}: {file} is missing (the checkpoint is of a method with other networks); "
                               "resume with the run's own config (OUTPUT/config.yaml)")
     weights = _read(path / file, lambda f: load_file(str(f)))
-    try:
-        net.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: the weights in {file} do not fit this model ({str(e)[:300]}...). "
-                              "Resume with the run's own config (OUTPUT/config.yaml).") from None
+    own = net.state_dict()
+    problems = ([f"{k} missing" for k in own if k not in weights] + [f"{k} unexpected" for k in weights if k not in own]
+                + [f"{k}: shape {tuple(weights[k].shape)}, the model has {tuple(own[k].shape)}"
+                   for k in own if k in weights and weights[k].shape != own[k].shape]
+                + [f"{k}: dtype {weights[k].dtype}, the model has {own[k].dtype}"
+                   for k in own if k in weights and weights[k].dtype != own[k].dtype])
+    if problems:
+        raise CheckpointError(f"{path}: the weights in {file} do not fit this model ({'; '.join(problems[:3])}"
+                              f"{'...' if len(problems) > 3 else ''}). Resume with the run's own config "
+                              "(OUTPUT/config.yaml).")
+    _check_finite(path, file, weights)
+    return weights
 
 
-def _load_optimizer(path: Path, tree: str, optimizer: torch.optim.Optimizer) -> None:
+def _check_finite(path: Path, file: str, tensors: dict[str, Any]) -> None:
+    for key, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{path}: {file}: {key} holds NaN/inf values (a checkpoint is written with "
+                                  "finite values only)")
+
+
+# Optimizer state entries that have their parameter's shape (torch's SGD and AdamW, bitsandbytes' 8-bit forms).
+_PARAM_SHAPED = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "state1", "state2")
+
+
+def _read_optimizer(path: Path, tree: str, optimizer: torch.optim.Optimizer, keep_hyperparameters: bool,
+                    entries: int | None = None) -> dict[str, Any]:
+    """The optimizer state of ``tree``, checked to fit ``optimizer``: its groups and their sizes, the shapes
+    of per-parameter state, finite values, and (unless ``keep_hyperparameters``: then they are replaced
+    by the optimizer's own) the same hyperparameters but the learning rate, which the schedule sets."""
     if not (path / f"{tree}.json").is_file():
         raise CheckpointError(f"{path}: {tree}.json is missing; resume with the run's own config (OUTPUT/config.yaml)")
     state = _read_tree(path, tree)
-    try:
-        optimizer.load_state_dict(state)
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: the optimizer state in {tree}.json does not fit this optimizer ({e}); "
-                              "resume with the run's own config (OUTPUT/config.yaml)") from None
+    where = f"{path}: {tree}.json"
+    groups, own = state["param_groups"], optimizer.param_groups
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in own]:
+        raise CheckpointError(f"{where}: its param_groups hold {[len(g['params']) for g in groups]} parameters, "
+                              f"this optimizer {[len(g['params']) for g in own]}; resume with the run's own config "
+                              "(OUTPUT/config.yaml)")
+    params = {i: p for saved, mine in zip(groups, own) for i, p in zip(saved["params"], mine["params"])}
+    if entries is not None and len(state["state"]) != entries:
+        raise CheckpointError(f"{where}: state holds {len(state['state'])} entries, trainer.json's optimizer_states "
+                              f"says {entries}")
+    if type(getattr(optimizer, "optimizer", optimizer)).__module__.startswith("torch.optim"):
+        kinds = {frozenset(entry) for entry in state["state"].values()}
+        if len(kinds) > 1:
+            raise CheckpointError(f"{where}: its state entries hold different fields ({sorted(map(sorted, kinds))}); "
+                                  "a torch optimizer keeps the same ones for every parameter")
+        nested = [f"state.{i}.{k}" for i, entry in state["state"].items() for k, v in entry.items()
+                  if isinstance(v, dict)]
+        if nested:
+            raise CheckpointError(f"{where}: {nested[0]} is a mapping; a torch optimizer keeps tensors and numbers")
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if key in _PARAM_SHAPED and isinstance(value, torch.Tensor) and value.shape != params[index].shape:
+                raise CheckpointError(f"{where}: state.{index}.{key} ({tree}.safetensors) has shape "
+                                      f"{tuple(value.shape)}, its parameter {tuple(params[index].shape)}")
+            if key in _PARAM_SHAPED[:4] and isinstance(value, torch.Tensor) and value.dtype != params[index].dtype:
+                raise CheckpointError(f"{where}: state.{index}.{key} ({tree}.safetensors) has dtype {value.dtype}, "
+                                      f"its parameter {params[index].dtype}")
+        _check_finite(path, f"{tree}.safetensors", {f"state.{index}.{k}": v for k, v in entry.items()})
+    for i, (saved, mine) in enumerate(zip(groups, own)):
+        for key in sorted(set(saved) | set(mine)):
+            if key in ("params", "lr", "initial_lr"):
+                continue
+            if keep_hyperparameters:
+                if key in mine:
+                    saved[key] = mine[key]
+                continue
+            if _plain(saved.get(key)) != _plain(mine.get(key)):
+                raise CheckpointError(f"{where}: param_groups[{i}].{key}={saved.get(key)!r}, but this run's optimizer "
+                                      f"has {mine.get(key)!r} (optim.* differs from the run's, or the file was "
+                                      "altered)")
+    return state
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 _READ_ERRORS = (SafetensorError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError)

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +106,14 @@ class CheckpointManager:
                 save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()},
                           str(tmp / weights_file(i, model_name)))
         if acc.is_main_process:
+            counts = {}
             for i, (opt_name, optimizer) in enumerate(optimizers.items()):
-                save_tree(tmp, optimizer_tree(i, opt_name), optimizer.state_dict())
+                state = optimizer.state_dict()
+                save_tree(tmp, optimizer_tree(i, opt_name), state)
+                counts[optimizer_tree(i, opt_name)] = len(state["state"])
             save_tree(tmp, "method", method_state)
-            (tmp / "trainer.json").write_text(json.dumps({**asdict(trainer), **(extra or {})}, indent=1))
+            record = {**trainer.record(), **(extra or {}), **({"optimizer_states": counts} if counts else {})}
+            (tmp / "trainer.json").write_text(json.dumps(record, indent=1))
         acc.wait_for_everyone()
         if acc.is_main_process:
             files = sorted(p for p in tmp.iterdir() if p.is_file())
@@ -134,8 +137,10 @@ class CheckpointManager:
 
     def _prune(self) -> None:
         steps = self.list_steps()
-        for path in steps[:-self.keep_last]:
-            shutil.rmtree(path, ignore_errors=True)
+        for path in steps[:-self.keep_last]:  # renamed first: a kill mid-removal leaves no half checkpoint
+            doomed = self.root / f".del-{path.name}"
+            os.replace(path, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
         for stale in self.root.glob(".tmp-*"):  # left by a crash mid-save
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -155,16 +160,19 @@ class CheckpointManager:
         return reader.newest_valid(self.root, log)
 
     def load(self, path: Path, model: nn.Module | Models, optimizer: torch.optim.Optimizer | Optimizers | None,
-             steps_per_epoch: int | None = None) -> tuple[TrainerState, dict[str, Any]]:
+             steps_per_epoch: int | None = None, keep_hyperparameters: bool = False,
+             ) -> tuple[TrainerState, dict[str, Any]]:
         """Restore the models, optimizers and this process's RNG; return trainer and method state."""
         acc = self.accelerator
         models = {name: acc.unwrap_model(net) for name, net in _named(model).items()}
-        return reader.load_checkpoint(path, models, _named(optimizer), acc.process_index, steps_per_epoch)
+        return reader.load_checkpoint(path, models, _named(optimizer), acc.process_index, steps_per_epoch,
+                                      keep_hyperparameters)
 
     def load_with_fallback(self, path: Path, model: nn.Module | Models,
                            optimizer: torch.optim.Optimizer | Optimizers | None, log: Any,
                            steps_per_epoch: int | None = None, fallback: bool = True,
-                           validate: Any = None) -> tuple[Path, TrainerState, dict[str, Any]]:
+                           validate: Any = None, keep_hyperparameters: bool = False,
+                           ) -> tuple[Path, TrainerState, dict[str, Any]]:
         """``load(path)``; when that fails and ``fallback``, each older sibling checkpoint in turn,
         with a warning naming what failed. ``validate(trainer, method_state)`` may reject a loaded
         checkpoint with a CheckpointError too. Returns the checkpoint actually restored."""
@@ -173,7 +181,7 @@ class CheckpointManager:
         failures = []
         for candidate in candidates:
             try:
-                trainer, method_state = self.load(candidate, model, optimizer, steps_per_epoch)
+                trainer, method_state = self.load(candidate, model, optimizer, steps_per_epoch, keep_hyperparameters)
                 if validate is not None:
                     try:
                         validate(trainer, method_state)

@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
 
 DESCRIPTION = "check a folder's labels: a short run suited to its size, then the ranking and gallery"
@@ -24,7 +25,7 @@ def audit_settings(num_images: int, gpu: bool) -> list[str]:
             f"data.num_workers={min(2, os.cpu_count() or 1)}"]
 
 
-def run(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tcl-lite audit", description="Train briefly on an image folder and rank its "
                                 "labels by how likely they are wrong (CSV + gallery).")
     p.add_argument("folder", help="<class>/<image> folder, or a root with train/<class>/<image>")
@@ -32,7 +33,12 @@ def run(argv: list[str]) -> int:
     p.add_argument("--top", type=int, default=24, help="suspects shown in the gallery")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=5 "
                    "model.arch=timm:resnet18 model.pretrained=true")
-    args = p.parse_intermixed_args(argv)
+    return p
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_intermixed_args(argv)
+    paths.check_args("audit", [("FOLDER", args.folder, "folder"), ("--out", args.out, "output")])
     # torch (engine, data, results): imported once the arguments are parsed
     import torch
 
@@ -48,7 +54,9 @@ def run(argv: list[str]) -> int:
     overrides = [*audit_settings(num_images, torch.cuda.is_available()), f"data.root={root}", f"output_dir={out}",
                  *args.overrides]
     print(f"audit: {num_images} images in {folder}; training {out} with {' '.join(overrides[:9])}")
-    train(load_config(None, overrides), resume=True)  # resume: a second audit reuses/continues the run
+    cfg = load_config(None, overrides)
+    paths.check_config(cfg)
+    train(cfg, resume=True)  # resume: a second audit reuses/continues the run
     issues = find_label_issues(out)
     if root != folder and issues.paths is not None:  # name the user's files, not the link's
         issues.paths = [str(folder / os.path.relpath(p, root / "train")) for p in issues.paths]

@@ -4,10 +4,13 @@ datasets, architectures and views (the README's, rewritten in place between thei
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tcl_lite import register_builtins
+from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
 from tcl_lite.config import config_docs
+from tcl_lite.errors import PathError
 from tcl_lite.registry import ARCHS, DATASETS, VIEWS
 
 DESCRIPTION = "the table of every config key (--readme FILE rewrites the README's tables)"
@@ -32,18 +35,24 @@ def rewrite(text: str) -> str:
     return text
 
 
-def run(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tcl-lite config-docs", description=DESCRIPTION)
     p.add_argument("--readme", nargs="?", const="README.md", metavar="FILE",
                    help="rewrite the table between the markers of FILE (default README.md)")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     if args.readme is None:
         print(config_docs())
         return 0
-    with open(args.readme) as f:
-        text = f.read()
-    with open(args.readme, "w") as f:
-        f.write(rewrite(text))
+    paths.check_args("config-docs", [("--readme", args.readme, "file")])
+    text = Path(args.readme).read_text(encoding="utf-8")
+    if "<!-- config-docs:start -->" not in text:
+        raise PathError(f"--readme {args.readme}: it has no <!-- config-docs:start --> ... <!-- config-docs:end --> "
+                        "markers to put the table between; add them where the table goes")
+    Path(args.readme).write_text(rewrite(text), encoding="utf-8")
     return 0
 
 

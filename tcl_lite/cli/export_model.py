@@ -5,18 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 
+from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
 
 DESCRIPTION = "the trained classifier as safetensors + JSON (tcl_lite.load_model)"
 
 
-def run(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tcl-lite export-model",
                                 description="Export a run's classifier as safetensors + JSON, for tcl_lite.load_model.")
     p.add_argument("run_dir", help="run directory written by train.py")
     p.add_argument("--out", required=True, help="folder to write model.safetensors and model.json to")
     p.add_argument("--checkpoint", default="auto", help="auto (best when kept, else final), best, final or a folder")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    paths.check_args("export-model", [("RUN_DIR", args.run_dir, "run"), ("--out", args.out, "output"),
+                                      ("--checkpoint", paths.checkpoint_arg(args.checkpoint), "folder")])
     from tcl_lite.inference.export_model import export_model  # torch: after the arguments are parsed
 
     out = export_model(args.run_dir, args.out, args.checkpoint)

@@ -9,8 +9,12 @@ from tcl_lite.cli.dispatch import run_command
 DESCRIPTION = "whether the installed torch can use the visible GPU"
 
 
+def parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="tcl-lite gpu-check", description=DESCRIPTION.capitalize() + ".")
+
+
 def run(argv: list[str]) -> int:
-    argparse.ArgumentParser(prog="tcl-lite gpu-check", description=DESCRIPTION.capitalize() + ".").parse_args(argv)
+    parser().parse_args(argv)
     import torch
 
     from tcl_lite.engine.gpu_check import check_gpu  # torch: after the arguments are parsed

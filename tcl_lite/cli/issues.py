@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
 
 DESCRIPTION = "training samples ranked by how likely their label is wrong: CSV + gallery PNG"
 
 
-def run(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tcl-lite issues",
                                 description="Rank a run's training labels by how likely they are wrong; CSV + gallery.")
     p.add_argument("run_dir", help="run directory written by train.py")
@@ -23,7 +24,13 @@ def run(argv: list[str]) -> int:
     p.add_argument("--top", type=int, default=24, help="suspects (and trusted samples) shown in the gallery")
     p.add_argument("--checkpoint", default="final", help="final (default), best, or a checkpoint folder")
     p.add_argument("--batch-size", type=int, default=256)
-    args = p.parse_args(argv)
+    return p
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    paths.check_args("issues", [("RUN_DIR", args.run_dir, "run"), ("--out", args.out, "output"),
+                                ("--checkpoint", paths.checkpoint_arg(args.checkpoint), "folder")])
     from tcl_lite.results.label_issues import find_label_issues, write_issues  # torch: after the arguments
 
     issues = find_label_issues(args.run_dir, args.checkpoint, batch_size=args.batch_size)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from tcl_lite.cli import paths
 from tcl_lite.cli.dispatch import run_command
 
 DESCRIPTION = "classes of images or a folder with a trained run's model (CSV)"
 
 
-def run(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tcl-lite predict", description="Classify images with a trained run or an "
                                 "exported model; writes a CSV.")
     p.add_argument("model", help="run directory (train.py) or exported model folder (export-model)")
@@ -20,7 +21,13 @@ def run(argv: list[str]) -> int:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", help="e.g. cpu or cuda:0 (default: the GPU when there is one)")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    paths.check_args("predict", [("MODEL", args.model, "model"), ("--out", args.out, "output-file"),
+                                 ("--checkpoint", paths.checkpoint_arg(args.checkpoint), "folder")])
     from tcl_lite.inference.predict import image_files, load_classifier, predict, write_predictions  # torch
 
     files = image_files(args.images)

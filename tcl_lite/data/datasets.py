@@ -303,8 +303,12 @@ def _read_lines(path: str, config_key: str) -> list[tuple[int, str]]:
     if not os.path.isfile(path):
         raise DataError(f"list file {path!r} (config key '{config_key}') does not exist; set "
                         f"'{config_key}' to a text file of {_LIST_FORMAT}")
-    with open(path, encoding="utf-8") as f:
-        lines = [(n, line.strip()) for n, line in enumerate(f, 1)]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [(n, line.strip()) for n, line in enumerate(f, 1)]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"list file {path!r} (config key '{config_key}') cannot be read as text ({e}); set "
+                        f"'{config_key}' to a text file of {_LIST_FORMAT}") from None
     return [(n, line) for n, line in lines if line and not line.startswith("#")]
 
 

@@ -242,12 +242,16 @@ def read_label_file(path: str, num_samples: int, num_classes: int, key: str = "w
     if ext == ".npy":
         try:
             raw = np.load(path, allow_pickle=False)  # no pickled objects from a data file
-        except ValueError as e:
+        except (ValueError, OSError, EOFError) as e:  # a pickle, a damaged header, an empty or cut file
             raise DataError(f"label file {path!r} is not a plain numeric .npy array ({e}); save it with "
                             "np.save(path, labels.astype(np.int64))") from None
         labels = _as_int_labels(raw, path)
     elif ext == ".csv":
-        labels = _read_csv(path, key)
+        try:
+            labels = _read_csv(path, key)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"label file {path!r} is not a text .csv file ({e}); write one integer label per row "
+                            "(or an `index,label` table)") from None
     elif ext == ".pt":
         labels, clean = _read_pt(path, key)
     else:

@@ -9,6 +9,11 @@
   other ranks write nothing before the barrier that follows it.
 - Space: an unwritable output directory or a disk without room for a checkpoint is a clear error
   naming the path and the size of a checkpoint (estimated from the parameters).
+- Forks: resuming a checkpoint of another run directory continues in an empty one (run_fork.py).
+- Changes on resume: the run's position against train.epochs, and the settings that decide its
+  steps, are checked against the checkpoint's record (resume_checks.py).
+- Leftovers: renames a crash interrupted are completed or rolled back once the directory is locked
+  (leftovers.py); a refused start removes the directory it created, so it leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tcl_lite.checkpoints import reader
+from tcl_lite.checkpoints import reader, schema
 from tcl_lite.checkpoints.finder import checkpoints_root, find_checkpoint
 from tcl_lite.checkpoints.writer import CheckpointManager
-from tcl_lite.config import Config, to_dict
+from tcl_lite.config import Config, flat_settings, to_dict
+from tcl_lite.engine import leftovers, resume_checks, run_fork
 from tcl_lite.engine.run_lock import LOCK_NAME, RunLock, RunLockedError, exit_when_launcher_dies
 from tcl_lite.errors import CheckpointError, ConfigError, NoCheckpointError
 
@@ -97,18 +103,26 @@ def all_invalid_error(root: Path) -> CheckpointError:
 class RunGuard:
     """Holds a run directory for one ``train`` call; ``close`` releases it."""
 
-    def __init__(self, cfg: Config, accelerator: Any, restart: bool, allow_data_change: bool, log: Any) -> None:
+    def __init__(self, cfg: Config, accelerator: Any, restart: bool, allow_data_change: bool, log: Any,
+                 allow_config_change: bool = False) -> None:
         self.cfg, self.accelerator, self.log = cfg, accelerator, log
         self.out = Path(cfg.output_dir)
-        self.restart, self.allow_data_change = restart, allow_data_change
+        self.restart, self.allow_data_change, self.allow_config_change = restart, allow_data_change, allow_config_change
         self.lock = RunLock(self.out) if accelerator.is_main_process else None
         self.seen: list[str] = []
+        self.source: Path | None = None  # the run directory the resumed checkpoint belongs to
+        self.forking = False  # resuming another directory's checkpoint here (run_fork.py)
+        self.config_changes: list[tuple[str, Any, Any]] = []
+        self.created = _first_missing(self.out) if accelerator.is_main_process else None
         if accelerator.num_processes > 1:
             exit_when_launcher_dies()
 
     def close(self) -> None:
+        """Release the lock; a directory this start created and left empty (a refused start) goes again."""
         if self.lock is not None:
             self.lock.release()
+        if self.created is not None:
+            _remove_empty(self.out, self.created)
 
     # -- before data loading: read only (but the lock of an existing run directory) ------------------
     def lock_existing(self) -> None:
@@ -121,13 +135,11 @@ class RunGuard:
             except RunLockedError:
                 raise
             except OSError:
-                pass  # unwritable: ``take`` reports it with the size a checkpoint needs
+                return  # unwritable: ``take`` reports it with the size a checkpoint needs
+            leftovers.recover(self.out, self.log.echo if hasattr(self.log, "echo") else self.log)
 
     def find_resume_point(self, ckpts: CheckpointManager, resume: bool | str | None) -> Path | None:
         """The checkpoint to resume from (None: a new run). Nothing is written before this."""
-        if resume and self.restart:
-            raise ConfigError("--restart (move the old run aside and start afresh) and --resume (continue it) "
-                              "exclude each other; pass one of them")
         steps = ckpts.list_steps()
         self.seen = [p.name for p in steps]
         if not resume:
@@ -137,16 +149,33 @@ class RunGuard:
                                       "start afresh, or choose another --output-dir")
             return None
         if resume is True:
+            self._refuse_restart()
             if not steps:
                 self.log(f"no checkpoint in {ckpts.root} yet: starting a new run")
                 return None
             path = ckpts.newest_valid(self.log)
             if path is None:
                 raise all_invalid_error(ckpts.root)
+            self.source = self.out
             return path
-        path = Path(resume)
+        path = self._named_checkpoint(Path(resume))
+        self.source = run_fork.run_dir_of(path)
+        if run_fork.same_dir(self.source, self.out):
+            self._refuse_restart()
+            return path
+        self.forking = True  # another directory's checkpoint: continued in an empty one
+        run_fork.refuse_busy_target(self.out, self.source or path, self.restart)
+        return path
+
+    def _refuse_restart(self) -> None:
+        if self.restart:
+            raise ConfigError("--restart (move the old run aside and start afresh) and --resume (continue it) "
+                              "exclude each other; pass one of them (--restart with --resume only forks another "
+                              "run's checkpoint into this directory)")
+
+    def _named_checkpoint(self, path: Path) -> Path:
         if not path.is_dir():
-            raise CheckpointError(f"--resume {resume}: no such checkpoint or run directory")
+            raise CheckpointError(f"--resume {path}: no such checkpoint or run directory")
         try:  # a run directory: its newest valid checkpoint; a checkpoint named explicitly must be intact
             return find_checkpoint(path, "final", log=self.log)
         except NoCheckpointError:
@@ -156,6 +185,34 @@ class RunGuard:
                 raise
             raise (all_invalid_error(root) if reader.list_steps(root) else
                    CheckpointError(f"no checkpoint under {root}")) from None
+
+    def check_resume_settings(self, resume_from: Path | None) -> None:
+        """The run's position against train.epochs, and the settings its checkpoint was trained with
+        against this config (resume_checks.py); before anything is built."""
+        if resume_from is None:
+            return
+        state = reader.read_trainer(resume_from)
+        resume_checks.check_position(state, self.cfg.train.epochs, str(resume_from))
+        recorded = state.settings or self._stored_config()
+        self.config_changes = resume_checks.check_config(recorded, flat_settings(self.cfg), self.allow_config_change,
+                                                         str(resume_from), skip=DATA_KEYS)
+        for key, old, new in self.config_changes:
+            self.log(f"config change on resume: {key}: {old!r} -> {new!r}"
+                     + (" (the schedule is laid over the new length)" if key == resume_checks.EPOCHS else ""))
+
+    def _stored_config(self) -> dict[str, Any]:
+        """A run from before checkpoints recorded their settings: the config.yaml of its last start."""
+        path = (self.source or self.out) / "config.yaml"
+        try:
+            values = yaml.safe_load(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError, yaml.YAMLError):
+            return {}
+        return _flatten(values) if isinstance(values, dict) else {}
+
+    def fork(self, checkpoint: Path) -> None:
+        """Copy what continuing ``checkpoint`` needs into this (empty) run directory (main process)."""
+        if self.forking and self.accelerator.is_main_process:
+            run_fork.fork(self.out, checkpoint, self.log)
 
     def check_data_keys(self, resume_from: Path | None) -> None:
         """Resuming with other data-defining values than the run's: refused, naming each key."""
@@ -175,12 +232,18 @@ class RunGuard:
                 "--allow-data-change to continue on the new data anyway")
 
     def _stored(self) -> dict | None:
-        path = self.out / FINGERPRINT
+        """The data settings of the run resumed (a fork: of the run it comes from)."""
+        run = self.source or self.out
+        path = run / FINGERPRINT
+        if path.is_file():
+            try:
+                return schema.read_checked(path, schema.FINGERPRINT)
+            except schema.Invalid as e:
+                raise CheckpointError(f"{run}: {e}. Restore the file (e.g. sync the folder again), or pass "
+                                      "--allow-data-change to resume without comparing the data settings") from None
         try:
-            if path.is_file():
-                return json.loads(path.read_text())
-            if (self.out / "config.yaml").is_file():  # a run from before fingerprints
-                return {"keys": data_keys(yaml.safe_load((self.out / "config.yaml").read_text()) or {})}
+            if (run / "config.yaml").is_file():  # a run from before fingerprints
+                return {"keys": data_keys(yaml.safe_load((run / "config.yaml").read_text()) or {})}
         except (ValueError, yaml.YAMLError, AttributeError) as e:
             self.log(f"WARNING: cannot read the run's data settings ({e}); not comparing them")
         return None
@@ -191,10 +254,11 @@ class RunGuard:
             return
         stored = self._stored() or {}
         sha = stored.get("noisy_labels_sha256")
-        if sha is None and (self.out / "noisy_labels.npy").is_file():
+        labels = (self.source or self.out) / "noisy_labels.npy"
+        if sha is None and labels.is_file():
             try:
-                sha = labels_sha256(np.load(self.out / "noisy_labels.npy", allow_pickle=False))
-            except (OSError, ValueError):
+                sha = labels_sha256(schema.read_labels(labels))
+            except schema.Invalid:
                 sha = None
         if sha is not None and sha != labels_sha256(noisy_labels):
             raise CheckpointError(
@@ -265,9 +329,41 @@ class RunGuard:
                      f"of {size} each")
 
     def write_fingerprint(self, noisy_labels: np.ndarray) -> None:
+        """``OUTPUT/data_fingerprint.json``: the data-defining keys and a hash of the training labels."""
         record = {"keys": data_keys(to_dict(self.cfg)), "noisy_labels_sha256": labels_sha256(noisy_labels),
                   "train_samples": int(len(noisy_labels))}
         tmp = self.out / f".tmp-{FINGERPRINT}"
         tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, self.out / FINGERPRINT)
 
+
+
+def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The top-most folder of ``path`` that does not exist yet (what creating it would create), or None."""
+    missing = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_empty(path: Path, top: Path) -> None:
+    """Remove ``path`` and its parents up to ``top`` while they are empty (what a refused start created)."""
+    for p in [path, *path.parents]:
+        try:
+            p.rmdir()
+        except OSError:  # not empty (the run wrote files), or gone
+            return
+        if p == top:
+            return

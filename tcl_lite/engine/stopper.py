@@ -1,12 +1,13 @@
-"""Stop cleanly before a Colab/Kaggle limit (time budget) or on SIGTERM, with a checkpoint."""
+"""Stop cleanly before a Colab/Kaggle limit (time budget) or on SIGTERM / Ctrl-C, with a checkpoint."""
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import Any
 
 import torch
+
+from tcl_lite import signals
 
 
 class Stopper:
@@ -21,31 +22,28 @@ class Stopper:
         self.budget_seconds = budget_seconds
         self.start_clock()
         self.accelerator = accelerator
-        self.signalled = False
         self.max_step = 0.0
         self.save_seconds = 0.0
         self.epoch_end_seconds = 0.0
-        try:  # platforms send SIGTERM some seconds before they kill the process
-            signal.signal(signal.SIGTERM, self._on_signal)
-        except ValueError:  # not the main thread (e.g. some notebook runners)
-            pass
+        # Platforms send SIGTERM some seconds before they kill the process; the handlers (tcl_lite/signals.py)
+        # are installed by train.py's first line or by train(): here they are only read.
+
+    @property
+    def signalled(self) -> bool:
+        return signals.stop_requested() is not None
 
     def start_clock(self) -> None:
-        """Count the time budget from now. The handler is installed earlier (before data loading), so
-        that a SIGTERM during start-up is not fatal; the budget counts the training loop onwards."""
+        """Count the time budget from now: the training loop onwards (start-up is not counted)."""
         self.start = time.monotonic()
         self.deadline = None if self.budget_seconds is None else self.start + self.budget_seconds
 
     def signal_received(self) -> bool:
-        """Whether any process got SIGTERM (collective under data parallelism)."""
+        """Whether any process got SIGTERM or Ctrl-C (collective under data parallelism)."""
         local = self.signalled
         if self.accelerator.num_processes > 1:
             flag = torch.tensor([float(local)], device=self.accelerator.device)
             local = bool(self.accelerator.reduce(flag, reduction="max").item())
         return local
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signalled = True
 
     def observe_step(self, seconds: float) -> None:
         self.max_step = max(self.max_step, seconds)

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 
+from tcl_lite import signals
 from tcl_lite.checkpoints.reader import TrainerState, check_method
 from tcl_lite.checkpoints.writer import CheckpointManager
-from tcl_lite.config import Config, parse_time_budget, save_config, to_dict
+from tcl_lite.config import Config, flat_settings, parse_time_budget, save_config, to_dict
 from tcl_lite.data import build_data
 from tcl_lite.engine.epoch_data import EpochData, PhaseStep
 from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, write_data_info
@@ -26,7 +27,8 @@ from tcl_lite.engine.gpu_check import check_gpu
 from tcl_lite.engine.nonfinite import NonFiniteGuard, weights_finite
 from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import lr_at, peak_lr, set_lr
-from tcl_lite.engine.run_guard import RunGuard
+from tcl_lite.engine.resume_checks import check_method_state, check_position, legacy_epoch_steps
+from tcl_lite.engine.run_guard import DATA_KEYS, RunGuard
 from tcl_lite.engine.run_setup import build_networks, build_optimizers, make_accelerator, prepare
 from tcl_lite.engine.stopper import Stopper
 from tcl_lite.errors import CheckpointError, NonFiniteLossError
@@ -78,17 +80,20 @@ class Run:
 
 
 def train(cfg: Config, resume: bool | str | None = None, restart: bool = False,
-          allow_data_change: bool = False) -> dict[str, float]:
+          allow_data_change: bool = False, allow_config_change: bool = False) -> dict[str, float]:
     """Run (or continue) one training run; returns the last evaluation's metrics. The run directory's
     status.json says how it ended (finished, stopped by the time budget or a signal, failed).
 
-    ``restart``: move an existing run's files aside and start afresh; ``allow_data_change``: resume
-    even though the data-defining settings changed (see engine/run_guard.py)."""
+    ``resume``: True (this run directory) or a path (a checkpoint or run directory; another run's is
+    forked into this one, see engine/run_fork.py); ``restart``: move an existing run's files aside and
+    start afresh; ``allow_data_change`` / ``allow_config_change``: resume even though the data-defining
+    settings / the settings that decide the training steps changed (engine/run_guard.py,
+    engine/resume_checks.py). SIGTERM and a first Ctrl-C stop at the next step with a checkpoint."""
     status = RunStatus(Path(cfg.output_dir))
     try:
-        with contextlib.ExitStack() as cleanup:
-            run = _start(cfg, resume, restart, allow_data_change, cleanup, status)
-            if run.stopper.signal_received():  # SIGTERM already during start-up
+        with signals.handled(), contextlib.ExitStack() as cleanup:
+            run = _start(cfg, resume, restart, (allow_data_change, allow_config_change), cleanup, status)
+            if run.stopper.signal_received():  # SIGTERM / Ctrl-C already during start-up
                 return _stopped_at_start(run)
             return _loop(run)
     except BaseException as e:
@@ -98,23 +103,24 @@ def train(cfg: Config, resume: bool | str | None = None, restart: bool = False,
         status.close()
 
 
-def _start(cfg: Config, resume: bool | str | None, restart: bool, allow_data_change: bool,
+def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[bool, bool],
            cleanup: contextlib.ExitStack, status: RunStatus) -> Run:
-    """Decide fresh run or resume (before anything is written), build data, networks, optimizers and
-    the method, restore the checkpoint, then write the run directory's files."""
+    """Decide fresh run, resume or fork (before anything is written), build data, networks, optimizers
+    and the method, restore the checkpoint, then write the run directory's files."""
     out = Path(cfg.output_dir)
     accelerator = _make_accelerator(cfg)
     check_gpu(accelerator.device)  # a GPU this torch has no kernels for: stop now, naming one that works
     log = RunLog(accelerator.is_main_process)  # console + train.log (opened once the run may write)
-    stopper = Stopper(parse_time_budget(cfg.train.time_budget), accelerator)  # SIGTERM handled from here on
-    guard = RunGuard(cfg, accelerator, restart, allow_data_change, log)
+    stopper = Stopper(parse_time_budget(cfg.train.time_budget), accelerator)
+    guard = RunGuard(cfg, accelerator, restart, allow[0], log, allow_config_change=allow[1])
     cleanup.callback(guard.close)
     ckpts = CheckpointManager(accelerator, out / "checkpoints", cfg.checkpoint.keep_last)
-    guard.lock_existing()
+    guard.lock_existing()  # and completes or rolls back renames a crash interrupted
     resume_from = guard.find_resume_point(ckpts, resume)
     if resume_from is not None:  # before anything is built or written: weights of another network
         check_checkpoint_layout(resume_from, cfg.model.arch)
         check_method(resume_from, cfg.method)  # a checkpoint of another method: refused, naming both
+    guard.check_resume_settings(resume_from)  # train.epochs below the position, settings that break exactness
     guard.check_data_keys(resume_from)
 
     set_seed(cfg.seed)
@@ -128,13 +134,13 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     models, optimizers = prepare(accelerator, networks, build_optimizers(cfg, networks, max_lr))
     eval_loaders = eval_split_loaders(accelerator, data, cfg, log)  # val selects `best`; test is reported
     ctx = TrainContext(cfg, accelerator, models, optimizers, data, out, log=log)
-    state = TrainerState(num_processes=accelerator.num_processes, method=cfg.method)
+    state = TrainerState(num_processes=accelerator.num_processes, method=cfg.method, settings=flat_settings(cfg))
     run = Run(cfg, out, accelerator, method_cls(ctx), ctx, EpochData(accelerator, cfg), ckpts, state, log, status,
               stopper, max_lr, eval_loaders, MetricsLog(out / "metrics.jsonl"))
     run.data.steps_per_epoch(run.method.epoch_plan(0))  # a batch larger than the data: stop before writing
     guard.take(ckpts, list(models.values()), optimizers)  # the lock, before anything is written
     if resume_from is not None:
-        _restore(run, resume_from, resume)
+        guard.fork(_restore(run, resume_from, resume, allow[1]))  # a fork: copy what B needs of A
     _write_run_files(run, guard, data, resumed=resume_from is not None)
     run.progress = TrainProgress(accelerator.is_main_process, cfg.train.epochs, 0, accelerator.device, run_log=log)
     run.nonfinite = NonFiniteGuard(cfg.train.nonfinite, accelerator)
@@ -142,27 +148,52 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow_data_cha
     return run
 
 
-def _restore(run: Run, resume_from: Path, resume: bool | str | None) -> None:
-    ctx, acc = run.ctx, run.accelerator
-
-    def fits(state: TrainerState, method_state: dict[str, Any]) -> None:
-        """The method's state, and the position inside its epoch exists (else: the previous checkpoint)."""
-        run.method.load_state_dict(method_state)
-        if state.epoch < run.cfg.train.epochs:
-            steps = run.data.steps_per_epoch(run.method.epoch_plan(state.epoch))
-            if state.step_in_epoch >= steps:
-                raise CheckpointError(f"trainer.json: step_in_epoch={state.step_in_epoch} but epoch {state.epoch + 1} "
-                                      f"of this data has {steps} steps (data length / global batch)")
-
-    resume_from, run.state, _ = run.ckpts.load_with_fallback(
-        resume_from, ctx.models, ctx.optimizers, run.log, validate=fits,
-        fallback=resume is True or Path(resume) != resume_from)  # not for a checkpoint named explicitly
-    run.state.method = run.cfg.method  # recorded from now on (older checkpoints lack it)
-    if run.state.num_processes != acc.num_processes:
-        raise CheckpointError(f"{resume_from} was saved by {run.state.num_processes} processes; resume "
+def _restore(run: Run, resume_from: Path, resume: bool | str | None, allow_config_change: bool) -> Path:
+    """Load the checkpoint (or, when it fails, the previous one); returns the one restored."""
+    acc = run.accelerator
+    resume_from, state, _ = run.ckpts.load_with_fallback(
+        resume_from, run.ctx.models, run.ctx.optimizers, run.log, validate=lambda s, m: _fits(run, s, m),
+        fallback=resume is True or Path(resume) != resume_from,  # not for a checkpoint named explicitly
+        keep_hyperparameters=allow_config_change)
+    if state.num_processes != acc.num_processes:
+        raise CheckpointError(f"{resume_from} was saved by {state.num_processes} processes; resume "
                               f"with the same number (now {acc.num_processes})")
-    run.log(f"resumed from {resume_from} (epoch {run.state.epoch + 1}, step {run.state.step_in_epoch} of the "
-            f"epoch, global step {run.state.global_step})")
+    if state.legacy:
+        state.epoch_steps = legacy_epoch_steps(state, str(resume_from))
+    state.method = run.cfg.method  # recorded from now on (older checkpoints lack it)
+    state.settings = run.state.settings  # this start's config (changes were checked or allowed)
+    run.state = state
+    run.log(f"resumed from {resume_from} (epoch {state.epoch + 1}, step {state.step_in_epoch} of the "
+            f"epoch, global step {state.global_step})")
+    return resume_from
+
+
+def _fits(run: Run, state: TrainerState, method_state: dict[str, Any]) -> None:
+    """The method's state loads, and the counters fit this run: its train.epochs, and the steps of the
+    epochs of this data (else the previous checkpoint is tried)."""
+    try:
+        check_method_state(type(run.method), method_state)
+        run.method.load_state_dict(method_state)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise CheckpointError(f"method.json / method.safetensors do not hold a state of method {run.cfg.method!r} "
+                              f"that fits this run ({type(e).__name__}: {str(e)[:200]})") from None
+    check_position(state, run.cfg.train.epochs, "the run")
+    if state.epoch < run.cfg.train.epochs:
+        steps = run.data.steps_per_epoch(run.method.epoch_plan(state.epoch))
+        if state.step_in_epoch >= steps:
+            raise CheckpointError(f"trainer.json: step_in_epoch={state.step_in_epoch} but epoch {state.epoch + 1} "
+                                  f"of this data has {steps} steps (data length / global batch)")
+    now = run.state.settings  # this start's config; ``state.settings``: the checkpoint's
+    same_steps = all(state.settings.get(k) == now.get(k) for k in ("train.batch_size", *DATA_KEYS))
+    if type(run.method).fixed_epoch_plan() and same_steps and state.epoch_steps:
+        steps = run.data.steps_per_epoch(run.method.epoch_plan(0))
+        wrong = [(e, n) for e, n in enumerate(state.epoch_steps) if n != steps]
+        if wrong:
+            raise CheckpointError(f"trainer.json: epoch_steps[{wrong[0][0]}]={wrong[0][1]}, but an epoch of this data "
+                                  f"has {steps} steps (data length / global batch): the counters do not belong to "
+                                  "this run")
 
 
 def _write_run_files(run: Run, guard: RunGuard, data: Any, resumed: bool) -> None:
@@ -172,7 +203,10 @@ def _write_run_files(run: Run, guard: RunGuard, data: Any, resumed: bool) -> Non
         save_config(run.cfg, out / "config.yaml")
         guard.write_fingerprint(data.noisy_labels)
         run.log.open(out / "train.log")
-        run.status.start(run.cfg.train.epochs, run.log, epoch=run.state.epoch, step=run.state.global_step)
+        allowed = [c for c in guard.config_changes if c[0] != "train.epochs"]  # extending a run is no exception
+        changes = {"config_changes": [{"key": k, "from": a, "to": b, "step": run.state.global_step}
+                                      for k, a, b in allowed]} if allowed else {}
+        run.status.start(run.cfg.train.epochs, run.log, epoch=run.state.epoch, step=run.state.global_step, **changes)
         np.save(out / "noisy_labels.npy", data.noisy_labels)
         write_data_info(out, data)  # classes and normalisation, for predict / export-model
         if data.true_labels is not None:
@@ -188,8 +222,8 @@ def _write_run_files(run: Run, guard: RunGuard, data: Any, resumed: bool) -> Non
 
 def _stopped_at_start(run: Run) -> dict[str, float]:
     """SIGTERM already during start-up: nothing new to save."""
-    run.log(f"Stopping before the first step (SIGTERM during start-up); nothing new to save. "
-            f"Continue with: {continue_command(run.out)}")
+    run.log(f"Stopping before the first step ({signals.describe(signals.stop_requested())} during start-up); "
+            f"nothing new to save. Continue with: {continue_command(run.out)}")
     run.status.update("stopped_signal", epoch=run.state.epoch, step=run.state.global_step)
     run.accelerator.end_training()
     return run.metrics
@@ -310,7 +344,8 @@ def _stop(run: Run, epoch: int, steps_per_epoch: int) -> dict[str, float]:
     state = run.state
     _save(run, f"step_{state.global_step:08d}")
     run.progress.close()
-    run.log(f"Stopping after {run.stopper.elapsed() / 60:.1f} min (time budget or SIGTERM) at epoch "
+    why = f"on {signals.describe(signals.stop_requested())}" if run.stopper.signalled else "time budget"
+    run.log(f"Stopping after {run.stopper.elapsed() / 60:.1f} min ({why}) at epoch "
             f"{epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch}; saved {run.ckpts.root}. "
             f"Continue with: {continue_command(run.out)}")
     run.status.update("stopped_signal" if run.stopper.signalled else "stopped_time_budget",
@@ -325,6 +360,7 @@ def _end_epoch(run: Run, epoch: int, clock: EpochClock, fraction_run: float, los
     cfg, state = run.cfg, run.state
     t0 = time.monotonic()
     run.metrics = run.method.after_epoch(epoch)
+    state.epoch_steps.append(state.step_in_epoch)
     state.epoch, state.step_in_epoch = epoch + 1, 0
     timing = clock.text(state.epoch, fraction_run)
     if state.epoch % cfg.train.eval_every == 0 or state.epoch == cfg.train.epochs:

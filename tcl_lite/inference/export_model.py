@@ -20,13 +20,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from tcl_lite.checkpoints import schema
 from tcl_lite.config import ModelConfig
 from tcl_lite.data.datasets import resize_center_crop
 from tcl_lite.data.transforms import make_transform
-from tcl_lite.errors import ConfigError, NotAnExportError, OutputExistsError
+from tcl_lite.errors import ConfigError, NotAnExportError, OutputExistsError, PathError, RunError
 from tcl_lite.inference.run_loading import choose_checkpoint, load_network, logits_of, run_config, run_data
 from tcl_lite.methods import get_method
 from tcl_lite.models.network import ModelSpec, Network, build_model
@@ -100,20 +102,53 @@ def _method(name: str) -> Any:
                           f"{name!r} before loading it ({e})") from None
 
 
+def _meta_agrees(meta: dict) -> str | None:
+    if len(meta["class_names"]) != meta["num_classes"]:
+        return f"{len(meta['class_names'])} class_names for num_classes={meta['num_classes']}"
+    if not len(meta["mean"]) == len(meta["std"]) == meta["channels"]:
+        return f"mean and std need one value per channel (channels={meta['channels']})"
+    return None
+
+
+# model.json, checked before anything is built from it.
+META = schema.Record(
+    {"format": schema.Str(choices=(FORMAT,)), "version": schema.Int(ge=1),
+     "model": schema.Record({"arch": schema.Str(pattern=r".+"), "width": schema.Int(ge=1), "norm": schema.Str(),
+                             "head": schema.Str(), "proj_dim": schema.Int(ge=1), "dropout": schema.Num(ge=0)},
+                            extra=schema.Anything()),
+     "class_names": schema.ListOf(schema.Str(), min_len=1), "num_classes": schema.Int(ge=1),
+     "image_size": schema.Int(ge=1), "channels": schema.Int(ge=1, le=4), "mean": schema.ListOf(schema.Num()),
+     "std": schema.ListOf(schema.Num(gt=0))},
+    optional={"inference": schema.Record({"method": schema.Str(pattern=r".+"), "networks": schema.MapOf(
+        schema.Str(), schema.Record({"projector": schema.Bool()}))}), "source": schema.Anything()},
+    extra=schema.Anything(), rules=(_meta_agrees,))
+
+
 def load_model(path: str | Path) -> ExportedClassifier:
-    """The classifier written by ``export-model`` to ``path``, in eval mode on the CPU."""
+    """The classifier written by ``export-model`` to ``path``, in eval mode on the CPU. A damaged or
+    altered export is a PathError naming the file (and the field)."""
     path = Path(path)
     if not (path / "model.json").is_file() or not (path / "model.safetensors").is_file():
         raise NotAnExportError(f"{path} is not an exported model: expected model.json and model.safetensors "
                                 "written by `tcl-lite export-model RUN_DIR --out DIR`")
-    meta = json.loads((path / "model.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path / 'model.json'} is not a {FORMAT} file (format: {meta.get('format')!r})")
-    if meta.get("version", 1) not in VERSIONS:
-        raise ValueError(f"{path / 'model.json'}: format version {meta.get('version')!r} is newer than this "
-                         f"tcl_lite reads ({', '.join(map(str, VERSIONS))}); upgrade tcl_lite")
+    try:
+        meta = schema.read_json(path / "model.json")
+        if isinstance(meta, dict) and meta.get("format") != FORMAT:
+            raise PathError(f"{path / 'model.json'} is not a {FORMAT} file (format: {meta.get('format')!r})")
+        if isinstance(meta, dict) and meta.get("version", 1) not in VERSIONS:
+            raise PathError(f"{path / 'model.json'}: format version {meta.get('version')!r} is newer than this "
+                            f"tcl_lite reads ({', '.join(map(str, VERSIONS))}); upgrade tcl_lite")
+        META.check(meta, "model.json")
+        schema.safetensors_header(path / "model.safetensors")
+        weights = load_file(str(path / "model.safetensors"))
+    except (schema.Invalid, SafetensorError, OSError) as e:
+        raise PathError(f"{path} is a damaged export: {e}; export the run again (tcl-lite export-model)") from None
     model = _build(meta)
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise PathError(f"{path / 'model.safetensors'} does not hold the weights of the model model.json describes "
+                        f"({str(e)[:300]}); export the run again (tcl-lite export-model)") from None
     return model.eval()
 
 
@@ -141,7 +176,11 @@ def classifier_from_run(run_dir: str | Path, checkpoint: str = "auto") -> Export
 def _data_info(run_dir: Path, cfg: Any) -> dict[str, Any]:
     info_file = run_dir / "data.json"
     if info_file.is_file():
-        return json.loads(info_file.read_text())
+        try:
+            return schema.read_checked(info_file, schema.DATA_INFO)
+        except schema.Invalid as e:
+            raise RunError(f"{run_dir}: {e}; it is written by train.py: resume the run once to write it "
+                           "again") from None
 
     data = run_data(run_dir, cfg)  # a run from before data.json: rebuild the data (the dataset must still be there)
     return {"class_names": data.class_names, "num_classes": data.num_classes, "image_size": data.image_size,

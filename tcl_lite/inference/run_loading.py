@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from tcl_lite.checkpoints import schema
 from tcl_lite.checkpoints.finder import WHICH, find_checkpoint
 from tcl_lite.checkpoints.reader import weights_file
 from tcl_lite.config import Config, load_config
@@ -65,7 +67,11 @@ def run_data(run_dir: str | Path, cfg: Config) -> Any:
     data = build_data(cfg.data, cfg.seed, cfg.model, reference=get_method(cfg.method).normalization,
                       stats=recorded_stats(run_dir))
     saved = Path(run_dir) / "noisy_labels.npy"
-    if saved.is_file() and not np.array_equal(np.load(saved, allow_pickle=False), data.noisy_labels):
+    try:
+        given = schema.read_labels(saved) if saved.is_file() else None
+    except schema.Invalid as e:
+        raise RunError(f"{run_dir}: {e}") from None
+    if given is not None and not np.array_equal(given, data.noisy_labels):
         raise RunError(f"the data rebuilt from {Path(run_dir) / 'config.yaml'} does not have the labels the run "
                        f"trained on ({saved}): the dataset under data.root={cfg.data.root!r} changed")
     return data
@@ -111,7 +117,11 @@ def _read_weights(ckpt: Path, file: str) -> dict[str, torch.Tensor]:
     if not (ckpt / file).is_file():
         raise RunError(f"{ckpt} holds no {file}: a checkpoint of another method, or an incomplete copy; use the "
                        "run's own checkpoints (the run's config.yaml names its method)")
-    return load_file(str(ckpt / file))
+    try:
+        return load_file(str(ckpt / file))
+    except (SafetensorError, OSError) as e:
+        raise RunError(f"{ckpt / file} cannot be read as safetensors ({e}); the checkpoint is damaged: use another "
+                       "one (--checkpoint) or restore the file") from None
 
 
 def logits_of(output: Any) -> torch.Tensor:

@@ -243,6 +243,13 @@ class Method:
         """Called before the first step of ``epoch`` (not when resuming inside it: the state
         saved there already holds what this computed)."""
 
+    @classmethod
+    def fixed_epoch_plan(cls) -> bool:
+        """Whether every epoch has the same steps (the default plan, one pass over the training set), so
+        that a checkpoint's per-epoch step counts can be checked against the data on resume. A method
+        whose plan depends on its state (DivideMix's divisions) overrides ``epoch_plan``: not checked."""
+        return cls.epoch_plan is Method.epoch_plan
+
     def epoch_plan(self, epoch: int) -> list[Phase]:
         """The phases of ``epoch``: a pure function of the method's state and ``epoch`` (the engine calls
         it more than once per epoch, e.g. to count a resumed epoch's steps; state belongs in

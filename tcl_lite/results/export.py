@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tcl_lite.checkpoints import schema
 from tcl_lite.checkpoints.finder import find_checkpoint
 from tcl_lite.checkpoints.reader import checkpoint_method, read_method_state
 from tcl_lite.errors import ConfigError, ExportError
@@ -63,7 +64,11 @@ def _method_of(ckpt: Path) -> str:
     """The run's method (its config.yaml), else what the checkpoint records (``reader.checkpoint_method``)."""
     config = _run_dir(ckpt) / "config.yaml"
     if config.is_file():
-        return str((yaml.safe_load(config.read_text()) or {}).get("method", "unknown"))
+        try:
+            values = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ExportError(f"{config} cannot be read as YAML ({str(e)[:200]})") from None
+        return str(values.get("method", "unknown")) if isinstance(values, dict) else "unknown"
     return checkpoint_method(ckpt) or "unknown"
 
 
@@ -83,6 +88,13 @@ def _method_outputs(ckpt: Path, method: str, state: Any) -> dict[str, np.ndarray
                       f"probabilities); export works on runs of {verdict_methods_text()}")
 
 
+def _labels(path: Path, length: int | None = None) -> np.ndarray:
+    try:
+        return schema.read_labels(path, length=length)
+    except schema.Invalid as e:
+        raise ExportError(f"{path.parent}: {e}") from None
+
+
 def read_verdicts(path: str | Path) -> Verdicts:
     """The verdicts of the checkpoint at ``path``, or of a run directory's newest valid one (``best``
     when no rolling checkpoint verifies), with the run's given (and true) labels."""
@@ -95,7 +107,7 @@ def read_verdicts(path: str | Path) -> Verdicts:
     if not noisy_path.is_file():
         raise ExportError(f"{noisy_path} is missing: export needs the run directory the checkpoint was saved in "
                           "(RUN/checkpoints/NAME), which holds the given labels")
-    given = np.load(noisy_path, allow_pickle=False)
+    given = _labels(noisy_path)
     for name, values in outputs.items():
         if name in _FIXED or values.ndim != 1 or len(values) != len(given):
             what = "is a name export writes itself" if name in _FIXED else f"has shape {values.shape}"
@@ -105,7 +117,7 @@ def read_verdicts(path: str | Path) -> Verdicts:
     ordered = sorted(outputs.items(), key=lambda kv: kv[1].dtype.kind == "f")
     columns = {"index": np.arange(len(given)), "given_label": given, **dict(ordered)}
     if true_path.is_file():
-        columns["true_label"] = np.load(true_path, allow_pickle=False)
+        columns["true_label"] = _labels(true_path, len(given))
     return Verdicts(ckpt, method, columns)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tcl_lite.checkpoints import schema
 from tcl_lite.data.noise import CIFAR10_CLASSES
 from tcl_lite.errors import CheckpointError, ConfigError, ExportError, ReportError
 from tcl_lite.methods import get_method
@@ -99,7 +100,10 @@ def _check_run_dir(run_dir: Path) -> None:
 
 
 def _load_config(run_dir: Path) -> dict[str, Any]:
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ReportError(f"{run_dir / 'config.yaml'} cannot be read as YAML ({str(e)[:200]})") from None
     if not isinstance(cfg, dict):
         raise ReportError(f"{run_dir / 'config.yaml'} is not a mapping of config keys")
     return cfg
@@ -211,9 +215,14 @@ def _change_summary(s: PerSample) -> list[str]:
     return lines
 
 
+# issues/summary.json (written by `tcl-lite issues`): the fields the report shows.
+ISSUES_SUMMARY = schema.Record({"samples": schema.Int(ge=0), "method": schema.Str(), "checkpoint": schema.Str(),
+                               "shown_suspects": schema.Int(ge=0), "top": schema.Int(ge=0),
+                               "noise_rate": schema.Optional(schema.Num())}, extra=schema.Anything())
+
+
 def label_issues_section(run_dir: Path, out_dir: Path) -> list[str]:
     """The gallery written by ``tcl-lite issues`` (copied next to report.md) and its precision@N."""
-    import json
     import shutil
 
     gallery, summary = run_dir / "issues" / "label_issues.png", run_dir / "issues" / "summary.json"
@@ -222,7 +231,10 @@ def label_issues_section(run_dir: Path, out_dir: Path) -> list[str]:
                 "it is wrong and draw the gallery of the suspects; the report then embeds it.", ""]
     if out_dir.resolve() != gallery.parent.resolve():
         shutil.copyfile(gallery, out_dir / "label_issues.png")
-    s = json.loads(summary.read_text())
+    try:
+        s = schema.read_checked(summary, ISSUES_SUMMARY)
+    except schema.Invalid as e:
+        raise ReportError(f"{run_dir / 'issues'}: {e}; run `tcl-lite issues {run_dir}` again") from None
     lines = ["## Label issues", "", f"{s['samples']} training samples ranked by `{s['method']}`'s score (checkpoint "
              f"`{Path(s['checkpoint']).name}`); the full ranking is `{run_dir / 'issues' / 'label_issues.csv'}`.", ""]
     if s.get("precision_at_top") is not None:
@@ -232,6 +244,15 @@ def label_issues_section(run_dir: Path, out_dir: Path) -> list[str]:
                   f"ranking scores the noise rate, {s['noise_rate']:.3f}.", ""]
     return lines + ["![label issues](label_issues.png)", "", f"*The {s['shown_suspects']} most likely wrong labels "
                     "(given → suggested) and the labels the method trusts most.*", ""]
+
+
+def _labels(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        return schema.read_labels(path)
+    except schema.Invalid as e:
+        raise ReportError(f"{path.parent}: {e}") from None
 
 
 def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -251,10 +272,7 @@ def make_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         (out_dir / stale).unlink(missing_ok=True)
 
     method = str(cfg.get("method", "unknown"))
-    given = np.load(run_dir / "noisy_labels.npy", allow_pickle=False) if (run_dir / "noisy_labels.npy").is_file() \
-        else None
-    true = np.load(run_dir / "true_labels.npy", allow_pickle=False) if (run_dir / "true_labels.npy").is_file() \
-        else None
+    given, true = (_labels(run_dir / name) for name in ("noisy_labels.npy", "true_labels.npy"))
     true_rate = float((given != true).mean()) if given is not None and true is not None else None
     keeps = keeps_verdicts(method)
     samples, why_not = _per_sample(run_dir) if keeps else (None, "")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+CONTINUE_ENV = "TCL_LITE_CONTINUE"  # set by `tcl-lite launch` for its ranks: the command that resumes through it
 
 
 def launcher() -> str:
@@ -13,5 +16,6 @@ def launcher() -> str:
 
 def continue_command(out: str | Path) -> str:
     """The command that resumes the run in ``out``, in the form the user started it with."""
-    prog = "tcl-lite train" if launcher() == "tcl-lite train" else "accelerate launch train.py"
+    prog = os.environ.get(CONTINUE_ENV) or ("tcl-lite train" if launcher() == "tcl-lite train"
+                                            else "accelerate launch train.py")
     return f"{prog} --resume --output-dir {out}"

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tcl_lite.errors import RunError
+
 
 class MetricsLog:
     def __init__(self, path: Path) -> None:
@@ -17,12 +19,25 @@ class MetricsLog:
             f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop records written after the checkpoint (they will be written again)."""
+        """On resume, drop records written after the checkpoint (they will be written again). A line that
+        is not a record (a damaged file) is kept as it is: it is not this run's to remove."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            record = _record(line)
+            if line.strip() and (record is None or not isinstance(record.get("step", 0), int)
+                                 or record.get("step", 0) <= step):
+                kept.append(line)
         self.path.write_text("".join(line + "\n" for line in kept))
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def strict_json(value: Any) -> Any:
@@ -37,7 +52,20 @@ def strict_json(value: Any) -> Any:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every record of a metrics.jsonl; a RunError naming the file and line for one that is not a JSON object."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} cannot be read as text ({e}): it should hold one JSON object per line") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            record = _record(line)
+            if record is None:
+                raise RunError(f"{path}:{n}: not a JSON object ({line[:60]!r}); the file is damaged: restore it, "
+                               "or remove that line")
+            records.append(record)
+    return records

@@ -20,6 +20,12 @@ def timestamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def append_line(path: Path, text: str) -> None:
+    """Append one timestamped line to a log file now (a repair made before the run's log is opened)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{timestamp()} {text}\n")
+
+
 class RunLog:
     """``log("text")`` prints the text (main process only) and records it in train.log."""
 

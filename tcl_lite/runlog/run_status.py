@@ -22,15 +22,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-STATES = ("running", "finished", "stopped_time_budget", "stopped_signal", "interrupted", "failed")
+from tcl_lite.checkpoints import schema
+from tcl_lite.errors import RunError
+
+STATES = schema.STATUS_STATES
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's status, or None when it has none (not started by this version, or refused)."""
-    try:
-        return json.loads(Path(run_dir, "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    """The run's status, or None when it has none (not started by this version, or refused); a RunError
+    naming the field when the file is damaged (``schema.STATUS``)."""
+    path = Path(run_dir, "status.json")
+    if not path.is_file():
         return None
+    try:
+        return schema.read_checked(path, schema.STATUS)
+    except schema.Invalid as e:
+        raise RunError(f"{run_dir}: {e}") from None
 
 
 class RunStatus:

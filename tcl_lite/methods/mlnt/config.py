@@ -11,7 +11,8 @@ from tcl_lite.errors import ConfigError
 @dataclass
 class MLNTConfig:
     feature_checkpoint: str = opt("", "tcl_lite CE checkpoint (folder or model.safetensors) of the "
-                                  "frozen feature network; empty = the student's initial weights.")
+                                  "frozen feature network; empty = the student's initial weights.",
+                                  path="checkpoint")
     num_synthetic: int = opt(10, "Synthetic label sets per step.", ge=1)
     perturb_ratio: float = opt(0.5, "Fraction of the batch relabelled in each synthetic set.",
                                ge=0.0, le=1.0)

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -193,7 +194,12 @@ class MLNT(Method):
 
     def _load_feature_network(self, path: Path) -> Network:
         check_checkpoint_layout(path.parent, self.cfg.model.arch)  # a CE run of the earlier network
-        net = self._frozen_copy(load_file(str(path)), f"mlnt.feature_checkpoint {str(path)!r}")
+        try:
+            weights = load_file(str(path))
+        except (SafetensorError, OSError) as e:  # a damaged or truncated file
+            raise CheckpointError(f"mlnt.feature_checkpoint: {path} cannot be read as safetensors ({e}); give an "
+                                  "intact model.safetensors of a CE run (or its run directory)") from None
+        net = self._frozen_copy(weights, f"mlnt.feature_checkpoint {str(path)!r}")
         self.feature_source = str(path)
         return net.eval()  # as the reference: BatchNorm running statistics, no dropout
 
