@@ -19,7 +19,11 @@ Rows, by section (``--only`` takes the section names):
                  (``data.augment_on=workers``), and batched views on the device (``data.augment_on=device``,
                  the trainer's default on a GPU); whether each starves the GPU, and what would fix it;
 * ``resume``     a short ``cifar10_tcl_sym50`` run (1 GPU, a CIFAR subset) SIGKILLed mid-epoch and
-                 resumed with ``--resume``: it must continue from its checkpoint to the last epoch.
+                 resumed with ``--resume``: it must continue from its checkpoint to the last epoch;
+* ``plan``       ``tcl-lite plan``'s prediction of one step of each shipped CIFAR preset against the GPU:
+                 ``torch.cuda.max_memory_allocated`` above the baseline / predicted, and the measured step
+                 time as TFLOPS and as a share of the GPU's peak against ``tcl_lite/plan/gpus.py``'s
+                 assumption (the calibration to record in BENCHMARKS.md with the GPU named).
 
 Without CUDA it says so, marks every row "not run" and exits 0. ``--allow-cpu`` runs the rows that mean
 something on a CPU there (developing the kit; fp16 and the fit rows need CUDA), ``--toy`` shrinks every
@@ -40,7 +44,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from common import CIFAR_TARBALL, OUT, machine_info, markdown_table
-from gpu_checks import FAIL, MEMORY_CONFIGS, PAYLOAD, SECTIONS, THROUGHPUT_METHODS, Row, run_child, run_section
+from gpu_checks import (
+    CALIBRATION_PRESETS,
+    FAIL,
+    MEMORY_CONFIGS,
+    PAYLOAD,
+    SECTIONS,
+    THROUGHPUT_METHODS,
+    Row,
+    run_child,
+    run_section,
+)
 
 
 def sizes(toy: bool) -> SimpleNamespace:
@@ -70,6 +84,8 @@ def planned_rows(s: SimpleNamespace) -> list[Row]:
         (per_sample, "JPEG folder decoded on every access"), (per_sample, "decoded in memory"),
         (batched, "decoded in memory"))]
     rows += [Row("resume", "kill -9 and --resume", "cifar10_tcl_sym50, 1 GPU, CIFAR subset")]
+    rows += [Row("plan", "plan vs measured step", f"{p} (its own settings, post-warm-up step)")
+             for p in CALIBRATION_PRESETS]
     return rows
 
 

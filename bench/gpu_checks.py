@@ -6,9 +6,7 @@ a figure, ``not run`` (no CUDA, no data) or ``not available`` (e.g. no DivideMix
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 import subprocess
 import sys
 import time
@@ -21,7 +19,10 @@ from typing import Any
 
 from common import ROOT
 
-SECTIONS = ("exactness", "optim8bit", "memory", "fit", "throughput", "loader", "resume")
+SECTIONS = ("exactness", "optim8bit", "memory", "fit", "throughput", "loader", "resume", "plan")
+# The shipped CIFAR presets whose traced steps differ (the noise-rate variants trace as their base).
+CALIBRATION_PRESETS = ("cifar10_ce", "cifar10_tcl", "cifar10_tcl_1gpu_exact", "cifar10_dividemix", "cifar100_tcl",
+                       "cifar100_dividemix")
 MEMORY_CONFIGS = ("naive", "exact", "+ckpt", "+8bit", "+bf16", "+fp16")
 THROUGHPUT_METHODS = ("tcl", "dividemix", "mlnt", "ce")
 PAYLOAD = ROOT / "bench" / "gpu_payload"  # git-ignored: the CIFAR tarball and wheels carried to a GPU machine
@@ -60,16 +61,13 @@ def run_child(kind: str, spec: dict[str, Any], timeout: float = 600) -> dict[str
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def notebook_device_settings(found: tuple[str, float, float], heavy: bool = True) -> tuple[str, list[str]]:
-    """The notebook's own ``device_settings`` (read from notebooks/build_notebook.py, not copied), for a
-    GPU ``found`` = (name, GiB, compute capability)."""
-    tree = ast.parse((ROOT / "notebooks" / "build_notebook.py").read_text())
-    source = next(ast.literal_eval(n.value) for n in tree.body
-                  if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "SETTINGS" for t in n.targets))
-    fn = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "device_settings")
-    namespace: dict[str, Any] = {"re": re}
-    exec(compile(ast.Module([fn], type_ignores=[]), "build_notebook.SETTINGS", "exec"), namespace)
-    return namespace["device_settings"](found, heavy)
+def notebook_device_settings(found: tuple[str, float, float], preset: str = "cifar10_tcl") -> tuple[str, list[str]]:
+    """What the notebook trains ``preset`` with on the GPU ``found`` = (name, GiB, compute capability): the
+    plan's settings for it (``tcl_lite.plan.planner.gpu_settings``, which the notebook calls too)."""
+    from tcl_lite.plan.planner import gpu_settings
+
+    plan, overrides = gpu_settings(preset, [], *found)
+    return plan.verdicts[0].gpu.name, overrides
 
 
 def autocast_precision(device: dict[str, Any] | None) -> str:
@@ -98,7 +96,7 @@ def _guard(row: Row, fn: Callable[[], None]) -> None:
 
 def run_section(section: str, rows: list[Row], ctx: SimpleNamespace) -> None:
     runner = {"exactness": _exactness, "optim8bit": _optim8bit, "memory": _memory, "fit": _fit,
-              "throughput": _throughput, "loader": _loader, "resume": _resume}[section]
+              "throughput": _throughput, "loader": _loader, "resume": _resume, "plan": _plan}[section]
     for row in rows:
         t0 = time.perf_counter()
         _guard(row, lambda r=row: runner(r, ctx))
@@ -193,7 +191,7 @@ def _fit(row: Row, ctx: SimpleNamespace) -> None:
         if row.check == "fits this GPU":  # the notebook's table row for this very GPU, against all its memory
             dev = ctx.device
             found, budget = (dev["name"], dev["total_gib"], dev["capability"][0] + dev["capability"][1] / 10), None
-        label, overrides = notebook_device_settings(found, heavy=True)
+        label, overrides = notebook_device_settings(found)
         config_file = ROOT / "configs" / "cifar10_tcl.yaml"
         row.setting = f"notebook settings for {label} on configs/cifar10_tcl.yaml: {' '.join(overrides)}"
     else:
@@ -302,3 +300,46 @@ def _resume(row: Row, ctx: SimpleNamespace) -> None:
                    f"{r['epochs']}, last test_acc {last.get('test_acc', float('nan')):.3f}")
     row.notes = (f"run: {run_dir}" + (f"; {r['stderr_tail'][-300:]}" if r["stderr_tail"] else "")
                  + "; criterion: killed, resumed at that global step, every epoch once to the end, exit 0")
+
+
+def _plan(row: Row, ctx: SimpleNamespace) -> None:
+    """``tcl-lite plan``'s prediction of one step of a shipped preset (its post-warm-up step, as
+    ``step_memory.py`` builds it, with the preset's own settings) against this device: the peak above
+    the baseline (GPU: ``torch.cuda.max_memory_allocated``; CPU: the profiler's allocations) and the
+    step time, which calibrates the planner's time constant (``tcl_lite/plan/gpus.py``)."""
+    from step_memory import predicted_step
+
+    from tcl_lite import load_config  # registers the built-ins first
+    from tcl_lite.plan.dataset_meta import dataset_meta
+    from tcl_lite.plan.gpus import gpu_for
+
+    preset = row.setting.split()[0]
+    overrides = [f"train.cpu={str(not ctx.cuda).lower()}", *(TOY_MODEL + ["train.batch_size=64"] if ctx.args.toy
+                                                             else [])]
+    cfg = load_config(preset, overrides)
+    if cfg.train.mixed_precision == "fp16" and not ctx.cuda:
+        row.notes = "fp16 autocast needs CUDA"
+        return
+    classes = dataset_meta(cfg).num_classes
+    r = run_child("step", {"config_file": preset, "overrides": overrides, "steps": ctx.sizes.steps, "label": preset,
+                           "num_classes": classes})
+    if _failed(row, r):
+        return
+    p = predicted_step(cfg, classes, cpu_workspace=not ctx.cuda)
+    tflops = p["predicted_gflop"] / r["seconds"] / 1e3
+    ctx.results.setdefault("plan", {})[preset] = {**r, **p, "achieved_tflops": tflops}
+    row.status = MEASURED
+    ratio = r["allocated_mib"] / p["predicted_mib"]
+    row.figures = (f"{p['predicted_step']}: peak above baseline measured {r['allocated_mib']:.0f} MiB, predicted "
+                   f"{p['predicted_mib']:.0f} MiB (measured / predicted {ratio:.3f}); step {r['seconds']:.3f} s for "
+                   f"{p['predicted_gflop']:.0f} GFLOP = {tflops:.2f} TFLOPS")
+    row.notes = r["device"]
+    if ctx.cuda:
+        dev = ctx.device
+        gpu = gpu_for(dev["name"], dev["total_gib"], dev["capability"][0] + dev["capability"][1] / 10)
+        precision = cfg.train.mixed_precision
+        assumed = gpu.achieved_tflops(precision)
+        if assumed > 0:
+            row.figures += (f" = {tflops / gpu.tflops(precision):.1%} of the {gpu.name}'s {gpu.tflops(precision):g} "
+                            f"({precision}); tcl_lite/plan/gpus.py assumes {assumed:.3g} TFLOPS: measured / assumed "
+                            f"{tflops / assumed:.2f} (the calibration)")

@@ -1,8 +1,10 @@
-"""Peak memory and time of ONE TCL optimizer step at effective batch B, per memory-saving configuration.
+"""Peak memory and time of ONE optimizer step at effective batch B, per memory-saving configuration, and
+the planner's prediction of that peak (``tcl-lite plan``'s trace of the same step, fake tensors, CPU device).
 
     python bench/step_memory.py --quick          # B=32, micro-batch 8, tiny_cnn 16 px: ~1 min on 2 cores
     python bench/step_memory.py                  # B=256 (1,536 encoder images), micro 32, PreAct ResNet-18 32 px
     python bench/step_memory.py --method mlnt    # the same table for MLNT (its own naive = no accumulation)
+    python bench/step_memory.py --method dividemix --batch 64 --micro 16   # DivideMix's MixMatch step
 
 Each configuration runs in a fresh subprocess (no allocator state carried over):
 
@@ -18,7 +20,14 @@ Memory: peak above the pre-step baseline -- on the CPU the process peak RSS (VmH
 clear_refs after malloc_trim, as ``bench/mlnt_memory.py``), on a GPU ``torch.cuda.max_memory_allocated``.
 The baseline holds the model, the optimizer state (one warm-up step has run) and the gradient buffers
 (zeroed, not freed, so every configuration's peak counts activations and temporaries only). The step
-is forward + backward + ``optimizer.step``. Time: median of ``--steps`` measured steps.
+is forward + backward + ``optimizer.step``. Time: median of ``--steps`` measured steps. ``allocated``: the
+peak of the step's tensor allocations (on the CPU from the profiler's allocation events, one more step
+after the timed ones; on a GPU the same figure as the peak): what the prediction is, without the rest
+of the process's memory (allocator and heap overheads, the autograd graph's own objects) that RSS holds.
+
+Predicted: the same step traced by the planner (``tcl_lite.plan.runs.RunTracer``) under fake tensors on
+the CPU device, in this (parent) process, gradients kept between steps as here, with the CPU
+convolutions' internal buffers estimated; its peak above what was alive before the step.
 
 Agreement: the warm-up step starts from the same weights, inputs, mixup lambda and permutation in every
 configuration, so its loss and gradient norm are compared with naive's. The model uses
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -71,59 +81,126 @@ def step_overrides(args: argparse.Namespace, config: str) -> list[str]:
         f'train.mixed_precision="{s["precision"]}"', f"train.cpu={str(not cuda).lower()}", "tcl.gradient_mode=exact"]
 
 
-def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
-    """Model, optimizer, method and one fixed synthetic batch as ``cfg`` says, on Accelerate's device.
+def bench_meta(cfg: Any, num_classes: int) -> Any:
+    """The data set's shape for one bench step: ``num_classes`` classes, enough samples for every loader."""
+    from tcl_lite.plan.dataset_meta import DatasetMeta
 
-    Returns ``acc, model, optimizer, method, micro_batches`` and ``step()`` (forward + backward of the
-    whole batch, no optimizer step). A fresh Accelerator each time: in-process callers
-    (``gpu_check.py``, tests) build several with different precisions.
+    n = max(4 * cfg.train.batch_size, 1024)
+    return DatasetMeta("synthetic", n, 0, 0, num_classes, 3, cfg.data.image_size, {})
+
+
+def bench_kind(method_cls: Any, cfg: Any) -> Any:
+    """The step the bench measures: the method's last kind of epoch (past the warm-ups: TCL's corrected
+    step, DivideMix's MixMatch, MLNT's meta step), its first phase."""
+    return method_cls.plan_epochs(cfg)[-1]
+
+
+def bench_batch(phase: Any, num_classes: int, device: Any) -> Any:
+    """A batch of ``phase``'s shapes (``tcl_lite.plan.runs.first_batch``) with normal images, labels over the
+    classes and distinct indices, on ``device``: a loss worth comparing between configurations."""
+    import torch
+
+    from tcl_lite.plan.runs import first_batch
+
+    g = torch.Generator().manual_seed(1)
+
+    def fill(obj: Any) -> Any:
+        if isinstance(obj, dict) and "index" in obj:
+            n = len(obj["index"])
+            return {**{k: fill(v) for k, v in obj.items()}, "index": torch.arange(n, device=device),
+                    "label": torch.randint(0, num_classes, (n,), generator=g).to(device)}
+        if isinstance(obj, dict):
+            return {k: fill(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [fill(v) for v in obj]
+        return torch.randn(obj.shape, generator=g).to(device) if obj.is_floating_point() else obj.to(device)
+
+    parts = {name: fill(first_batch(spec)) for name, spec in phase.loaders.items()}
+    return parts[""] if list(parts) == [""] else parts
+
+
+def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
+    """Networks, optimizers, method and one fixed batch as ``cfg`` says, on Accelerate's device, built as
+    the engine builds them (``methods/build.py``); the batch has the shapes of the method's first phase
+    in the bench's kind of epoch (``bench_kind``), its images drawn from a seeded normal distribution.
+
+    Returns ``acc, model`` (the first network), ``models, optimizer`` (the first network's),
+    ``optimizers, method, micro_batches, kind, phase`` and ``step()`` (forward + backward of the whole batch,
+    no optimizer step). A fresh Accelerator each time: in-process callers (``gpu_check.py``, tests)
+    build several with different precisions.
     """
-    import numpy as np
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
-    from tcl_lite.engine.optim import build_optimizer
     from tcl_lite.methods import get_method
     from tcl_lite.methods.base import StepInfo, TrainContext
-    from tcl_lite.models.network import build_model
+    from tcl_lite.methods.build import build_networks, build_optimizers
+    from tcl_lite.plan.synthetic import synthetic_data
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     acc = Accelerator(cpu=cfg.train.cpu, mixed_precision=cfg.train.mixed_precision)
-    batch_size, micro_batches, size = cfg.train.batch_size, cfg.train.gradient_accumulation_steps, cfg.data.image_size
     torch.manual_seed(0)
     method_cls = get_method(cfg.method)
-    model = build_model(cfg.model, num_classes, in_channels=3, image_size=size,
-                        with_projector=method_cls.needs_projector,
-                        activation_checkpointing=cfg.train.activation_checkpointing)
+    meta = bench_meta(cfg, num_classes)
+    networks = build_networks(cfg, method_cls, meta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bitsandbytes on CPU may warn about its build
-        optimizer = build_optimizer(cfg.optim, model, 1e-3)
-    model, optimizer = acc.prepare(model, optimizer)
-    n_train = max(batch_size, 1024)
-    data = SimpleNamespace(num_classes=num_classes, channels=3, image_size=size,
-                           noisy_labels=np.zeros(n_train, dtype=np.int64), true_labels=None)
+        optimizers = build_optimizers(cfg, networks, 1e-3)
+    prepared = acc.prepare(*networks.values(), *optimizers.values())
+    models, optimizers = dict(zip(networks, prepared[:len(networks)])), dict(zip(networks, prepared[len(networks):]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLNT without a feature checkpoint: the student's initial weights
-        method = method_cls(TrainContext(cfg, acc, model, optimizer, data, OUT / "step_memory"))
-
-    g = torch.Generator().manual_seed(1)
-    views = len(method_cls.views)
-    images = [torch.randn(batch_size, 3, size, size, generator=g).to(acc.device) for _ in range(views)]
-    batch = {"image": images if views > 1 else images[0],
-             "label": torch.randint(0, num_classes, (batch_size,), generator=g).to(acc.device),
-             "index": torch.arange(batch_size, device=acc.device)}
-    # A step of the second epoch: past MLNT's start_iter (its meta loss, the part worth measuring, is
-    # on) and inside TCL's target warm-up (same graph as after it; only the targets differ).
-    info = StepInfo(1, 0, 0, 10**6)
+        method = method_cls(TrainContext(cfg, acc, models, optimizers, synthetic_data(meta), OUT / "step_memory"))
+    kind = bench_kind(method_cls, cfg)
+    method.prepare_plan(kind.epoch)
+    phase = method.epoch_plan(kind.epoch)[0]
+    batch = bench_batch(phase, num_classes, acc.device)
+    info = StepInfo(kind.epoch, 0, kind.global_step, 10**6, phase.name, 0, 10**6, phase.role, phase.info)
 
     def step() -> dict[str, Any]:
         torch.manual_seed(2)  # the same mixup lambda and permutation (and MLNT synthetic labels) everywhere
+        for net in models.values():
+            net.train()
         return method.training_step(batch, info)  # split into train.gradient_accumulation_steps by the method
 
-    return SimpleNamespace(acc=acc, model=model, optimizer=optimizer, method=method, micro_batches=micro_batches,
-                           step=step)
+    names = phase.optimizers or tuple(optimizers)
+    return SimpleNamespace(acc=acc, model=models[names[0]], models=models, optimizer=optimizers[names[0]],
+                           optimizers={n: optimizers[n] for n in names}, method=method,
+                           micro_batches=cfg.train.gradient_accumulation_steps, kind=kind, phase=phase, step=step)
+
+
+def predicted_step(cfg: Any, num_classes: int, cpu_workspace: bool = True) -> dict[str, Any]:
+    """The planner's prediction of ``measure_step``'s peak: the same step traced under fake tensors on the
+    CPU device, gradients kept between steps as here (``tcl_lite.plan``). ``cpu_workspace``: with the CPU
+    convolutions' own buffers (a prediction of a CPU run; for a GPU's, False)."""
+    from tcl_lite.methods import get_method
+    from tcl_lite.plan.runs import RunTracer
+
+    kind = bench_kind(get_method(cfg.method), cfg)
+    run = RunTracer(cfg, bench_meta(cfg, num_classes), keep_grads=True, cpu_workspace=cpu_workspace).run()
+    step = next(s for s in run.steps if s.kind == kind.label)
+    return {"predicted_mib": step.trace.above_resident / 2**20, "predicted_step": f"{step.kind}: {step.phase}",
+            "predicted_gflop": step.trace.flops / 1e9,
+            "predicted_categories_mib": {k: v / 2**20 for k, v in step.trace.peak.items() if v}}
+
+
+def allocated_peak(fn: Any) -> int:
+    """Peak bytes of tensor memory ``fn`` allocates on the CPU above what was allocated before it (the
+    profiler's allocation events, in time order): the CPU's counterpart of
+    ``torch.cuda.max_memory_allocated``, without the process's other memory that its RSS holds."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    current = peak = 0
+    for e in events:
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak
 
 
 def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[str, Any]:
@@ -168,7 +245,15 @@ def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() if cuda else status_kib("VmHWM") * 1024) - base
+
+    def one_step() -> None:
+        step()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+
+    allocated = peak if cuda else allocated_peak(one_step)  # after the timed steps: the profiler slows a step
     out = {"config": label, "micro_batches": rig.micro_batches, "peak_mib": peak / 2**20, "base_mib": base / 2**20,
+           "allocated_mib": allocated / 2**20,
            "optim_state_mib": state_bytes / 2**20, "seconds": statistics.median(times), "loss": loss,
            "grad_norm": grad_norm, "device": f"cuda:{torch.cuda.get_device_name()}" if cuda else "cpu (peak RSS)",
            "batch": cfg.train.batch_size, "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__,
@@ -179,6 +264,14 @@ def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[
                 "context_mib": (total - free - torch.cuda.memory_reserved()) / 2**20,
                 "device_total_mib": total / 2**20}
     return out
+
+
+def prediction_cells(r: dict[str, Any]) -> list[str]:
+    """Predicted MiB and its relative error against the allocated and the peak-RSS measurements."""
+    if "predicted_mib" not in r:
+        return ["-", "-", "-"]
+    p = r["predicted_mib"]
+    return [f"{p:.1f}", *(f"{p / r[k] - 1:+.1%}" if r[k] > 0 else "-" for k in ("allocated_mib", "peak_mib"))]
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
@@ -192,16 +285,24 @@ def _run(args: argparse.Namespace, config: str) -> dict[str, Any]:
     passed = [f"--method={args.method}", f"--arch={args.arch}", f"--width={args.width}", f"--norm={args.norm}",
               f"--image-size={args.image_size}", f"--batch={args.batch}", f"--micro={args.micro}",
               f"--steps={args.steps}", f"--num-classes={args.num_classes}", f"--config={config}"]
-    proc = subprocess.run([sys.executable, __file__, *passed, "--child"], capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ, **({"MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)} if args.mmap_threshold else {}))
+    proc = subprocess.run([sys.executable, __file__, *passed, "--child"], capture_output=True, text=True, cwd=ROOT,
+                          env=env)
     if proc.returncode != 0:
         return {"config": config, "error": (proc.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    if args.no_predict:
+        return measured
+    from tcl_lite import load_config  # registers the built-ins first
+
+    # In this process, not the measured one: the trace's own bookkeeping would count in its peak.
+    return measured | predicted_step(load_config(None, step_overrides(args, config)), args.num_classes)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="B=32, micro 8, tiny_cnn width 16 at 16 px, 3 steps")
-    p.add_argument("--method", default="tcl", choices=("tcl", "mlnt", "ce"))
+    p.add_argument("--method", default="tcl", choices=("tcl", "mlnt", "dividemix", "ce"))
     p.add_argument("--arch", default="preact_resnet18")
     p.add_argument("--width", type=int, default=64, help="model.width (tiny_cnn only)")
     p.add_argument("--norm", default="group", choices=("group", "batch"),
@@ -212,6 +313,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2, help="measured steps per configuration (median time)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS + GPU_CONFIGS)}")
+    p.add_argument("--no-predict", action="store_true", help="skip the planner's prediction (tcl_lite.plan)")
+    p.add_argument("--mmap-threshold", type=int, default=0, metavar="BYTES",
+                   help="glibc's M_MMAP_THRESHOLD in the measured processes (e.g. 65536): freed tensors go back to "
+                        "the OS at once, so the peak RSS counts what is alive rather than what glibc's heap keeps")
     p.add_argument("--json", type=Path, help="also write the results here (default bench/out/step_memory_*.json)")
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -234,19 +339,22 @@ def main() -> None:
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["config"], "failed: " + r["error"][:80], "", "", "", "", "", "", ""])
+            rows.append([r["config"], "failed: " + r["error"][:80], *[""] * 11])
             continue
         mem_ratio = f"{r['peak_mib'] / naive['peak_mib']:.3f}" if naive and naive["peak_mib"] > 0 else "-"
         t_ratio = f"{r['seconds'] / naive['seconds']:.2f}" if naive else "-"
         d_loss = f"{abs(r['loss'] - naive['loss']):.1e}" if naive else "-"
         d_gn = f"{abs(r['grad_norm'] - naive['grad_norm']) / naive['grad_norm']:.1e}" if naive else "-"
         rows.append([r["config"], r["micro_batches"], f"{r['base_mib']:.0f} ({r['optim_state_mib']:.1f})",
-                     f"{r['peak_mib']:.1f}", mem_ratio, f"{r['seconds']:.2f}", t_ratio,
-                     f"{r['loss']:.6f} ({d_loss})", f"{r['grad_norm']:.6f} ({d_gn})"])
+                     f"{r['peak_mib']:.1f}", f"{r['allocated_mib']:.1f}", *prediction_cells(r), mem_ratio,
+                     f"{r['seconds']:.2f}", t_ratio, f"{r['loss']:.6f} ({d_loss})", f"{r['grad_norm']:.6f} ({d_gn})"])
     device = (naive or results[0]).get("device", "?")
-    print(f"device: {device}; configurations are cumulative (each adds one saving to the row above)\n")
+    traced = next((r["predicted_step"] for r in results if "predicted_step" in r), "-")
+    print(f"device: {device}; configurations are cumulative (each adds one saving to the row above); step: "
+          f"{traced}; predicted: the same step traced under fake tensors on the CPU device (tcl_lite.plan)\n")
     print(markdown_table(["config", "micro-batches", "baseline MiB (optim state)", "peak above baseline MiB",
-                          "/ naive", "step s (median)", "/ naive", "loss (abs diff)", "grad norm (rel diff)"], rows))
+                          "allocated MiB", "predicted MiB", "predicted vs allocated", "predicted vs peak", "/ naive",
+                          "step s (median)", "/ naive", "loss (abs diff)", "grad norm (rel diff)"], rows))
     out = args.json or OUT / f"step_memory_{args.method}_B{args.batch}_{args.arch}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

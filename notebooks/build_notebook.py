@@ -272,27 +272,23 @@ print(f"run directory: {RUN_DIR}" + (f" (has {newest_step(RUN_DIR)}: will resume
 """
 
 SETTINGS_MD = """\
-## 3. Device → settings
+## 3. Device → settings, from the plan
 
 The GPU is named by `nvidia-smi` (asking torch here would hold a CUDA context, and GPU memory, in this
 kernel for the whole session). `tcl-lite gpu-check` (a separate process) then asks the platform's torch
 whether it has kernels for that GPU's compute capability, and stops with the accelerator to pick instead if
 not: e.g. Kaggle's P100 (compute capability 6.0) under torch builds for CUDA 12.8 and later, which have no
-sm_60 kernels. The CIFAR presets train a batch of 256 (TCL: 6 images per sample per step); what changes per
-device is only how that batch is computed, never the objective:
+sm_60 kernels.
 
-| device | `train.mixed_precision` | `train.gradient_accumulation_steps` (not CE) | `train.activation_checkpointing` |
-| --- | --- | --- | --- |
-| A100, L4 (Colab) | bf16 | 1 | off |
-| T4 (Colab "T4 GPU", Kaggle "GPU T4 x2") | fp16 (no bf16) | 2 | off |
-| other GPU | bf16 if compute capability ≥ 8, else fp16 | 1 (≥ 20 GiB), 2 (≥ 12), 4 (≥ 8), else 8 | on below 12 GiB |
-| CPU | no | 1 | off — and a tiny preset on the embedded digits |
-
-Not recommended: Kaggle's "GPU P100", which current torch builds cannot use (the check above stops there and
-names T4 instead).
-
-Micro-batches keep the effective batch (TCL's `gradient_mode=exact` computes the full-batch loss through a
-gradient cache), and `train.auto_micro_batch` splits a step further should it still run out of memory."""
+The settings then come from **`tcl-lite plan`**, printed below: every step of the run (TCL's warm-up and
+corrected steps, DivideMix's warm-up and MixMatch steps, ...) and every pass (detection, co-divide,
+evaluation) is traced under fake tensors on this machine's CPU, and its memory predicted by category. The
+notebook trains in the GPU's mixed precision (bf16 where the GPU has it, fp16 on a T4), then takes the
+plan's smallest change that fits the GPU's memory: more micro-batches, then activation checkpointing.
+Micro-batches keep the effective batch (TCL and DivideMix compute the full-batch loss through a gradient
+cache), and `train.auto_micro_batch` still splits a step further should the prediction be short. The plan's
+time per epoch and per run are estimates (`bench/gpu_check.py` measures them on a GPU). On a CPU: no mixed
+precision, and a tiny preset on the embedded digits; the plan is printed all the same."""
 
 SETTINGS = """\
 from tcl_lite import load_config  # registers the built-in methods, datasets, architectures first (no torch)
@@ -322,25 +318,18 @@ def gpu() -> tuple[str, float, float] | None:
     return info[0], float(info[1]) / 1024, capability
 
 
-def device_settings(found: tuple[str, float, float] | None, heavy: bool) -> tuple[str, list[str]]:
-    \"\"\"(device label, overrides): precision, micro-batches and checkpointing that fit the GPU's memory.\"\"\"
+def device_settings(found: tuple[str, float, float] | None, preset: str, overrides: list) -> tuple[str, list]:
+    \"\"\"(device label, overrides): the plan's precision, micro-batches and checkpointing for this GPU.\"\"\"
+    from tcl_lite.plan.planner import gpu_settings, make_plan
+    from tcl_lite.plan.report import plan_text
+
     if found is None:
+        print(plan_text(make_plan(load_config(preset, overrides), [], name=preset)))
         return "CPU", ["train.mixed_precision='no'"]  # quoted: YAML reads a bare no as false
     name, mem, cap = found
-    kind = re.search(r"\\b(A100|L4|T4|P100)\\b", name.upper())  # \\b: an L40 is not an L4
-    kind = kind.group(1) if kind else "other GPU"
-    precision = {"A100": "bf16", "L4": "bf16", "T4": "fp16", "P100": "fp16"}.get(kind, "bf16" if cap >= 8 else "fp16")
-    if kind in ("A100", "L4"):
-        micro, ckpt = 1, False
-    elif kind in ("T4", "P100"):
-        micro, ckpt = 2, False
-    else:
-        micro, ckpt = (1, False) if mem >= 20 else (2, False) if mem >= 12 else (4, True) if mem >= 8 else (8, True)
-    if not heavy:  # CE sees one image per sample: a sixth of TCL's activations
-        micro = max(1, micro // 4)
-    return f"{kind} ({name}, {mem:.0f} GiB)", [
-        f"train.mixed_precision={precision}", f"train.gradient_accumulation_steps={micro}",
-        f"train.activation_checkpointing={str(ckpt).lower()}", "data.num_workers=2"]
+    plan, settings = gpu_settings(preset, overrides, name, mem, cap)
+    print(plan_text(plan))
+    return f"{plan.verdicts[0].gpu.name} ({name}, {mem:.0f} GiB)", [*settings, "data.num_workers=2"]
 
 
 found_gpu = gpu()
@@ -376,9 +365,11 @@ if tiny:
     overrides += ["data.image_size=8", "model.width=16"]
 if METHOD == "mlnt":  # MLNT's frozen feature network: a CE run with the same settings, trained first
     overrides += [f"mlnt.feature_checkpoint={runs_root / f'{RUN_NAME}-features'}"]
-DEVICE, device_overrides = device_settings(found_gpu, heavy=METHOD != "ce")
-overrides += device_overrides + data_overrides + shlex.split(EXTRA_ARGS)  # EXTRA_ARGS last: they win
+overrides += data_overrides + shlex.split(EXTRA_ARGS)  # EXTRA_ARGS last: they win
 try:  # every key and value checked now, not after the install and the data download
+    load_config(preset, overrides)
+    DEVICE, device_overrides = device_settings(found_gpu, preset, overrides)
+    overrides = device_overrides + overrides  # what the user asked for (EXTRA_ARGS) still wins
     cfg = load_config(preset, overrides)
 except ConfigError as e:
     raise SystemExit(f"bad setting: {e}") from None

@@ -50,11 +50,14 @@ def load_yaml(text: str) -> Any:
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
         gt: float | None = None, le: float | None = None, registry: Registry | None = None,
-        path: str | None = None) -> Any:
+        path: str | None = None, words: tuple[str, ...] | None = None) -> Any:
     """A dataclass field with its documentation and its constraints (``registry``: the value names one of
     its entries). ``path``: the key names a file or folder (``file``, ``folder``, ``checkpoint``,
-    ``output``): the CLI checks it before training and tests/test_paths.py gives it damaged files."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "registry": registry, "path": path}
+    ``output``): the CLI checks it before training and tests/test_paths.py gives it damaged files.
+    ``words``: the strings a numeric key also takes (``auto``); its type is then a union of the number and
+    ``str``."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "registry": registry, "path": path,
+            "words": words}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -162,8 +165,12 @@ class TrainConfig:
     epochs: int = opt(30, "Training epochs.", ge=1)
     batch_size: int = opt(64, "Samples per optimizer step on each process (the global batch is "
                           "batch_size x processes).", ge=1)
-    gradient_accumulation_steps: int = opt(1, "The number of micro-batches each batch is split into (memory / "
-                                           "accumulation; Accelerate's name for it); must divide batch_size.", ge=1)
+    gradient_accumulation_steps: int | str = opt(
+        1, "The number of micro-batches each batch is split into (memory / accumulation; Accelerate's name for it); "
+        "must divide batch_size. `auto`: the fewest whose predicted peak (`tcl-lite plan`'s trace, before the first "
+        "step) fits `memory_budget`; a resumed run keeps the count it started with.", ge=1, words=("auto",))
+    memory_budget: str = opt("", "Memory `gradient_accumulation_steps: auto` plans for, e.g. `14GiB` or `900MiB`; "
+                             "empty = the GPU's memory less the CUDA context, on the CPU the available RAM.")
     auto_micro_batch: bool = opt(True, "On a GPU out-of-memory error, retry the step split into more "
                                  "micro-batches (same effective batch); single process only.")
     mixed_precision: str = opt("no", "Autocast through Accelerate. fp16 needs a GPU; bf16 also runs "
@@ -244,6 +251,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if isinstance(value, str) and str in args[1:]:  # a word a numeric key takes (``words``)
+            return _coerce(key, value, str)
         return _coerce(key, value, args[0])
     if tp is bool:
         if isinstance(value, bool):
@@ -287,6 +296,12 @@ def _number_text(value: Any) -> Any:
 
 
 def _check_constraints(key: str, value: Any, meta: dict) -> None:
+    words = meta.get("words")
+    if words and isinstance(value, str):
+        if value not in words:
+            raise ConfigError(f"config key '{key}': {value!r} is not allowed; give a number "
+                              f"(>= {meta.get('ge')}) or {' or '.join(words)}")
+        return
     if meta.get("registry") is not None:
         meta["registry"].check(value)  # a ConfigError naming the registered names
     choices = meta.get("choices")
@@ -369,15 +384,34 @@ def parse_time_budget(text: str) -> float | None:
     return h * 3600 + mi * 60 + s
 
 
+_SIZE_UNITS = {"": None, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+def parse_size(text: str, key: str = "train.memory_budget") -> int | None:
+    """``14GiB`` / ``900MiB`` / ``16GB`` / ``2.5G`` -> bytes (K/M/G/T and KiB..TiB are binary, KB..TB decimal);
+    empty -> None."""
+    text = text.strip()
+    if not text:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text)
+    unit = _SIZE_UNITS.get(m.group(2).lower()) if m else None
+    if unit is None or float(m.group(1)) <= 0:
+        raise ConfigError(f"config key '{key}': {text!r} is not a memory size; write e.g. '14GiB', '900MiB' or "
+                          "'16GB' (a number and a unit)")
+    return int(float(m.group(1)) * unit)
+
+
 def validate(cfg: Config) -> Config:
     """Checks that span several keys (single-key constraints are checked while building)."""
     # Re-check single keys too, so that a Config built in Python is held to the same rules.
     _build(Config, to_dict(cfg))
     t = cfg.train
-    if t.batch_size % t.gradient_accumulation_steps:
+    if t.gradient_accumulation_steps != "auto" and t.batch_size % t.gradient_accumulation_steps:
         raise ConfigError(f"config key 'train.gradient_accumulation_steps': {t.gradient_accumulation_steps} "
-                          f"does not divide train.batch_size={t.batch_size}; choose a divisor")
+                          f"does not divide train.batch_size={t.batch_size}; choose a divisor, or auto")
     parse_time_budget(t.time_budget)
+    parse_size(t.memory_budget, "train.memory_budget")
     if len(cfg.optim.betas) != 2:
         raise ConfigError("config key 'optim.betas': give two numbers, e.g. [0.9, 0.999]")
     if "test" in cfg.checkpoint.best_metric:
@@ -546,6 +580,8 @@ def config_docs() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             allowed = ", ".join(map(str, m["choices"])) if m.get("choices") else " ".join(
                 f"{w} {m[b]}" for b, w in (("ge", ">="), ("gt", ">"), ("le", "<=")) if m.get(b) is not None)
+            if m.get("words"):
+                allowed += " or " + ", ".join(m["words"])
             if m.get("registry") is not None:
                 allowed = ", ".join(m["registry"].shown())
             rows.append(f"| `{prefix}{f.name}` | `{json.dumps(default)}` | {allowed} | {m['help']} |")

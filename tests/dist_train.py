@@ -10,7 +10,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from tcl_lite.config import load_config
-from tcl_lite.engine import run_setup, trainer
+from tcl_lite.engine import trainer
+from tcl_lite.methods import build as method_build
 
 
 def main() -> None:
@@ -32,14 +33,14 @@ def main() -> None:
         return captured["acc"]
 
     trainer._make_accelerator = make
-    original_build = run_setup.build_model
+    original_build = method_build.build_model
 
     def build(*args, **kwargs):  # keeps the initial weights, to show that training moved them
         model = original_build(*args, **kwargs)
         captured["init"] = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
         return model
 
-    run_setup.build_model = build
+    method_build.build_model = build  # where the engine's networks are built (build_networks)
     trainer.train(cfg)
     acc = captured["acc"]
     model = acc.unwrap_model(acc._models[0])

@@ -104,27 +104,39 @@ def test_platform_detection_without_a_google_package(monkeypatch):
 
 
 def _device_settings():
-    return _cell_functions("device_settings", re=re)["device_settings"]
+    from tcl_lite.config import load_config
+
+    return _cell_functions("device_settings", re=re, load_config=load_config)["device_settings"]
 
 
-@pytest.mark.parametrize(("gpu", "heavy", "expected"), [
-    (("Tesla T4", 15.0, 7.5), True, ("T4", "fp16", 2, False)),
-    (("Tesla P100-PCIE-16GB", 16.0, 6.0), True, ("P100", "fp16", 2, False)),
-    (("NVIDIA L4", 22.5, 8.9), True, ("L4", "bf16", 1, False)),
-    (("NVIDIA A100-SXM4-40GB", 40.0, 8.0), True, ("A100", "bf16", 1, False)),
-    (("NVIDIA L40S", 45.0, 8.9), True, ("other GPU", "bf16", 1, False)),  # not an L4
-    (("Quadro P4000", 8.0, 6.1), True, ("other GPU", "fp16", 4, True)),
-    (("Tesla T4", 15.0, 7.5), False, ("T4", "fp16", 1, False)),  # CE: one view, no micro-batches
-    (None, True, ("CPU", "'no'", None, None)),
+TINY_MODEL = ["model.arch=tiny_cnn", "model.width=8", "data.image_size=8", "train.eval_batch_size=64"]
+
+
+@pytest.mark.parametrize(("gpu", "expected"), [
+    (("Tesla T4", 15.0, 7.5), ("T4", "fp16")),
+    (("Tesla P100-PCIE-16GB", 16.0, 6.0), ("P100", "fp16")),
+    (("NVIDIA L4", 22.5, 8.9), ("L4", "bf16")),
+    (("NVIDIA A100-SXM4-40GB", 40.0, 8.0), ("A100 40", "bf16")),
+    (("NVIDIA L40S", 45.0, 8.9), ("NVIDIA L40S", "bf16")),  # not an L4: a GPU the plan knows by its memory only
+    (("Quadro P4000", 8.0, 6.1), ("Quadro P4000", "fp16")),
+    (None, ("CPU", "'no'")),
 ])
-def test_device_settings_fit_each_gpu(gpu, heavy, expected):
-    label, overrides = _device_settings()(gpu, heavy)
-    kind, precision, micro, ckpt = expected
+def test_device_settings_come_from_the_plan(gpu, expected, capsys):
+    label, overrides = _device_settings()(gpu, "cifar10_tcl", TINY_MODEL)
+    kind, precision = expected
     assert label.startswith(kind)
     assert f"train.mixed_precision={precision}" in overrides
-    if micro is not None:
-        assert f"train.gradient_accumulation_steps={micro}" in overrides
-        assert f"train.activation_checkpointing={str(ckpt).lower()}" in overrides
+    assert "PREDICTED" in capsys.readouterr().out  # the plan is printed
+    if gpu is not None:  # a tiny model fits as is: one micro-batch, no checkpointing
+        assert "train.gradient_accumulation_steps=1" in overrides
+        assert "train.activation_checkpointing=false" in overrides
+
+
+def test_device_settings_take_the_plans_micro_batches_when_the_run_does_not_fit():
+    big = ["model.arch=tiny_cnn", "model.width=64", "data.image_size=32", "train.batch_size=1024"]
+    _, overrides = _device_settings()(("Small GPU", 2.0, 8.0), "cifar10_tcl", big)
+    micro = int(next(o for o in overrides if o.startswith("train.gradient_accumulation_steps=")).split("=")[1])
+    assert micro > 1 and 1024 % micro == 0 and "train.mixed_precision=bf16" in overrides
 
 
 def test_kaggle_helpers_continue_the_previous_version_and_find_the_data(tmp_path):

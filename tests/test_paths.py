@@ -39,6 +39,7 @@ ARGUMENTS = {
     "config-docs": {"readme": "file"},
     "gpu-check": {},
     "launch": {"accelerate_args": None, "train_args": None},  # passed through: train's own checks run first
+    "plan": {"config": "file", "gpu": None, "json": None, "samples": None, "overrides": None},
 }
 # Config keys whose names look like paths but are not (none yet).
 NOT_PATHS: set[str] = set()
@@ -207,6 +208,7 @@ def _argv(command: str, dest: str, value: Path, run: Path, tmp: Path) -> list[st
         ("issues", "checkpoint"): [run, "--checkpoint", value],
         ("audit", "folder"): [value], ("audit", "out"): [images, "--out", value],
         ("config-docs", "readme"): ["--readme", value],
+        ("plan", "config"): ["--config", value, *TINY],
     }
     assert (command, dest) in lines, f"tcl-lite {command}: give {dest} a command line in _argv to walk it"
     return [str(v) for v in lines[(command, dest)]]
@@ -239,7 +241,7 @@ def test_every_path_argument_refuses_damaged_inputs(small_run, tmp_path, capsys,
         for dest, kind in arguments.items():
             if kind is None:
                 continue
-            for damage, value in _bad_inputs(kind, tmp_path / "bad", dest).items():
+            for damage, value in _bad_inputs(kind, tmp_path / "bad" / command, dest).items():
                 code = COMMANDS[command].main(_argv(command, dest, value, small_run, tmp_path))
                 _named_error(code, f"tcl-lite {command} {dest}={damage}: {capsys.readouterr().err}")
                 walked += 1

@@ -172,6 +172,14 @@ def _finish(stats: CentreStats, v_cpu: Tensor, labels: Tensor, predictions: Tens
 # Streaming over a (sharded, ordered) loader
 
 
+def batch_outputs(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
+    """One batch's softmax ``p`` and normalised projection ``v``, float32 (the passes' work per batch)."""
+    out = model(images)
+    if out.proj is None:
+        raise ValueError("noise detection needs the projector head (Method.needs_projector = True)")
+    return out.logits.float().softmax(dim=1), F.normalize(out.proj.float(), dim=1)
+
+
 @torch.no_grad()
 def stream_outputs(accelerator: Any, model: nn.Module, loader: Any) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """``(index, softmax p, normalised projection v, label)`` per batch, gathered over processes,
@@ -180,11 +188,7 @@ def stream_outputs(accelerator: Any, model: nn.Module, loader: Any) -> Iterator[
     model.eval()
     try:
         for batch in loader:
-            out = model(batch["image"])
-            if out.proj is None:
-                raise ValueError("noise detection needs the projector head (Method.needs_projector = True)")
-            p = out.logits.float().softmax(dim=1)
-            v = F.normalize(out.proj.float(), dim=1)
+            p, v = batch_outputs(model, batch["image"])
             yield accelerator.gather_for_metrics((batch["index"], p, v, batch["label"]))
     finally:
         model.train(was_training)

@@ -42,6 +42,16 @@ from tcl_lite.models.encoder import KeepBuffers, batchnorm_buffers
 Outputs = tuple[Tensor, ...]
 LossFn = Callable[[Outputs], tuple[Tensor, dict[str, Tensor]]]
 
+#: Called with each buffer the cache keeps between its passes (the first pass's outputs, their
+#: concatenation and its gradient), so that a memory trace (``tcl_lite.plan``) can name them.
+BUFFER_OBSERVERS: list[Callable[[Tensor], None]] = []
+
+
+def _kept(*tensors: Tensor) -> None:
+    for observe in BUFFER_OBSERVERS:
+        for t in tensors:
+            observe(t)
+
 
 def _rng_state(device: torch.device | None) -> tuple[Tensor, Tensor | None]:
     cuda = torch.cuda.get_rng_state(device) if device is not None and device.type == "cuda" else None
@@ -77,6 +87,7 @@ def cached_backward(
         with torch.no_grad():
             outs = forward(inputs)
         parts.append(tuple(o.detach() for o in outs))
+        _kept(*parts[-1])
     after_first_pass = _rng_state(device)
 
     # 2. the full-batch loss on the gathered outputs, and its gradient w.r.t. them.
@@ -85,6 +96,7 @@ def cached_backward(
         loss, logs = loss_fn(leaves)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
     grads = tuple(torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads))
+    _kept(*leaves, *grads)
     sizes = [p[0].shape[0] for p in parts]
     grad_slices = [g.split(sizes) for g in grads]
     del leaves, parts

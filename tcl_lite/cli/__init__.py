@@ -9,13 +9,26 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-from tcl_lite.cli import audit, config_docs, export, export_model, gpu_check, issues, launch, predict, report, train
+from tcl_lite.cli import (
+    audit,
+    config_docs,
+    export,
+    export_model,
+    gpu_check,
+    issues,
+    launch,
+    plan,
+    predict,
+    report,
+    train,
+)
 from tcl_lite.cli.train import main_train
 
 # name -> command module: a new command is one module and one line here.
 COMMANDS: dict[str, ModuleType] = {
     "train": train, "report": report, "export": export, "config-docs": config_docs, "gpu-check": gpu_check,
     "issues": issues, "predict": predict, "export-model": export_model, "audit": audit, "launch": launch,
+    "plan": plan,
 }
 
 

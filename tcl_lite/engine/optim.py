@@ -1,45 +1,13 @@
-"""Optimizers (torch and bitsandbytes 8-bit) and the per-iteration learning-rate schedule."""
+"""The per-iteration learning-rate schedule (the optimizers are built by ``methods/build.py``)."""
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
-from torch import nn
 
 from tcl_lite.config import OptimConfig
-from tcl_lite.errors import ConfigError
-
-
-def _bitsandbytes_optim():  # noqa: ANN202 - returns the module or None
-    try:
-        import bitsandbytes.optim as bnb_optim
-    except Exception as e:  # an ImportError, or a native library that fails to load
-        warnings.warn(f"bitsandbytes could not be loaded ({type(e).__name__}: {e}); the 8-bit optimizer "
-                      "falls back to its 32-bit form, which needs 4x the optimizer-state memory. "
-                      "Fix: pip install bitsandbytes", RuntimeWarning, stacklevel=3)
-        return None
-    return bnb_optim
-
-
-def build_optimizer(cfg: OptimConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """``lr`` is the peak learning rate (already scaled); the schedule sets it every step."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    name = cfg.name
-    if name.endswith("8bit"):
-        bnb_optim = _bitsandbytes_optim()
-        if bnb_optim is not None:
-            if name == "sgd8bit":
-                if cfg.momentum == 0:
-                    raise ConfigError("config key 'optim.momentum': bitsandbytes' 8-bit SGD needs momentum > 0 "
-                                      "(its state is the momentum buffer); use optim.name=sgd without momentum")
-                return bnb_optim.SGD8bit(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-            return bnb_optim.AdamW8bit(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-        name = name.removesuffix("8bit")
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+from tcl_lite.methods.build import build_optimizer  # noqa: F401 - its former home; the builders live below
 
 
 def peak_lr(cfg: OptimConfig, global_batch: int) -> float:

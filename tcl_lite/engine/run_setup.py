@@ -10,9 +10,8 @@ from accelerate.utils import DataLoaderConfiguration
 from torch import nn
 
 from tcl_lite.config import Config
-from tcl_lite.engine.optim import build_optimizer
 from tcl_lite.errors import ConfigError
-from tcl_lite.models.network import build_model
+from tcl_lite.methods.build import build_networks, build_optimizers  # noqa: F401 - built below (the planner too)
 from tcl_lite.runlog.trackers import resolve_trackers
 
 
@@ -25,22 +24,6 @@ def make_accelerator(cfg: Config) -> Accelerator:
         # The sampler reseeds from (seed + key) before every pass: the data order needs no saved state.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
-
-
-def build_networks(cfg: Config, method_cls: Any, data: Any) -> dict[str, nn.Module]:
-    """The method's networks (``model_specs``), each built from ``model.*`` and its whole spec in declaration
-    order, so that their initial weights are a function of the seed."""
-    specs = method_cls.model_specs(cfg)
-    if not specs:
-        raise ConfigError(f"method {method_cls.name!r} declares no network to train")
-    return {name: build_model(cfg.model, data.num_classes, in_channels=data.channels, image_size=data.image_size,
-                              spec=spec, activation_checkpointing=cfg.train.activation_checkpointing)
-            for name, spec in specs.items()}
-
-
-def build_optimizers(cfg: Config, models: dict[str, nn.Module], max_lr: float) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer of ``optim.*`` per network, under the network's name."""
-    return {name: build_optimizer(cfg.optim, model, max_lr) for name, model in models.items()}
 
 
 def prepare(accelerator: Accelerator, models: dict[str, nn.Module], optimizers: dict[str, Any]

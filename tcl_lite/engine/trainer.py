@@ -24,6 +24,7 @@ from tcl_lite.data import build_data
 from tcl_lite.engine.epoch_data import EpochData, PhaseStep
 from tcl_lite.engine.evaluate import eval_split_loaders, evaluate, write_data_info
 from tcl_lite.engine.gpu_check import check_gpu
+from tcl_lite.engine.micro_batches import resolve_auto_micro_batches
 from tcl_lite.engine.nonfinite import NonFiniteGuard, weights_finite
 from tcl_lite.engine.oom import step_adapting_to_oom
 from tcl_lite.engine.optim import lr_at, peak_lr, set_lr
@@ -123,6 +124,7 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[b
     guard.check_resume_settings(resume_from)  # train.epochs below the position, settings that break exactness
     guard.check_data_keys(resume_from)
 
+    resolve_auto_micro_batches(cfg, accelerator.device, resume_from, log)  # before the seed: the plan draws nothing
     set_seed(cfg.seed)
     method_cls = get_method(cfg.method)
     # a pretrained timm model sets size + mean/std; data.normalization=auto: the method's reference's mean/std

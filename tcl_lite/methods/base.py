@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from tcl_lite.algorithms.accumulate import accumulate, split_batch
+from tcl_lite.methods.planning import PlanEpoch, PlanPass
 from tcl_lite.models.network import ModelSpec  # re-exported: a method declares its networks with it
 
 if TYPE_CHECKING:
@@ -156,6 +157,11 @@ class TrainContext:
 
     def backward(self, loss: Tensor, **kwargs: Any) -> None:
         self.accelerator.backward(loss, **kwargs)
+
+    def grad(self, outputs: Tensor, inputs: Any, **kwargs: Any) -> tuple[Tensor, ...]:
+        """``torch.autograd.grad``, as a service of the context: the planner's device check, which
+        cannot run the autograd engine on a fake GPU, stands in for it (and for ``backward``)."""
+        return torch.autograd.grad(outputs, inputs, **kwargs)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The run's mixed precision, for forwards of modules that Accelerate did not prepare."""
@@ -284,6 +290,25 @@ class Method:
         """Models to evaluate; '' names the main one (metric ``test_acc``), another name ``n``
         gives ``n_test_acc``. Each returns an object with ``.logits``."""
         return {"": self.ctx.model}
+
+    # -- planning (``methods/planning.py``; ``tcl_lite.plan`` traces what these declare) ----------
+    @classmethod
+    def plan_config(cls, cfg: Config) -> Config:
+        """The config the planner traces (same shapes, no files to read); default: ``cfg``."""
+        return cfg
+
+    @classmethod
+    def plan_epochs(cls, cfg: Config) -> list[PlanEpoch]:
+        """The kinds of epoch of a run of ``cfg``; default: every epoch like the first."""
+        return [PlanEpoch("train", 0, cfg.train.epochs)]
+
+    def prepare_plan(self, epoch: int) -> None:
+        """A plausible state for tracing ``epoch`` without having trained; default: as built."""
+
+    def plan_passes(self, epoch: int) -> list[PlanPass]:
+        """Forward-only passes over data in an epoch like ``epoch``, besides training and the engine's
+        evaluation; default: none."""
+        return []
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> StateDict:

@@ -35,6 +35,7 @@ and micro-batches, which the reference does not have. The reference runs ``num_e
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,7 @@ from tcl_lite.methods.dividemix.losses import (
     lambda_u_at,
     mixmatch,
 )
+from tcl_lite.methods.planning import PlanEpoch, PlanPass
 from tcl_lite.models.network import NetworkOutput
 
 NETS = ("net1", "net2")
@@ -79,6 +81,12 @@ class SumOfLogits(nn.Module):
 
 def _other(name: str) -> str:
     return NETS[1 - NETS.index(name)]
+
+
+def _batch_losses(net: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """The co-divide's work on one batch: per-sample CE with the noisy label and the logits, float32."""
+    logits = net(batch["image"]).logits.float()
+    return F.cross_entropy(logits, batch["label"], reduction="none"), logits
 
 
 class DivideMix(Method):
@@ -258,8 +266,7 @@ class DivideMix(Method):
         if self._eval_loader is None:  # built once: the same ordered, sharded pass every epoch
             self._eval_loader = self.ctx.loader(self.ctx.data.train_eval())
         for batch in self._eval_loader:
-            logits = net(batch["image"]).logits.float()
-            loss = F.cross_entropy(logits, batch["label"], reduction="none")
+            loss, logits = _batch_losses(net, batch)
             index, loss, logits = acc.gather_for_metrics((batch["index"], loss, logits))
             losses[index.cpu()], logits_all[index.cpu()] = loss.cpu(), logits.cpu()
         net.train(was_training)
@@ -282,6 +289,26 @@ class DivideMix(Method):
                        f"{labeled[1]} (net2's, from net1) of {len(self.noisy)}"
                        + ("; a side is empty, so that network trains on every sample as both"
                           if 0 in labeled or len(self.noisy) in labeled else ""))
+
+    # -- planning: warm-up and MixMatch epochs, the latter with a co-divide pass per network --------
+    @classmethod
+    def plan_epochs(cls, cfg: Any) -> list[PlanEpoch]:
+        warm = min(cfg.dividemix.warmup_epochs, cfg.train.epochs)
+        kinds = [PlanEpoch("warm-up", 0, warm), PlanEpoch("MixMatch", warm, cfg.train.epochs - warm)]
+        return [k for k in kinds if k.count > 0]
+
+    def prepare_plan(self, epoch: int) -> None:
+        if epoch >= self.dcfg.warmup_epochs:  # a division: every other sample labeled, by each network
+            w = torch.from_numpy(np.arange(len(self.noisy)) % 2 == 0).float()
+            self.prob = {name: w.clone() for name in NETS}
+            self.divisions = 1
+
+    def plan_passes(self, epoch: int) -> list[PlanPass]:
+        if epoch < self.dcfg.warmup_epochs:
+            return []
+        data, size = self.ctx.data.train_eval(), self.cfg.train.eval_batch_size
+        return [PlanPass(f"co-divide ({name})", data, functools.partial(_batch_losses, self.ctx.models[name]), size)
+                for name in NETS]
 
     # -- metrics, evaluation ----------------------------------------------------------------------
     def after_epoch(self, epoch: int) -> dict[str, float]:

@@ -56,6 +56,7 @@ is capped at m - 1. BatchNorm statistics are per micro-batch too, as for every m
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from pathlib import Path
@@ -76,6 +77,7 @@ from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainConte
 from tcl_lite.methods.mlnt.config import MLNTConfig
 from tcl_lite.methods.mlnt.ema import alpha_at, ema_decay_at, ema_update_, meta_active
 from tcl_lite.methods.mlnt.synthetic_labels import neighbour_relabel
+from tcl_lite.methods.planning import PlanEpoch
 from tcl_lite.models.layout import check_checkpoint_layout
 from tcl_lite.models.network import Network, build_model
 
@@ -265,7 +267,7 @@ class MLNT(Method):
         scaler = self.ctx.accelerator.scaler
         loss_scale = scaler.get_scale() if scaler is not None else 1.0
         second_order = not cfg.first_order
-        grads = torch.autograd.grad(
+        grads = self.ctx.grad(
             fast_loss * loss_scale, self.params, create_graph=second_order,
             # G0 is needed again by the next set's fast gradient, and by this set's second-order backward.
             retain_graph=second_order or not last, allow_unused=True, materialize_grads=True)
@@ -312,6 +314,21 @@ class MLNT(Method):
         split's ``best_test_acc`` is only reported)."""
         return {f"best_{split}_acc": max(metrics[f"{split}_acc"], metrics[f"teacher_{split}_acc"])
                 for split in ("val", "test") if f"{split}_acc" in metrics and f"teacher_{split}_acc" in metrics}
+
+    # -- planning: the meta step (the first start_iter steps, plain CE, are planned as meta steps) --
+    @classmethod
+    def plan_epochs(cls, cfg: Any) -> list[PlanEpoch]:
+        return [PlanEpoch("meta", 0, cfg.train.epochs, global_step=cfg.mlnt.start_iter + 1)]
+
+    @classmethod
+    def plan_config(cls, cfg: Any) -> Any:
+        """The feature network is traced as built from ``model.*``: its checkpoint need not exist yet."""
+        traced = copy.deepcopy(cfg)
+        traced.mlnt.feature_checkpoint = ""
+        return traced
+
+    def prepare_plan(self, epoch: int) -> None:
+        self.teacher_updates = 1  # past the first EMA update, which copies the student
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> StateDict:

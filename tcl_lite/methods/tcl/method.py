@@ -27,12 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tcl_lite.algorithms.gmm_detector import collect_projections, detection_metrics, detection_pass
+from tcl_lite.algorithms.gmm_detector import batch_outputs, collect_projections, detection_metrics, detection_pass
 from tcl_lite.algorithms.gradient_cache import cached_backward
 from tcl_lite.algorithms.knn import knn_accuracy
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.errors import CheckpointError
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
+from tcl_lite.methods.planning import PlanEpoch, PlanPass
 from tcl_lite.methods.tcl.config import TCLConfig
 from tcl_lite.methods.tcl.losses import corrected_targets, mixup_targets, tcl_terms, upcast
 
@@ -201,6 +202,29 @@ class TCL(Method):
                                               t.knn_k, t.knn_t, device=ctx.device)
         metrics["clean_scale"] = self.clean_scale
         return metrics
+
+    # -- planning: warm-up and corrected epochs, each with its detection pass ----------------------
+    @classmethod
+    def plan_epochs(cls, cfg: Any) -> list[PlanEpoch]:
+        warm = min(cfg.tcl.warmup_epochs, cfg.train.epochs)
+        kinds = [PlanEpoch("warm-up", 0, warm), PlanEpoch("corrected", warm, cfg.train.epochs - warm)]
+        return [k for k in kinds if k.count > 0]
+
+    def prepare_plan(self, epoch: int) -> None:
+        # The detection's tensors keep their shapes from __init__; only its summary changes.
+        if epoch >= self.tcfg.warmup_epochs:
+            self.detections, self.est_clean_fraction = 1, 0.5
+
+    def plan_passes(self, epoch: int) -> list[PlanPass]:
+        data, size = self.ctx.data, self.cfg.train.eval_batch_size
+
+        def outputs(batch: Batch) -> tuple[Tensor, Tensor]:
+            return batch_outputs(self.ctx.model, batch["image"])
+
+        passes = [PlanPass("detection", data.train_eval(), outputs, size)]
+        if data.test is not None:  # the kNN monitor's test projections
+            passes.append(PlanPass("kNN test pass", data.test, outputs, size))
+        return passes
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> StateDict:
