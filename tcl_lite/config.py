@@ -123,6 +123,11 @@ class ModelConfig:
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
     norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
                     "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))
+    sync_bn: str = opt("auto", "BatchNorm statistics under data parallelism (more than one process): `on` = over "
+                       "every process's samples (SyncBatchNorm, as the TCL reference converts its network), `off` = "
+                       "each process's own samples (per-process BatchNorm), `auto` = `on` for the methods whose "
+                       "reference synchronises (TCL), `off` for the others. One process: no effect.",
+                       choices=("auto", "on", "off"))
     head: str = opt("mlp", "Classifier head: the reference's MLP (Linear-BN-ReLU-Dropout-Linear-BN) "
                     "or a single linear layer.", choices=("mlp", "linear"))
     proj_dim: int = opt(256, "Projector output size (methods that need a projector).", ge=1)

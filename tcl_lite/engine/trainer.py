@@ -131,7 +131,7 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[b
     data = build_data(cfg.data, cfg.seed, cfg.model, reference=method_cls.normalization)
     guard.check_data_labels(resume_from, data.noisy_labels)
     guard.check_normalization(resume_from, data.mean, data.std)
-    networks = build_networks(cfg, method_cls, data)
+    networks = build_networks(cfg, method_cls, data, accelerator.num_processes, accelerator.device.type)
     max_lr = peak_lr(cfg.optim, cfg.train.batch_size * accelerator.num_processes)
     models, optimizers = prepare(accelerator, networks, build_optimizers(cfg, networks, max_lr))
     eval_loaders = eval_split_loaders(accelerator, data, cfg, log)  # val selects `best`; test is reported

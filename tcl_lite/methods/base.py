@@ -211,6 +211,8 @@ class Method:
     #: the mean/std set its reference implementation normalises with, by name (``Dataset.normalizations``,
     #: e.g. CIFAR's ``tcl``): what ``data.normalization=auto`` picks; "" = the dataset's own statistics
     normalization: ClassVar[str] = ""
+    #: whether its reference synchronises BatchNorm statistics across processes (``model.sync_bn=auto``)
+    sync_bn: ClassVar[bool] = False
 
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx

@@ -41,18 +41,21 @@ its extra last epoch 600 is not run.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from tcl_lite.algorithms.accumulate import accumulate
 from tcl_lite.algorithms.gmm_detector import detection_metrics
 from tcl_lite.data.datasets import mix_seed
 from tcl_lite.errors import CheckpointError
 from tcl_lite.methods.base import Batch, LoaderSpec, Method, ModelSpec, Phase, StateDict, StepInfo, TrainContext
+from tcl_lite.methods.planning import PlanEpoch, PlanPass
 from tcl_lite.methods.promix.config import ProMixConfig
 from tcl_lite.methods.promix.losses import (
     HeadLogits,
@@ -70,6 +73,7 @@ from tcl_lite.methods.promix.losses import (
     promix_net_terms,
     rho_schedule,
     select_step,
+    sharpen,
     unlabeled_weight,
     upcast,
     update_priors,
@@ -83,6 +87,12 @@ HEADS = ("h", "ap")  # the primary head and the auxiliary pseudo head h_AP
 PSEUDO = "pseudo"  # h_AP's name among the network's extra heads
 OUTPUTS = ("net1_ap", "net2_ap", "mean_h")
 TERMS = ("h_ce", "h_cr", "h_mix", "h_fmix", "ap_ce", "ap_cr", "ap_mix", "ap_fmix", "ap_u")
+
+
+def _batch_losses(net: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """The selection pass's work on one batch: per-sample CE of h with the noisy label and the h logits."""
+    logits = net(batch["image"]).logits.float()
+    return F.cross_entropy(logits, batch["label"], reduction="none"), logits
 
 
 def head_logits(out: NetworkOutput, head: str) -> Tensor:
@@ -148,6 +158,7 @@ class ProMix(Method):
         self._two_views = ctx.data.train_views(self.views, ctx.device)
         self._eval_loader: Any = None
         self._outputs = {which: ReportedOutput(ctx.models, which) for which in OUTPUTS}
+        self._plan_all_clean = False  # set by prepare_plan: the planner's steps take every sample as clean
 
     # -- the epoch's phases ---------------------------------------------------------------------
     def epoch_plan(self, epoch: int) -> list[Phase]:
@@ -210,12 +221,7 @@ class ProMix(Method):
     def _promix_step(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
         p, (x, xs), y = self.pcfg, batch["image"], batch["label"]
         raw = {name: self._raw_logits(self.ctx.models[name], x) for name in NETS}
-        lga = lga_enabled(info.epoch, self.cfg.train.epochs, p.start_expand)
-        index = batch["index"].cpu()
-        targets = {name: select_step(
-            raw[name], raw[NETS[1 - i]], y, self.css[name][index].to(y.device), self.priors[f"l_{name}"],
-            self.priors[f"u_{name}"], tau=p.tau, lga=lga, lga_cap=p.lga_cap, debias_pl=p.debias_pl,
-            temperature=p.temperature) for i, name in enumerate(NETS)}
+        targets = self._plan_targets(raw, y) if self._plan_all_clean else self._targets(raw, y, batch, info)
         w = linear_ramp(info.epoch, p.w_ramp_epochs)
         beta = unlabeled_weight(info.epoch, weight=p.unlabeled_weight, epochs=p.unlabeled_epochs, debias_pl=p.debias_pl)
         logs: dict[str, Tensor] = {}
@@ -231,16 +237,39 @@ class ProMix(Method):
         logs["clean"] = torch.tensor(sum(t.n_labeled for t in targets.values()) / (2 * len(y)))
         return logs
 
+    def _targets(self, raw: dict[str, Tensor], y: Tensor, batch: Batch, info: StepInfo) -> dict[str, StepTargets]:
+        """Each network's selection of the step (MHCS, LGA), targets and pseudo-labels, from both raw h(x)."""
+        p = self.pcfg
+        lga = lga_enabled(info.epoch, self.cfg.train.epochs, p.start_expand)
+        index = batch["index"].cpu()
+        return {name: select_step(
+            raw[name], raw[NETS[1 - i]], y, self.css[name][index].to(y.device), self.priors[f"l_{name}"],
+            self.priors[f"u_{name}"], tau=p.tau, lga=lga, lga_cap=p.lga_cap, debias_pl=p.debias_pl,
+            temperature=p.temperature) for i, name in enumerate(NETS)}
+
+    def _plan_targets(self, raw: dict[str, Tensor], y: Tensor) -> dict[str, StepTargets]:
+        """The planner's selection: every sample of the batch in C (one-hot y), the largest clean set, so the
+        mixup and FMix forwards take the whole batch: the step's peak memory and FLOPs. (The real selection's
+        sizes depend on the values, which the planner's fake tensors do not have.)"""
+        p, k = self.pcfg, self.num_classes
+        return {name: StepTargets(
+            torch.ones_like(y, dtype=torch.bool), F.one_hot(y, k).float(),
+            sharpen(debias_probs(raw[name], self.priors[f"u_{name}"], p.debias_pl), p.temperature), len(y), 0,
+            self.priors[f"l_{name}"], self.priors[f"u_{name}"]) for name in NETS}
+
     def _draws(self, info: StepInfo, net_index: int, t: StepTargets, x: Tensor) -> dict[str, Any]:
         """Each head's mixup and FMix draws over the network's C, from a generator of (seed, epoch, step,
         network, head): a resumed step draws what the uninterrupted one drew."""
         p, (height, width) = self.pcfg, x.shape[-2:]
         draws = {}
-        for j, head in enumerate(HEADS):
-            g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, info.epoch,
-                                                       (info.step_in_epoch << 2) | (net_index << 1) | j))
-            draws[head] = draw_mix(t.n_labeled, height, width, g, mixup_alpha=p.mixup_alpha,
-                                   fmix_alpha=p.fmix_alpha, decay=p.fmix_decay)
+        # Host-side numbers (numpy's FFT makes the FMix mask): drawn for real even under the planner's fake
+        # tensors (a no-op otherwise).
+        with unset_fake_temporarily():
+            for j, head in enumerate(HEADS):
+                g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, info.epoch,
+                                                           (info.step_in_epoch << 2) | (net_index << 1) | j))
+                draws[head] = draw_mix(t.n_labeled, height, width, g, mixup_alpha=p.mixup_alpha,
+                                       fmix_alpha=p.fmix_alpha, decay=p.fmix_decay)
         return draws
 
     def _net_backward(self, name: str, draws: dict[str, Any], x: Tensor, xs: Tensor, t: StepTargets, w: float,
@@ -249,7 +278,7 @@ class ProMix(Method):
         then each head's (mixup, FMix) rows of each micro-batch; gradients all-reduced on the last part only.
         Returns the whole-batch terms (detached) and the network's ``total``."""
         net, ctx = self.ctx.models[name], self.ctx
-        clean = t.labeled.nonzero().squeeze(1)
+        clean = t.clean_rows()
         xc, tc = x[clean], t.targets[clean]
         mixed = {head: (mixup(xc, d.mixup_lam, d.mixup_perm), fmix(xc, d.fmix_mask, d.fmix_perm))
                  for head, d in draws.items()}
@@ -307,8 +336,7 @@ class ProMix(Method):
         if self._eval_loader is None:  # built once: the same ordered, sharded pass every epoch
             self._eval_loader = self.ctx.loader(self.ctx.data.train_eval())
         for batch in self._eval_loader:
-            logits = net(batch["image"]).logits.float()
-            loss = F.cross_entropy(logits, batch["label"], reduction="none")
+            loss, logits = _batch_losses(net, batch)
             index, loss, logits = acc.gather_for_metrics((batch["index"], loss, logits))
             losses[index.cpu()], logits_all[index.cpu()] = loss.cpu(), logits.cpu()
         net.train(was_training)
@@ -329,6 +357,23 @@ class ProMix(Method):
         kept = [int(self.css[name].sum()) for name in NETS]
         self.ctx.print(f"ProMix selection, epoch {epoch + 1}: rho {rho:.3f}, class-wise small-loss sets of "
                        f"{kept[0]} (net1) and {kept[1]} (net2) of {len(self.noisy)}")
+
+    # -- planning: warm-up and ProMix epochs, the latter with a selection pass per network ---------
+    @classmethod
+    def plan_epochs(cls, cfg: Any) -> list[PlanEpoch]:
+        warm = min(cfg.promix.warmup_epochs, cfg.train.epochs)
+        kinds = [PlanEpoch("warm-up", 0, warm), PlanEpoch("ProMix", warm, cfg.train.epochs - warm)]
+        return [k for k in kinds if k.count > 0]
+
+    def prepare_plan(self, epoch: int) -> None:
+        self._plan_all_clean = epoch >= self.pcfg.warmup_epochs
+
+    def plan_passes(self, epoch: int) -> list[PlanPass]:
+        if epoch < self.pcfg.warmup_epochs:
+            return []
+        data, size = self.ctx.data.train_eval(), self.cfg.train.eval_batch_size
+        return [PlanPass(f"selection ({name})", data, functools.partial(_batch_losses, self.ctx.models[name]), size)
+                for name in NETS]
 
     # -- metrics, evaluation ----------------------------------------------------------------------
     def after_epoch(self, epoch: int) -> dict[str, float]:

@@ -52,6 +52,7 @@ class TCL(Method):
                "cifar10n_tcl_aggre", "cifar10n_tcl_rand1", "cifar10n_tcl_worst", "cifar100n_tcl")
     views = ("weak", "strong", "strong")
     normalization = "tcl"  # its reference's CIFAR mean/std (data.normalization=auto)
+    sync_bn = True  # its reference converts BatchNorm to SyncBatchNorm across processes (model.sync_bn=auto)
     needs_projector = True
     metric_labels = {"knn_acc": "kNN test accuracy (TCL)",
                      "label_correction_acc": "label correction accuracy (train, TCL)"}
