@@ -4,7 +4,8 @@ Justherozen/ProMix (Train_promix.py ``train``) forwards, per step and network, t
 batch through both heads and each head's mixup and FMix batch of the clean samples, keeps all of them for
 the single ``loss.backward()`` of both networks' losses: up to 6B images per network, 12B for both (3,072
 at B = 256). ``one_graph_step`` does that with tcl_lite's ProMix (same selection, draws, terms), so
-``bench/step_memory.py --method promix`` can put the reference's memory next to the micro-batched step's.
+``bench/step_memory.py --method promix`` (configuration ``one-graph``) puts the reference's memory next to the
+micro-batched step's.
 Benchmark code only: training never calls it.
 """
 
@@ -18,12 +19,10 @@ from tcl_lite.methods.base import StepInfo
 from tcl_lite.methods.promix.losses import (
     HeadLogits,
     fmix,
-    lga_enabled,
     linear_ramp,
     mix_targets,
     mixup,
     promix_net_terms,
-    select_step,
     unlabeled_weight,
     update_priors,
 )
@@ -38,18 +37,13 @@ def one_graph_step(method: ProMix, batch: dict[str, Any], info: StepInfo) -> dic
         net.train()
     outs = {name: (models[name](x), models[name](xs)) for name in NETS}
     raw = {name: outs[name][0].logits.detach().float() for name in NETS}  # the selection's h(x), as the reference
-    lga = lga_enabled(info.epoch, method.cfg.train.epochs, p.start_expand)
-    index = batch["index"].cpu()
     w = linear_ramp(info.epoch, p.w_ramp_epochs)
     beta = unlabeled_weight(info.epoch, weight=p.unlabeled_weight, epochs=p.unlabeled_epochs, debias_pl=p.debias_pl)
-    total, targets = 0.0, {}
+    total, targets = 0.0, method.step_targets(raw, y, batch, info)  # the method's own selection
     for i, name in enumerate(NETS):
-        t = targets[name] = select_step(
-            raw[name], raw[NETS[1 - i]], y, method.css[name][index].to(y.device), method.priors[f"l_{name}"],
-            method.priors[f"u_{name}"], tau=p.tau, lga=lga, lga_cap=p.lga_cap, debias_pl=p.debias_pl,
-            temperature=p.temperature)
+        t = targets[name]
         draws = method._draws(info, i, t, x)
-        clean = t.labeled.nonzero().squeeze(1)
+        clean = t.clean_rows()
         xc, tc = x[clean], t.targets[clean]
         heads = {}
         for head, d in draws.items():

@@ -408,6 +408,20 @@ def test_the_engine_never_names_promix_and_reaches_it_only_through_the_registry(
     assert proc.returncode == 0 and proc.stdout.strip() == "tcl_lite.methods.promix.method", proc.stderr[-2000:]
 
 
+def test_the_method_is_five_files_and_no_layer_above_it_names_it():
+    """ProMix is methods/promix/ (four files) and its registration in methods/__init__.py; outside methods/ only
+    the data and model registries' entries name it (its view kind, its network, its normalisation set) and help
+    text; the layers above the methods (engine, planner, results, inference, CLI, run logs) never do."""
+    named = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tcl_lite").rglob("*.py")
+             if "promix" in p.read_text().lower()}
+    method_files = {p for p in named if p.startswith("tcl_lite/methods/")}
+    assert method_files == {"tcl_lite/methods/__init__.py", *(f"tcl_lite/methods/promix/{f}.py" for f in
+                                                             ("__init__", "config", "losses", "method"))}
+    above = ("engine", "plan", "results", "inference", "cli", "runlog", "checkpoints", "algorithms")
+    assert not [p for p in named if p.split("/")[1] in above], named
+    assert {p.split("/")[1] for p in named - method_files} <= {"data", "models", "config.py"}, named
+
+
 def test_cifar_n_presets_read_their_key_from_a_label_file(tmp_path):
     """Each CIFAR-N preset's key, read from a synthetic .pt dict of the CIFAR-N keys (no download)."""
     from tcl_lite.data.noise import read_label_file

@@ -221,7 +221,7 @@ class ProMix(Method):
     def _promix_step(self, batch: Batch, info: StepInfo) -> dict[str, Tensor]:
         p, (x, xs), y = self.pcfg, batch["image"], batch["label"]
         raw = {name: self._raw_logits(self.ctx.models[name], x) for name in NETS}
-        targets = self._plan_targets(raw, y) if self._plan_all_clean else self._targets(raw, y, batch, info)
+        targets = self.step_targets(raw, y, batch, info)
         w = linear_ramp(info.epoch, p.w_ramp_epochs)
         beta = unlabeled_weight(info.epoch, weight=p.unlabeled_weight, epochs=p.unlabeled_epochs, debias_pl=p.debias_pl)
         logs: dict[str, Tensor] = {}
@@ -237,8 +237,11 @@ class ProMix(Method):
         logs["clean"] = torch.tensor(sum(t.n_labeled for t in targets.values()) / (2 * len(y)))
         return logs
 
-    def _targets(self, raw: dict[str, Tensor], y: Tensor, batch: Batch, info: StepInfo) -> dict[str, StepTargets]:
-        """Each network's selection of the step (MHCS, LGA), targets and pseudo-labels, from both raw h(x)."""
+    def step_targets(self, raw: dict[str, Tensor], y: Tensor, batch: Batch, info: StepInfo) -> dict[str, StepTargets]:
+        """Each network's selection of the step (MHCS, LGA), targets and pseudo-labels, from both raw h(x) of
+        the whole batch (after ``prepare_plan`` of a ProMix epoch: the planner's, every sample clean)."""
+        if self._plan_all_clean:
+            return self._plan_targets(raw, y)
         p = self.pcfg
         lga = lga_enabled(info.epoch, self.cfg.train.epochs, p.start_expand)
         index = batch["index"].cpu()
