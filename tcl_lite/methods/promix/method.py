@@ -31,6 +31,8 @@ left as they were, so that every forward with a graph updates them once, as the 
 then every forward runs in ``ctx.micro_batches`` parts, each part's terms (sums over its rows divided by
 the whole batch's |C| or |U|) back-propagated at once, so only one part's graph is alive: the loss and its
 gradient are the whole batch's, BatchNorm's batch statistics are those of each part (the named difference).
+The planner (``plan_*`` hooks) traces the step with every sample of the batch clean (``step_targets``): the
+sizes of the real selection depend on values its fake tensors do not have, and the whole batch is the largest.
 
 Differences from the reference, by name: the mixing draws come from a generator seeded by (seed, epoch,
 step, network, head), so a resumed run draws the same; the selection's ties and empty sets as ``losses.py``
