@@ -39,8 +39,8 @@ bench: install  ## quick benchmarks, tables on stdout (FULL=1: full-length runs;
 		$(PYTHON) bench/detection_vs_cleanlab.py $(BENCH_MODE) --tcl-run bench/out/noise_accuracy/digits_symmetric50_e30_tcl; \
 	else echo "detection_vs_cleanlab skipped: pip install cleanlab (benchmark-only dependency)"; fi
 
-config-docs:  ## regenerate the README's generated tables (config keys, datasets, architectures, views)
-	$(PYTHON) -m tcl_lite config-docs --readme README.md
+config-docs:  ## regenerate docs/config.md's generated tables (config keys, datasets, architectures, views)
+	$(PYTHON) -m tcl_lite config-docs --docs docs/config.md
 
 clean:
 	rm -rf runs bench/out .pytest_cache

@@ -5,6 +5,8 @@ the planner's prediction of that peak (``tcl-lite plan``'s trace of the same ste
     python bench/step_memory.py                  # B=256 (1,536 encoder images), micro 32, PreAct ResNet-18 32 px
     python bench/step_memory.py --method mlnt    # the same table for MLNT (its own naive = no accumulation)
     python bench/step_memory.py --method dividemix --batch 64 --micro 16   # DivideMix's MixMatch step
+    python bench/step_memory.py --method promix --arch resnet18_cifar --batch 32 --micro 8 \
+        --configs one-graph,naive,exact,+ckpt,+bf16    # ProMix: the reference's one-graph step vs tcl_lite's
 
 Each configuration runs in a fresh subprocess (no allocator state carried over):
 
@@ -14,7 +16,11 @@ Each configuration runs in a fresh subprocess (no allocator state carried over):
 * ``+8bit``      the same with bitsandbytes' SGD8bit (smaller optimizer state: it shows in the baseline
                  column, not in the peak above it);
 * ``+bf16``      the same in bf16 autocast;
-* ``+fp16``      (GPU only, ``--configs ...,+fp16``) ``+8bit`` in fp16 autocast with Accelerate's loss scaler.
+* ``+fp16``      (GPU only, ``--configs ...,+fp16``) ``+8bit`` in fp16 autocast with Accelerate's loss scaler;
+* ``one-graph``  (ProMix only, ``--configs one-graph,...``) the reference's arrangement of its step
+                 (``bench/promix_one_graph.py``): every forward of both networks in one graph, one backward;
+                 naive's settings otherwise. ProMix's step is measured with every sample of the batch clean
+                 (the planner's assumption: the mixup and FMix forwards take the whole batch, the largest step).
 
 Memory: peak above the pre-step baseline -- on the CPU the process peak RSS (VmHWM reset with
 clear_refs after malloc_trim, as ``bench/mlnt_memory.py``), on a GPU ``torch.cuda.max_memory_allocated``.
@@ -57,8 +63,13 @@ CONFIGS = ("naive", "exact", "+ckpt", "+8bit", "+bf16")
 GPU_CONFIGS = ("+fp16",)
 
 
+ONE_GRAPH = "one-graph"  # ProMix's reference step (bench/promix_one_graph.py), at naive's settings
+
+
 def _settings(name: str) -> dict[str, Any]:
     """Cumulative settings: each configuration adds one saving to the one before it."""
+    if name == ONE_GRAPH:
+        return _settings("naive")
     if name in GPU_CONFIGS:
         return {**_settings("+bf16"), "precision": name.removeprefix("+")}
     order = CONFIGS.index(name)
@@ -78,7 +89,8 @@ def step_overrides(args: argparse.Namespace, config: str) -> list[str]:
         f"model.width={args.width}", f"data.image_size={args.image_size}", f"optim.name={s['optim']}",
         f"train.batch_size={args.batch}", f"train.gradient_accumulation_steps={micro_batches}",
         f"train.activation_checkpointing={str(s['checkpointing']).lower()}",
-        f'train.mixed_precision="{s["precision"]}"', f"train.cpu={str(not cuda).lower()}", "tcl.gradient_mode=exact"]
+        f'train.mixed_precision="{s["precision"]}"', f"train.cpu={str(not cuda).lower()}", "tcl.gradient_mode=exact",
+        *(["model.head=linear"] if args.method == "promix" else [])]  # ProMix's reference heads
 
 
 def bench_meta(cfg: Any, num_classes: int) -> Any:
@@ -119,7 +131,7 @@ def bench_batch(phase: Any, num_classes: int, device: Any) -> Any:
     return parts[""] if list(parts) == [""] else parts
 
 
-def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
+def build_step(cfg: Any, num_classes: int, one_graph: bool = False) -> SimpleNamespace:
     """Networks, optimizers, method and one fixed batch as ``cfg`` says, on Accelerate's device, built as
     the engine builds them (``methods/build.py``); the batch has the shapes of the method's first phase
     in the bench's kind of epoch (``bench_kind``), its images drawn from a seeded normal distribution.
@@ -127,7 +139,7 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
     Returns ``acc, model`` (the first network), ``models, optimizer`` (the first network's),
     ``optimizers, method, micro_batches, kind, phase`` and ``step()`` (forward + backward of the whole batch,
     no optimizer step). A fresh Accelerator each time: in-process callers (``gpu_check.py``, tests)
-    build several with different precisions.
+    build several with different precisions. ``one_graph``: ProMix's step as its reference arranges it.
     """
     import torch
     from accelerate import Accelerator
@@ -163,6 +175,10 @@ def build_step(cfg: Any, num_classes: int) -> SimpleNamespace:
         torch.manual_seed(2)  # the same mixup lambda and permutation (and MLNT synthetic labels) everywhere
         for net in models.values():
             net.train()
+        if one_graph:
+            from promix_one_graph import one_graph_step  # bench/, beside this script
+
+            return one_graph_step(method, batch, info)
         return method.training_step(batch, info)  # split into train.gradient_accumulation_steps by the method
 
     names = phase.optimizers or tuple(optimizers)
@@ -207,7 +223,7 @@ def measure_step(cfg: Any, *, steps: int, num_classes: int, label: str) -> dict[
     """Peak memory above the pre-step baseline and median time of ``steps`` optimizer steps of ``cfg``."""
     import torch
 
-    rig = build_step(cfg, num_classes)
+    rig = build_step(cfg, num_classes, one_graph=label == ONE_GRAPH)
     model, optimizer, step = rig.model, rig.optimizer, rig.step
     cuda = rig.acc.device.type == "cuda"
     # Warm-up step from the initial weights: its loss and gradient norm are the agreement check; it
@@ -291,7 +307,7 @@ def _run(args: argparse.Namespace, config: str) -> dict[str, Any]:
     if proc.returncode != 0:
         return {"config": config, "error": (proc.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1]}
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
-    if args.no_predict:
+    if args.no_predict or config == ONE_GRAPH:  # the planner traces the method's own step only
         return measured
     from tcl_lite import load_config  # registers the built-ins first
 
@@ -302,7 +318,7 @@ def _run(args: argparse.Namespace, config: str) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="B=32, micro 8, tiny_cnn width 16 at 16 px, 3 steps")
-    p.add_argument("--method", default="tcl", choices=("tcl", "mlnt", "dividemix", "ce"))
+    p.add_argument("--method", default="tcl", choices=("tcl", "mlnt", "dividemix", "ce", "promix"))
     p.add_argument("--arch", default="preact_resnet18")
     p.add_argument("--width", type=int, default=64, help="model.width (tiny_cnn only)")
     p.add_argument("--norm", default="group", choices=("group", "batch"),
@@ -312,7 +328,8 @@ def main() -> None:
     p.add_argument("--micro", type=int, default=32, help="micro-batch size m (B/m micro-batches)")
     p.add_argument("--steps", type=int, default=2, help="measured steps per configuration (median time)")
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS + GPU_CONFIGS)}")
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help=f"subset of {','.join(CONFIGS + GPU_CONFIGS)}; ProMix also {ONE_GRAPH}")
     p.add_argument("--no-predict", action="store_true", help="skip the planner's prediction (tcl_lite.plan)")
     p.add_argument("--mmap-threshold", type=int, default=0, metavar="BYTES",
                    help="glibc's M_MMAP_THRESHOLD in the measured processes (e.g. 65536): freed tensors go back to "
@@ -327,6 +344,8 @@ def main() -> None:
     if args.quick:
         args.arch, args.width, args.image_size, args.batch, args.micro, args.steps = "tiny_cnn", 16, 16, 32, 8, 3
     configs = args.configs.split(",")
+    if ONE_GRAPH in configs and args.method != "promix":
+        p.error(f"--configs {ONE_GRAPH} is ProMix's reference step: use it with --method promix")
     print_header(f"step_memory: one {args.method.upper()} step, B={args.batch}, micro-batch {args.micro}, "
                  f"{args.arch} {args.image_size}px, norm={args.norm}" + (" (QUICK)" if args.quick else ""))
     results = []
@@ -355,6 +374,11 @@ def main() -> None:
     print(markdown_table(["config", "micro-batches", "baseline MiB (optim state)", "peak above baseline MiB",
                           "allocated MiB", "predicted MiB", "predicted vs allocated", "predicted vs peak", "/ naive",
                           "step s (median)", "/ naive", "loss (abs diff)", "grad norm (rel diff)"], rows))
+    one = next((r for r in results if r["config"] == ONE_GRAPH and "error" not in r), None)
+    if one and one["peak_mib"] > 0:  # the reference's step against each of tcl_lite's, side by side
+        print("\n" + "; ".join(f"{r['config']} {r['peak_mib'] / one['peak_mib']:.3f} (allocated "
+                                f"{r['allocated_mib'] / one['allocated_mib']:.3f})" for r in results
+                                if "error" not in r and r is not one) + f" of {ONE_GRAPH}'s peak")
     out = args.json or OUT / f"step_memory_{args.method}_B{args.batch}_{args.arch}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

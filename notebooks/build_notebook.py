@@ -41,7 +41,7 @@ FORM_METHODS = choices("tcl", list(METHODS))
 INTRO = """\
 # tcl_lite: noisy-label training on one free GPU (or a CPU)
 
-**Runtime → Run all** trains an image classifier on noisily labelled data with TCL, MLNT, DivideMix or plain
+**Runtime → Run all** trains an image classifier on noisily labelled data with TCL, MLNT, DivideMix, ProMix or plain
 cross-entropy, then shows the report: accuracy per epoch, the clean probability per sample (TCL, DivideMix), the
 estimated noise rate and where the corrected labels go, plus `cleaned_labels.csv`.
 
@@ -363,7 +363,8 @@ if dataset != DATASET:
 if dataset == "digits":
     preset = f"digits_{METHOD}"
 else:
-    preset = {"tcl": f"{dataset}_tcl", "dividemix": f"{dataset}_dividemix_sym50"}.get(METHOD, "cifar10_ce")
+    preset = {"tcl": f"{dataset}_tcl", "dividemix": f"{dataset}_dividemix_sym50",
+              "promix": f"{dataset}_promix_sym50"}.get(METHOD, "cifar10_ce")
 base = load_config(preset)
 epochs = EPOCHS or base.train.epochs
 # The form's noise is for the dataset chosen there; a digits preset standing in for it keeps its own noise.

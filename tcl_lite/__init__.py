@@ -1,4 +1,4 @@
-"""tcl_lite: train image classifiers on noisy labels (TCL, MLNT, DivideMix, CE) on one small GPU or a CPU.
+"""tcl_lite: train image classifiers on noisy labels (TCL, MLNT, DivideMix, ProMix, CE) on one small GPU or a CPU.
 
 The one-call API: ``tcl_lite.load_config(path, overrides)`` (a checked ``Config``, with every built-in
 method, architecture and dataset registered), ``tcl_lite.find_label_issues(run_dir)`` (training samples

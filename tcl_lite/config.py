@@ -93,6 +93,13 @@ class DataConfig:
                           "`index,label` table) or a CIFAR-N .pt dictionary.", path="file")
     noise_key: str = opt("worse_label", "Key to read from a CIFAR-N .pt dictionary "
                          "(aggre_label, worse_label, random_label1..3).")
+    normalization: str = opt("auto", "Mean/std the images are normalised with: `auto` = the constants the "
+                             "method's reference used on this dataset (CIFAR: TCL's, DivideMix's, ProMix's own "
+                             "sets, which differ in the std's decimals), else the dataset's own; `dataset` = the "
+                             "dataset's own statistics (digits: computed from the training images; CIFAR: the "
+                             "exact per-channel ones; folders: ImageNet's); or a set the dataset names (CIFAR: "
+                             "`tcl`, `dividemix`, `promix`). Pretrained timm weights with "
+                             "model.pretrained_transforms use theirs.")
     train_subset: int = opt(0, "Use only this many training samples (class-balanced, fixed by the "
                             "seed); 0 = all.", ge=0)
     test_subset: int = opt(0, "Use only this many test samples (class-balanced); 0 = all.", ge=0)
@@ -118,6 +125,11 @@ class ModelConfig:
     width: int = opt(32, "tiny_cnn: channels of the first stage (doubled per stage).", ge=1)
     norm: str = opt("batch", "Normalisation layers: batch (reference), group (encoder GroupNorm, "
                     "heads LayerNorm: batch-independent), none.", choices=("batch", "group", "none"))
+    sync_bn: str = opt("auto", "BatchNorm statistics under data parallelism (more than one process): `on` = over "
+                       "every process's samples (SyncBatchNorm, as the TCL reference converts its network), `off` = "
+                       "each process's own samples (per-process BatchNorm), `auto` = `on` for the methods whose "
+                       "reference synchronises (TCL), `off` for the others. One process: no effect.",
+                       choices=("auto", "on", "off"))
     head: str = opt("mlp", "Classifier head: the reference's MLP (Linear-BN-ReLU-Dropout-Linear-BN) "
                     "or a single linear layer.", choices=("mlp", "linear"))
     proj_dim: int = opt(256, "Projector output size (methods that need a projector).", ge=1)
@@ -140,9 +152,13 @@ class OptimConfig:
     momentum: float = opt(0.9, "SGD momentum.", ge=0.0, le=1.0)
     weight_decay: float = opt(1e-3, "Weight decay on all parameters (reference: 1e-3).", ge=0.0)
     betas: list = opt([0.9, 0.999], "AdamW betas.")
-    schedule: str = opt("cosine", "Per-iteration schedule: linear warm-up then the reference cosine; "
+    schedule: str = opt("cosine", "Schedule: linear warm-up then the reference cosine; "
                         "`step` multiplies by `gamma` at each epoch in `milestones`.",
                         choices=("cosine", "step", "constant"))
+    schedule_unit: str = opt("iteration", "When the schedule sets the lr: every `iteration`, at the fractional "
+                             "epoch (TCL's reference), or once per `epoch`, at the epoch's index (e.g. ProMix's "
+                             "reference: lr = min + (max - min)(1 + cos(pi e / epochs)) / 2 for e = 0, 1, ...).",
+                             choices=("iteration", "epoch"))
     warmup_epochs: float = opt(0.0, "Linear warm-up from 0 over this many (fractional) epochs.", ge=0.0)
     min_lr_ratio: float = opt(0.01, "Cosine floor as a fraction of the peak (reference: 0.01).",
                               ge=0.0, le=1.0)

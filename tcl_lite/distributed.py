@@ -53,3 +53,23 @@ def all_reduce_sum_(tensor: Tensor) -> Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; its backward is the sum over ranks of every rank's gradient (each rank's loss depends
+    on every rank's input through the sum)."""
+
+    @staticmethod
+    def forward(ctx: object, tensor: Tensor) -> Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:
+        return _AllReduceSum.apply(grad)
+
+
+def all_reduce_sum_with_grad(tensor: Tensor) -> Tensor:
+    """The sum of ``tensor`` over ranks, differentiably (a new tensor); the identity in one process."""
+    return _AllReduceSum.apply(tensor) if is_distributed() else tensor

@@ -3,8 +3,11 @@
 1. The contrastive loss on all-gathered projections equals the single-process loss on the same
    global batch, and so do the gradients after DDP's averaging.
 2. TCL's exact mode under DDP: one step with micro_batches=2 gives the micro_batches=1 gradient.
-3. A real TCL training run through the engine (detection before training and after the epoch);
+3. A real TCL training run through the engine (detection before training and after the epoch), its
+   BatchNorm synchronised (model.sync_bn=auto: TCL's reference does);
    every process writes its own w / prototypes / corrected labels for the test to compare.
+4. model.sync_bn=on: each rank its half of a global batch; BatchNorm's running statistics and the averaged
+   gradients equal one process's on the whole batch; with off, each rank's own half's.
 Results go to OUTPUT/rank{R}.json and OUTPUT/rank{R}_tcl.safetensors.
 """
 
@@ -14,6 +17,7 @@ import copy
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -23,6 +27,7 @@ from tcl_lite.config import load_config
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.engine import trainer
 from tcl_lite.methods import StepInfo, TrainContext
+from tcl_lite.methods.build import build_networks
 from tcl_lite.methods.tcl.losses import nt_xent
 from tcl_lite.methods.tcl.method import TCL
 from tcl_lite.models.network import build_model
@@ -91,6 +96,45 @@ def exact_mode_check(acc: Any, cfg: Any, out: Path) -> dict:
     return {"exact_grad_rel_diff": _rel(g2, g1), "exact_contrastive": [c1, c2]}
 
 
+def _global_rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """Over all tensors at once (a bias before BatchNorm has a gradient of rounding noise only)."""
+    return max(float((x - y).abs().max()) for x, y in zip(a, b)) / max(float(y.abs().max()) for y in b)
+
+
+def _bn_stats(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [b.clone() for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for b in (m.running_mean, m.running_var)]
+
+
+def sync_bn_check(acc: Any, argv: list[str]) -> dict:
+    b, r = 8, acc.process_index
+    g = torch.Generator().manual_seed(3)
+    x = 2 * torch.randn(2 * b, 3, 8, 8, generator=g) + 1  # the global batch, the same on both ranks
+    x[:b] += 3  # the halves differ: per-rank statistics are not the global ones
+    y = torch.randint(0, 10, (2 * b,), generator=g)
+    mine = slice(r * b, (r + 1) * b)
+    shape = SimpleNamespace(num_classes=10, channels=3, image_size=8)
+    info: dict[str, Any] = {}
+    for setting in ("on", "off"):
+        cfg = load_config(None, [*argv, "model.dropout=0", f"model.sync_bn={setting}"])
+        torch.manual_seed(0)
+        (net,) = build_networks(cfg, TCL, shape, acc.num_processes, acc.device.type).values()
+        torch.manual_seed(0)
+        (reference,) = build_networks(cfg, TCL, shape, 1).values()  # one process: plain BatchNorm
+        info[f"sync_{setting}_layers"] = sorted({type(m).__name__ for m in net.modules() if "Norm" in type(m).__name__})
+        ddp = acc.prepare(net)
+        out = ddp(x[mine])
+        # + 0 * proj: DDP requires every parameter in the graph
+        acc.backward(torch.nn.functional.cross_entropy(out.logits, y[mine]) + 0 * out.proj.sum())
+        ref = reference(x)
+        (torch.nn.functional.cross_entropy(ref.logits, y) + 0 * ref.proj.sum()).backward()
+        info[f"sync_{setting}_stats_rel_diff"] = _rel(_bn_stats(acc.unwrap_model(ddp)), _bn_stats(reference))
+        info[f"sync_{setting}_grad_rel_diff"] = _global_rel([p.grad for p in ddp.parameters()],
+                                                     [p.grad for p in reference.parameters()])
+        info[f"sync_{setting}_first_running_mean"] = _bn_stats(acc.unwrap_model(ddp))[0].tolist()
+    return info
+
+
 def main() -> None:
     cfg = load_config(None, sys.argv[1:])
     out = Path(cfg.output_dir)
@@ -100,6 +144,7 @@ def main() -> None:
     info = {"num_processes": acc.num_processes, "process_index": acc.process_index, "backend": str(acc.state.backend)}
     info.update(contrastive_check(acc, check_cfg))
     info.update(exact_mode_check(acc, check_cfg, out))
+    info.update(sync_bn_check(acc, sys.argv[1:]))
 
     methods: list[TCL] = []
 
@@ -115,6 +160,8 @@ def main() -> None:
     save_file({k: getattr(m, k).cpu().contiguous() for k in ("clean_probability", "prototypes", "corrected_label")},
               str(out / f"rank{info['process_index']}_tcl.safetensors"))
     info["detections"] = m.detections
+    info["trained_norms"] = sorted({type(x).__name__ for x in m.ctx.unwrapped_model().modules()
+                                    if "Norm" in type(x).__name__})
     (out / f"rank{info['process_index']}.json").write_text(json.dumps(info))
 
 

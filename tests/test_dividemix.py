@@ -188,7 +188,7 @@ FEATURES = ["train.gradient_accumulation_steps=2", "train.activation_checkpointi
             "checkpoint.every_steps=2"]
 
 
-KILL_AFTER_WARMUP = r"step_000000(5[2-9]|6\d)"
+KILL_AFTER_WARMUP = r"step_000000(5[4-9]|6\d)"  # after the 52 warm-up steps
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_a_run_trains_both_networks_and_records_the_division(reference_run):
 def test_sigkill_after_the_warm_up_then_resume_is_bit_identical(runs, reference_run, tmp_path):
     out = tmp_path / "killed"
     shutil.copytree(runs["killed"], out)
-    warmup_steps = 2 * 2 * (400 // 32)  # two epochs of two warm-up passes of 12 batches of 32
+    warmup_steps = 2 * 2 * 13  # two epochs of two warm-up passes of 13 batches of 32 (the last one of 16)
     newest = max((out / "checkpoints").glob("step_*"), key=lambda p: p.name)
     trainer = json.loads((newest / "trainer.json").read_text())
     assert trainer["global_step"] > warmup_steps and trainer["epoch"] >= 1 and trainer["step_in_epoch"] > 0, trainer
@@ -255,3 +255,44 @@ def test_two_gloo_processes_end_with_identical_networks(tmp_path):
         assert torch.equal(w0[k], w1[k]), k
     log = (out / "train.log").read_text()
     assert re.search(r"co-divide, epoch 2: labeled \d+", log)
+
+
+# -- the reference's GMM precision and loader lengths ---------------------------------------------------------
+
+
+def test_co_divide_gmm_is_fitted_in_float64_as_the_reference():
+    """The reference hands scikit-learn a float32 torch tensor, which its fit converts to float64 (and its
+    predict_proba takes as float32 values); w is float64."""
+    from sklearn.mixture import GaussianMixture
+
+    from tcl_lite.methods.dividemix.codivide import clean_probability, normalise_losses
+
+    rng = np.random.default_rng(0)
+    losses = normalise_losses(np.concatenate([rng.gamma(1.0, 0.2, 300), rng.gamma(4.0, 0.6, 200)]))
+    w = clean_probability(losses, seed=3)
+    assert w.dtype == np.float64
+    x = torch.from_numpy(losses).reshape(-1, 1)  # the reference's input: a float32 tensor
+    gmm = GaussianMixture(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=3).fit(x)
+    assert gmm.means_.dtype == np.float64
+    assert np.array_equal(w, gmm.predict_proba(x)[:, gmm.means_.argmin()])
+    w32 = clean_probability(losses, seed=3, dtype="float32")  # the named option: tcl_lite's earlier fit
+    assert w32.dtype == np.float32 and np.abs(w32 - w).max() < 1e-3
+
+
+def test_warm_up_and_unlabeled_loaders_keep_their_partial_batch(tmp_path, fresh_accelerate):
+    from tcl_lite.engine.epoch_data import EpochData
+
+    method = make_method(tmp_path, "train.batch_size=6")  # 400 samples; warm-up batch 12: 33 full + 4
+    counts = EpochData(method.ctx.accelerator, method.cfg)
+    assert counts.steps_per_epoch(method.epoch_plan(0)) == 2 * 34  # each network: ceil(400 / 12)
+    n = len(method.noisy)
+    method.prob = {"net1": torch.ones(n, dtype=torch.float64), "net2": torch.ones(n, dtype=torch.float64)}
+    method.prob["net2"][:13] = 0.0  # network 1: 13 unlabeled samples = 2 batches of 6 + 1
+    method.prob["net1"][:14] = 0.0  # network 2: 14 = 2 batches of 6 + 2
+    unlabeled = {p.name: p.loaders["unlabeled"] for p in method.epoch_plan(1)}
+    assert unlabeled["train_net1"].drop_last, "a tail of one sample (BatchNorm cannot train on it) is dropped"
+    assert not unlabeled["train_net2"].drop_last
+    assert len(counts.loader(method.epoch_plan(1)[1], "unlabeled")) == 3
+
+    dropping = make_method(tmp_path, "train.batch_size=6", "dividemix.loader_tails=drop")
+    assert EpochData(dropping.ctx.accelerator, dropping.cfg).steps_per_epoch(dropping.epoch_plan(0)) == 2 * 33

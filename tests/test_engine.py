@@ -127,6 +127,17 @@ def test_lr_schedule_matches_the_reference_formula():
     assert lr_at(step, 0.0008, 1.0, 5) == pytest.approx(0.00008)
 
 
+def test_per_epoch_cosine_is_constant_within_an_epoch():
+    """ProMix's reference: lr = 5e-5 + (0.05 - 5e-5)(1 + cos(pi e / 600)) / 2 at the epoch's index e."""
+    cfg = load_config(None, ["optim.schedule_unit=epoch", "optim.min_lr_ratio=0.001", "optim.warmup_epochs=0"]).optim
+    for e in (0, 1, 299, 599):
+        expect = 5e-5 + (0.05 - 5e-5) * (1 + math.cos(math.pi * e / 600)) / 2
+        assert lr_at(cfg, 0.05, e, 600) == pytest.approx(expect, rel=1e-12)
+        assert lr_at(cfg, 0.05, e + 0.999, 600) == lr_at(cfg, 0.05, e, 600)
+    per_iteration = load_config(None, ["optim.min_lr_ratio=0.001", "optim.warmup_epochs=0"]).optim
+    assert lr_at(per_iteration, 0.05, 1.5, 600) < lr_at(cfg, 0.05, 1.5, 600)
+
+
 def test_8bit_fallback_warns_when_bitsandbytes_cannot_load(monkeypatch):
     import builtins
 

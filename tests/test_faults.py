@@ -393,15 +393,29 @@ def test_resuming_with_changed_data_settings_is_refused_naming_each_key(finished
     assert _snapshot(run) == before
 
 
+def test_resuming_with_other_normalisation_constants_is_refused(finished_run, tmp_path, capsys, fresh_accelerate):
+    """A run trained with other mean/std than the config now gives (e.g. from before data.normalization=auto
+    picked a method's reference constants): refused before anything is written, naming the fix."""
+    run = _copy(finished_run, tmp_path)
+    info = json.loads((run / "data.json").read_text())
+    info["std"] = [0.2023, 0.1994, 0.2010]
+    (run / "data.json").write_text(json.dumps(info))
+    before = _snapshot(run)
+    assert main_train([f"output_dir={run}", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "normalised with mean" in err and "data.normalization=dataset" in err and "--allow-data-change" in err
+    assert _snapshot(run) == before
+
+
 # -- 8. SIGTERM while starting up ------------------------------------------------------------------
 
 _TERM_DURING_DATA = """
 import os, signal, sys
 from tcl_lite.engine import trainer
 original = trainer.build_data
-def build_data(*args):
+def build_data(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)  # the platform stops the session while the data loads
-    return original(*args)
+    return original(*args, **kwargs)
 trainer.build_data = build_data
 from tcl_lite.cli.train import main_train
 sys.exit(main_train(sys.argv[1:]))

@@ -80,7 +80,7 @@ def test_an_unregistered_method_and_its_section_are_refused():
         load_config(None, [f"{TOY}.smoothing=0.1"])
 
 
-@pytest.mark.parametrize("name", ["ce", "tcl", "mlnt", "dividemix"])
+@pytest.mark.parametrize("name", ["ce", "tcl", "mlnt", "dividemix", "promix"])
 def test_declared_presets_exist_and_train_their_method(name):
     presets = METHODS[name].presets
     assert presets, f"{name} declares no preset"

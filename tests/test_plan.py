@@ -224,15 +224,16 @@ def test_auto_picks_a_count_under_the_budget_and_trains_as_that_count_set_by_han
 
 # -- device placement on a fake GPU ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["ce", "tcl", "mlnt", "dividemix"])
+@pytest.mark.parametrize("name", ["ce", "tcl", "mlnt", "dividemix", "promix"])
 def test_every_method_runs_its_forwards_passes_and_evaluation_on_a_fake_gpu(name):
-    warm = {"tcl": ["tcl.warmup_epochs=1"], "dividemix": ["dividemix.warmup_epochs=1"]}.get(name, [])
+    warm = {"tcl": ["tcl.warmup_epochs=1"], "dividemix": ["dividemix.warmup_epochs=1"],
+            "promix": ["promix.warmup_epochs=1"]}.get(name, [])
     cfg = load_config(f"digits_{name}", [*TINY, *warm, "train.eval_batch_size=64"])
     tracer = RunTracer(cfg, device="cuda", backward=False)
     run = tracer.run()
     kinds = {k.label for k in METHODS[name].plan_epochs(cfg)}
     assert {s.kind for s in run.steps} == kinds and any("evaluation" in p.label for p in run.passes)
-    if name in ("tcl", "dividemix"):  # their per-epoch passes (detection, co-divide)
+    if name in ("tcl", "dividemix", "promix"):  # their per-epoch passes (detection, co-divide, selection)
         assert any(p.kind in kinds for p in run.passes)
 
 

@@ -1,4 +1,5 @@
-"""TCL on two real gloo processes: global contrastive negatives, gradient scale, identical detection state."""
+"""TCL on two real gloo processes: global contrastive negatives, gradient scale, identical detection state,
+BatchNorm synchronised across the processes (``model.sync_bn``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,16 @@ def test_two_processes_global_contrastive_loss_and_identical_detection(tmp_path,
         assert info["exact_grad_rel_diff"] < 1e-4, info["exact_grad_rel_diff"]
         assert info["exact_contrastive"][0] == pytest.approx(info["exact_contrastive"][1], rel=1e-5)
         assert info["detections"] == 2  # before training and after the epoch
+        assert info["trained_norms"] == ["AllReduceBatchNorm"]  # model.sync_bn=auto: on for TCL, as its reference
+        # model.sync_bn=on: BatchNorm over both ranks' halves == one process on the whole batch (statistics
+        # and the averaged gradient); off: each rank's own half (other statistics, another gradient)
+        assert info["sync_on_layers"] == ["AllReduceBatchNorm"]
+        assert info["sync_off_layers"] == ["BatchNorm1d", "BatchNorm2d"]
+        assert info["sync_on_stats_rel_diff"] < 1e-5, info["sync_on_stats_rel_diff"]
+        assert info["sync_on_grad_rel_diff"] < 1e-4, info["sync_on_grad_rel_diff"]
+        assert info["sync_off_stats_rel_diff"] > 1e-2 and info["sync_off_grad_rel_diff"] > 1e-3
+    assert infos[0]["sync_on_first_running_mean"] == infos[1]["sync_on_first_running_mean"]
+    assert infos[0]["sync_off_first_running_mean"] != infos[1]["sync_off_first_running_mean"]
 
     s0, s1 = (load_file(str(out / f"rank{r}_tcl.safetensors")) for r in (0, 1))
     for key in s0:

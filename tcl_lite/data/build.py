@@ -22,7 +22,7 @@ from tcl_lite.registry import DATASETS, VIEWS
 from .batched_views import BatchedViews
 from .datasets import FileImages, ImageSource, IndexedDataset
 from .decoded_cache import decode_collecting, wants_cache
-from .entries import Dataset, ViewContext
+from .entries import Dataset, Stats, ViewContext
 from .noise import NOISE_TYPES, asymmetric_noise, pairflip_noise, read_label_file, symmetric_noise
 from .transforms import MultiView, make_transform
 from .verify import unreadable_images_error, verify_images
@@ -160,16 +160,34 @@ class Stages:
     stats: tuple[tuple[float, ...], tuple[float, ...]]
 
 
-def build_data(cfg: DataConfig, seed: int, model: ModelConfig | None = None) -> DataBundle:
+def build_data(cfg: DataConfig, seed: int, model: ModelConfig | None = None, *, reference: str = "",
+               stats: Stats | None = None) -> DataBundle:
     """Read ``cfg.dataset``, take the subsets, apply the label noise, hold out the validation split and wrap
     it all as a DataBundle.
 
     ``model``: a pretrained timm model's input size and mean/std replace ``cfg.image_size`` and the
-    dataset's statistics (``model_data_settings``)."""
+    dataset's statistics (``model_data_settings``). ``reference``: the method's normalisation set
+    (``Method.normalization``), what ``data.normalization=auto`` picks where the dataset names it.
+    ``stats``: (mean, std) to use whatever the config says (a trained run's recorded normalisation)."""
     cfg, model_stats = model_data_settings(cfg, model)
     s = subset(cfg, seed, read(cfg, seed))
     s = validation(cfg, seed, noise(cfg, seed, s))
-    return views(cfg, seed, s, model_stats)
+    return views(cfg, seed, s, stats or model_stats or normalization(cfg, s.entry, s.stats, reference))
+
+
+def normalization(cfg: DataConfig, entry: Dataset, own: Stats, reference: str = "") -> Stats:
+    """The (mean, std) of ``data.normalization``: a set the dataset entry names (``Dataset.normalizations``),
+    ``dataset`` (its own ``own``), or ``auto`` = the set named ``reference`` if the dataset has one, else its own."""
+    name = cfg.normalization
+    if name == "auto":
+        name = reference if reference in entry.normalizations else "dataset"
+    if name == "dataset":
+        return own
+    if name not in entry.normalizations:
+        names = ", ".join(["auto", "dataset", *entry.normalizations])
+        raise DataError(f"data.normalization={name!r}: data.dataset={cfg.dataset} has no such set of constants; "
+                        f"choose one of {names}")
+    return entry.normalizations[name]
 
 
 def dataset_entry(cfg: DataConfig) -> Dataset:
@@ -262,11 +280,11 @@ def validation(cfg: DataConfig, seed: int, s: Stages) -> Stages:
                                given=s.given[keep], noisy=s.noisy[keep], true=None if s.true is None else s.true[keep])
 
 
-def views(cfg: DataConfig, seed: int, s: Stages, model_stats: tuple | None) -> DataBundle:
+def views(cfg: DataConfig, seed: int, s: Stages, stats: Stats) -> DataBundle:
     """The bundle: the images decoded (or checked) once, every split under the test transform, and the
     dataset's normalisation and view options for the training views (``DataBundle.train_views``)."""
     train, test, val = _decode_or_verify(cfg, s.train, s.test, s.val)
-    mean, std = (tuple(float(v) for v in stat) for stat in (model_stats or s.stats))
+    mean, std = (tuple(float(v) for v in stat) for stat in stats)
     test_tf = make_transform("test", cfg.image_size, mean, std)
 
     def split(images: ImageSource | None, labels: np.ndarray | None) -> IndexedDataset | None:

@@ -93,6 +93,9 @@ class Dataset:
     help: ClassVar[str] = ""
     #: the default normalisation; None: computed from the training images when they are read
     stats: ClassVar[Stats | None] = IMAGENET_STATS
+    #: named mean/std sets besides ``stats`` (named ``dataset``), e.g. the constants a method's reference
+    #: implementation normalised with: ``data.normalization`` picks one (``auto``: the method's ``normalization``)
+    normalizations: ClassVar[Mapping[str, Stats]] = {}
     #: options of the training views (``ViewContext.options``), e.g. ``{"crop_then_flip": True}``
     view_options: ClassVar[Mapping[str, Any]] = {}
     #: where ``data.noise_type=asymmetric`` applies, in words for the error elsewhere ("" = nowhere)

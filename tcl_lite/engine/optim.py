@@ -16,12 +16,15 @@ def peak_lr(cfg: OptimConfig, global_batch: int) -> float:
 
 
 def lr_at(cfg: OptimConfig, max_lr: float, epoch: float, total_epochs: int) -> float:
-    """Learning rate at a fractional epoch (updated every iteration).
+    """Learning rate at a fractional epoch (the engine sets it every iteration).
 
     cosine (reference): linear warm-up from 0 over ``warmup_epochs``, then
     ``min + (max - min) * (1 + cos(pi * (e - warmup) / total_epochs)) / 2`` with
     ``min = min_lr_ratio * max`` -- the divisor is the total epochs, as in the reference.
+    ``schedule_unit=epoch``: ``e`` is the epoch's index (the lr is constant within an epoch).
     """
+    if cfg.schedule_unit == "epoch":
+        epoch = math.floor(epoch)
     if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
         return max_lr * epoch / cfg.warmup_epochs
     if cfg.schedule == "cosine":

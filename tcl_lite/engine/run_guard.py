@@ -267,6 +267,25 @@ class RunGuard:
                 "Restore the run's data, start a new run in another --output-dir, or pass --allow-data-change")
 
     # -- the first write ---------------------------------------------------------------------------
+    def check_normalization(self, resume_from: Path | None, mean: tuple, std: tuple) -> None:
+        """Other mean/std than the run was trained with (OUTPUT/data.json; e.g. a run from before
+        data.normalization=auto picked the method's reference constants): refused, naming the fix."""
+        if resume_from is None or self.allow_data_change or not (self.out / "data.json").is_file():
+            return
+        try:
+            info = json.loads((self.out / "data.json").read_text())
+            trained = (tuple(info["mean"]), tuple(info["std"]))
+        except (ValueError, KeyError, TypeError):
+            return
+        if all(np.allclose(a, b, rtol=0, atol=1e-9) for a, b in zip(trained, (mean, std))):
+            return
+        raise CheckpointError(
+            f"refusing to resume {self.out}: it was trained on images normalised with mean {list(trained[0])}, std "
+            f"{list(trained[1])} ({self.out / 'data.json'}), this config gives mean {list(mean)}, std {list(std)} "
+            f"(data.normalization={self.cfg.data.normalization!r}). Resume with the run's constants "
+            "(data.normalization=dataset for a run from before data.normalization existed, or the set it used), "
+            "or pass --allow-data-change")
+
     def take(self, ckpts: CheckpointManager, model: Any, optimizer: Any) -> None:
         """Lock the run directory, check the space, and (``--restart``) move the old run aside."""
         need = checkpoint_bytes(model, optimizer)

@@ -139,10 +139,12 @@ def _start(cfg: Config, resume: bool | str | None, restart: bool, allow: tuple[b
 
     resolve_auto_micro_batches(cfg, accelerator.device, resume_from, log)  # before the seed: the plan draws nothing
     set_seed(cfg.seed)
-    data = build_data(cfg.data, cfg.seed, cfg.model)  # a pretrained timm model sets size + mean/std
-    guard.check_data_labels(resume_from, data.noisy_labels)
     method_cls = get_method(cfg.method)
-    networks = build_networks(cfg, method_cls, data)
+    # a pretrained timm model sets size + mean/std; data.normalization=auto: the method's reference's mean/std
+    data = build_data(cfg.data, cfg.seed, cfg.model, reference=method_cls.normalization)
+    guard.check_data_labels(resume_from, data.noisy_labels)
+    guard.check_normalization(resume_from, data.mean, data.std)
+    networks = build_networks(cfg, method_cls, data, accelerator.num_processes, accelerator.device.type)
     max_lr = peak_lr(cfg.optim, cfg.train.batch_size * accelerator.num_processes)
     models, optimizers = prepare(accelerator, networks, build_optimizers(cfg, networks, max_lr))
     eval_loaders = eval_split_loaders(accelerator, data, cfg)  # val selects `best`; test is reported

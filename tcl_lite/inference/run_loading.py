@@ -6,6 +6,7 @@ Everything is read from safetensors, JSON and YAML; nothing is unpickled. Used b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,21 @@ def choose_checkpoint(run_dir: str | Path, which: str = "final") -> Path:
         raise RunError(str(e)) from None
 
 
+def recorded_stats(run_dir: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The (mean, std) a run trained with, from its data.json (None when it has none)."""
+    path = Path(run_dir) / "data.json"
+    try:
+        info = json.loads(path.read_text())
+        return tuple(info["mean"]), tuple(info["std"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_data(run_dir: str | Path, cfg: Config) -> Any:
-    """The run's DataBundle, rebuilt from its config; the noisy labels must be those it trained on."""
-    data = build_data(cfg.data, cfg.seed, cfg.model)
+    """The run's DataBundle, rebuilt from its config with the normalisation it trained with (data.json); the
+    noisy labels must be those it trained on."""
+    data = build_data(cfg.data, cfg.seed, cfg.model, reference=get_method(cfg.method).normalization,
+                      stats=recorded_stats(run_dir))
     saved = Path(run_dir) / "noisy_labels.npy"
     try:
         given = schema.read_labels(saved) if saved.is_file() else None

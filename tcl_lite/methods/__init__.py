@@ -1,5 +1,5 @@
 """Training methods the engine drives: the shared core (``base.py``: Method, TrainContext, Phase...;
-``registry.py``) and one subpackage per method (``ce/``, ``tcl/``, ``mlnt/``, ``dividemix/``).
+``registry.py``) and one subpackage per method (``ce/``, ``tcl/``, ``mlnt/``, ``dividemix/``, ``promix/``).
 
 Importing this package declares the built-in methods, in the order the docs list them: each one's
 name and config section (``<name>/config.py``, no torch) and a function that imports its ``Method``
@@ -14,10 +14,11 @@ from typing import Any
 
 from tcl_lite.methods.dividemix.config import DivideMixConfig
 from tcl_lite.methods.mlnt.config import MLNTConfig
+from tcl_lite.methods.promix.config import ProMixConfig
 from tcl_lite.methods.registry import METHODS, config_sections, declare, get_method, register
 from tcl_lite.methods.tcl.config import TCLConfig
 
-BUILTIN = ("ce", "tcl", "mlnt", "dividemix")
+BUILTIN = ("ce", "tcl", "mlnt", "dividemix", "promix")
 
 
 # Each loader imports a method module (and torch) only when a run needs that class.
@@ -45,10 +46,17 @@ def _dividemix() -> Any:
     return DivideMix
 
 
+def _promix() -> Any:
+    from tcl_lite.methods.promix.method import ProMix  # torch: loaded on first use
+
+    return ProMix
+
+
 declare("ce", None, _ce)
 declare("tcl", TCLConfig, _tcl)
 declare("mlnt", MLNTConfig, _mlnt)
 declare("dividemix", DivideMixConfig, _dividemix)
+declare("promix", ProMixConfig, _promix)
 
 _BASE = ("Batch", "LoaderSpec", "Method", "ModelSpec", "Phase", "StepInfo", "TrainContext")
 

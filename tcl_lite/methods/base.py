@@ -214,6 +214,11 @@ class Method:
     metric_labels: ClassVar[dict[str, str]] = {}
     #: the config key of the method's warm-up, named when a run is too short to leave it
     warmup_setting: ClassVar[str] = ""
+    #: the mean/std set its reference implementation normalises with, by name (``Dataset.normalizations``,
+    #: e.g. CIFAR's ``tcl``): what ``data.normalization=auto`` picks; "" = the dataset's own statistics
+    normalization: ClassVar[str] = ""
+    #: whether its reference synchronises BatchNorm statistics across processes (``model.sync_bn=auto``)
+    sync_bn: ClassVar[bool] = False
 
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx

@@ -18,6 +18,7 @@ from torch import nn
 from tcl_lite.config import Config, OptimConfig
 from tcl_lite.errors import ConfigError
 from tcl_lite.models.network import build_model
+from tcl_lite.models.sync_norm import convert_sync_batchnorm
 
 
 class _DropKernelsNotice(logging.Filter):
@@ -73,16 +74,28 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, lr: float) -> torch.opti
     return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
-def build_networks(cfg: Config, method_cls: Any, data: Any) -> dict[str, nn.Module]:
+def sync_bn_on(cfg: Config, method_cls: Any, processes: int) -> bool:
+    """Whether BatchNorm statistics are synchronised across ``processes`` (``model.sync_bn``)."""
+    setting = cfg.model.sync_bn
+    return processes > 1 and (setting == "on" or (setting == "auto" and bool(method_cls.sync_bn)))
+
+
+def build_networks(cfg: Config, method_cls: Any, data: Any, processes: int = 1,
+                   device_type: str = "cpu") -> dict[str, nn.Module]:
     """The method's networks (``model_specs``), each built from ``model.*`` and its whole spec in declaration
     order, so that their initial weights are a function of the seed. ``data``: anything with ``num_classes``,
-    ``channels`` and ``image_size`` (a DataBundle, or the planner's dataset metadata)."""
+    ``channels`` and ``image_size`` (a DataBundle, or the planner's dataset metadata); ``processes`` and
+    ``device_type``: the run's, for ``model.sync_bn`` (BatchNorm synchronised across processes, converted
+    before data parallelism wraps the networks)."""
     specs = method_cls.model_specs(cfg)
     if not specs:
         raise ConfigError(f"method {method_cls.name!r} declares no network to train")
-    return {name: build_model(cfg.model, data.num_classes, in_channels=data.channels, image_size=data.image_size,
-                              spec=spec, activation_checkpointing=cfg.train.activation_checkpointing)
-            for name, spec in specs.items()}
+    networks = {name: build_model(cfg.model, data.num_classes, in_channels=data.channels, image_size=data.image_size,
+                                  spec=spec, activation_checkpointing=cfg.train.activation_checkpointing)
+                for name, spec in specs.items()}
+    if sync_bn_on(cfg, method_cls, processes):
+        networks = {name: convert_sync_batchnorm(net, device_type) for name, net in networks.items()}
+    return networks
 
 
 def build_optimizers(cfg: Config, models: dict[str, nn.Module], max_lr: float) -> dict[str, torch.optim.Optimizer]:

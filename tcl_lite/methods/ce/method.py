@@ -10,7 +10,8 @@ from tcl_lite.methods.base import Batch, Method, StepInfo
 
 class CrossEntropy(Method):
     name = "ce"
-    presets = ("digits_ce", "cifar10_ce", "cifar10_jpeg_ce")
+    presets = ("digits_ce", "cifar10_ce", "cifar10_jpeg_ce", "cifar10n_ce_aggre", "cifar10n_ce_rand1",
+               "cifar10n_ce_worst", "cifar100n_ce")
     views = ("weak",)
 
     def loss(self, batch: Batch, info: StepInfo) -> tuple[Tensor, dict[str, Tensor]]:

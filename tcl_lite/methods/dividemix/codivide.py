@@ -32,26 +32,35 @@ def normalise_losses(losses: np.ndarray | Sequence[float]) -> np.ndarray:
 
 
 def clean_probability(losses_history: np.ndarray | Sequence[np.ndarray], *, max_iter: int = 10, tol: float = 1e-2,
-                      reg_covar: float = 5e-4, seed: int) -> np.ndarray:
+                      reg_covar: float = 5e-4, seed: int, dtype: str = "float64") -> np.ndarray:
     """Per-sample clean probability from normalised losses.
 
     ``losses_history``: [N] or [H, N], the rows of the epochs to average (the caller passes the last
     epoch only, or the last 5 at 90% noise); each row already normalised (``normalise_losses``). The
     mean of the rows is fitted with ``GaussianMixture(2, max_iter, tol, reg_covar, random_state=seed)``
     (the reference's values are the defaults) and the posterior of the component with the smaller mean
-    is returned, float32 [N].
+    is returned [N].
+
+    ``dtype``: the precision of the fit and of the result. ``float64`` as the reference: it hands
+    scikit-learn a float32 torch tensor, which ``check_array`` converts to float64 (a tensor's dtype is not
+    a numpy dtype, so the float32 it would keep is not recognised), and its ``w`` is the float64 posterior.
+    ``float32``: the fit on the float32 losses themselves (tcl_lite before this was fixed).
     """
     history = np.asarray(losses_history, dtype=np.float32)
     if history.ndim == 1:
         history = history[None]
     if history.ndim != 2 or history.shape[1] < 2:
         raise ValueError(f"losses_history must be [N] or [H, N] with N >= 2, got shape {history.shape}")
-    # float32 as the reference's (a torch float32 tensor handed to scikit-learn).
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    # The losses and their mean in float32 as the reference's; the fit in `dtype`. The reference's
+    # predict_proba keeps the tensor's float32 values (its check accepts any numeric dtype), so the
+    # posterior is evaluated on them with the fitted (float64) parameters.
     x = history.mean(axis=0, dtype=np.float32).reshape(-1, 1)
     gmm = GaussianMixture(n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed)
-    gmm.fit(x)
+    gmm.fit(x.astype(dtype))
     posterior = gmm.predict_proba(x)
-    return posterior[:, int(np.argmin(gmm.means_.reshape(-1)))].astype(np.float32)
+    return posterior[:, int(np.argmin(gmm.means_.reshape(-1)))].astype(dtype)
 
 
 class Division(NamedTuple):

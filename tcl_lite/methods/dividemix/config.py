@@ -33,5 +33,13 @@ class DivideMixConfig:
     gmm_max_iter: int = opt(10, "EM iterations of the two-component GMM on the losses (reference: 10).", ge=1)
     gmm_tol: float = opt(0.01, "Convergence tolerance of the GMM (reference: 1e-2).", gt=0.0)
     gmm_reg_covar: float = opt(5e-4, "Variance added to the GMM's covariances (reference: 5e-4).", ge=0.0)
+    gmm_dtype: str = opt("float64", "Precision of the GMM fit and of the clean probabilities w: float64 as the "
+                         "reference (scikit-learn converts the float32 torch tensor it is given); float32: the fit "
+                         "on the float32 losses (tcl_lite's earlier behaviour, w differs up to ~1e-5).",
+                         choices=("float64", "float32"))
+    loader_tails: str = opt("keep", "The last partial batch of the warm-up and unlabeled loaders: `keep` as the "
+                            "reference (391 warm-up steps at N = 50,000 and batch 128; a tail of fewer than 2 "
+                            "samples per process is still dropped, which BatchNorm cannot train on), `drop` "
+                            "(tcl_lite's earlier behaviour: 390).", choices=("keep", "drop"))
     rampup_epochs: float = opt(16.0, "Epochs over which the weight of Lu rises linearly from 0 to lambda_u "
                                "after the warm-up, by fractional epoch (reference: 16).", gt=0.0)

@@ -98,9 +98,12 @@ class DivideMix(Method):
     config = DivideMixConfig
     presets = ("digits_dividemix", "cifar10_dividemix_sym20", "cifar10_dividemix_sym50", "cifar10_dividemix_sym80",
                "cifar10_dividemix_sym90", "cifar10_dividemix_asym40", "cifar100_dividemix_sym20",
-               "cifar100_dividemix_sym50", "cifar100_dividemix_sym80", "cifar100_dividemix_sym90")
+               "cifar100_dividemix_sym50", "cifar100_dividemix_sym80", "cifar100_dividemix_sym90",
+               "cifar10n_dividemix_aggre", "cifar10n_dividemix_rand1", "cifar10n_dividemix_worst",
+               "cifar100n_dividemix")
     views = ("weak", "weak")
     warmup_setting = "dividemix.warmup_epochs"
+    normalization = "dividemix"  # its reference's CIFAR mean/std (data.normalization=auto)
     metric_labels = {"ensemble_train_acc": "train accuracy of the summed prediction vs true labels (DivideMix)"}
 
     @classmethod
@@ -118,7 +121,7 @@ class DivideMix(Method):
         self.noisy = torch.as_tensor(ctx.data.noisy_labels, dtype=torch.long)
         n = len(self.noisy)
         # O(N) state on the CPU, replaced at every co-divide (or restored on resume).
-        self.prob = {name: torch.ones(n) for name in NETS}
+        self.prob = {name: torch.ones(n, dtype=getattr(torch, self.dcfg.gmm_dtype)) for name in NETS}
         self.history = {name: torch.zeros(0, n) for name in NETS}
         self.predicted = self.noisy.clone()
         self.divisions = 0
@@ -145,8 +148,9 @@ class DivideMix(Method):
     def epoch_plan(self, epoch: int) -> list[Phase]:
         b = self.cfg.train.batch_size
         if epoch < self.dcfg.warmup_epochs:  # CE for each network in turn, at twice the batch
-            return [Phase(f"warmup_{name}", {"": LoaderSpec(self._warm_set, 2 * b)}, optimizers=(name,),
-                          role="warmup", info={"network": name}) for name in NETS]
+            warm = LoaderSpec(self._warm_set, 2 * b, drop_last=self._drop_tail(len(self._warm_set), 2 * b))
+            return [Phase(f"warmup_{name}", {"": warm}, optimizers=(name,), role="warmup", info={"network": name})
+                    for name in NETS]
         return [self._train_phase(name, b) for name in NETS]
 
     def _division(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -159,16 +163,24 @@ class DivideMix(Method):
             labeled = unlabeled = np.arange(len(self.noisy))
         return labeled, unlabeled
 
+    def _drop_tail(self, n: int, b: int, keep: bool | None = None) -> bool:
+        """drop_last for a loader of ``n`` samples at ``b`` per process: the reference's loaders keep their last
+        partial batch, unless it would hold fewer than 2 samples per process (BatchNorm cannot train on one);
+        ``keep``: default ``dividemix.loader_tails`` (the labeled loader always keeps its tail)."""
+        procs = self.ctx.accelerator.num_processes
+        tail = n % (b * procs)
+        if keep is None:
+            keep = self.dcfg.loader_tails == "keep"
+        return (not keep and n >= b * procs) or 0 < tail < 2 * procs < n
+
     def _train_phase(self, name: str, b: int) -> Phase:
         labeled, unlabeled = self._division(name)
-        per_step = b * self.ctx.accelerator.num_processes
-        # One pass over the labeled set, its last batch partial as the reference's, unless that batch would
-        # hold a single sample per process (BatchNorm cannot train on one); the unlabeled set is cycled.
-        tail = len(labeled) % per_step
+        # One pass over the labeled set, the unlabeled set cycled (a new pass, reshuffled, when one ends).
         return Phase(f"train_{name}", {
             "labeled": LoaderSpec(SampleSubset(self._two_views, labeled), b,
-                                  drop_last=0 < tail < 2 * self.ctx.accelerator.num_processes < len(labeled)),
-            "unlabeled": LoaderSpec(SampleSubset(self._two_views, unlabeled), b, drop_last=len(unlabeled) >= per_step)},
+                                  drop_last=self._drop_tail(len(labeled), b, keep=True)),
+            "unlabeled": LoaderSpec(SampleSubset(self._two_views, unlabeled), b,
+                                    drop_last=self._drop_tail(len(unlabeled), b))},
             optimizers=(name,), role="mixmatch", info={"network": name})
 
     # -- one step ---------------------------------------------------------------------------------
@@ -205,7 +217,8 @@ class DivideMix(Method):
         t = self.dcfg.temperature
         pu = co_guess([net(u1).logits, net(u2).logits, fixed(u1).logits, fixed(u2).logits], t)
         onehot = F.one_hot(lab["label"], self.num_classes).float()
-        w = self.prob[_other(name)][lab["index"].cpu()].to(onehot.device)
+        # float32 as the reference's `w_x.type(torch.FloatTensor)`
+        w = self.prob[_other(name)][lab["index"].cpu()].to(onehot.device, onehot.dtype)
         px = co_refine(net(x1).logits, net(x2).logits, onehot, w, t)
         return px, pu
 
@@ -278,7 +291,7 @@ class DivideMix(Method):
             self.history[name] = torch.cat([self.history[name], row])[-d.loss_history:]
             self.prob[name] = torch.from_numpy(clean_probability(
                 self.history[name].numpy(), max_iter=d.gmm_max_iter, tol=d.gmm_tol, reg_covar=d.gmm_reg_covar,
-                seed=mix_seed(self.cfg.seed, epoch, i) % 2**32))
+                seed=mix_seed(self.cfg.seed, epoch, i) % 2**32, dtype=d.gmm_dtype))
             logits_sum += logits
         self.predicted = logits_sum.argmax(1)
         self.divisions += 1
@@ -377,7 +390,7 @@ class DivideMix(Method):
                                   f"{n}: the checkpoint is of another data set")
         rows = int(state["history_rows"])
         for name in NETS:
-            self.prob[name] = state[f"prob_{name}"].float().cpu()
+            self.prob[name] = state[f"prob_{name}"].cpu()  # float64 (gmm_dtype float64) or float32, as saved
             self.history[name] = state[f"history_{name}"].float().cpu() if rows else torch.zeros(0, n)
         self.predicted = state["predicted_label"].long().cpu()
         self.divisions = int(state["divisions"])

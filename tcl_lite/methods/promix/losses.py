@@ -145,12 +145,19 @@ def init_prior(num_classes: int, device: torch.device | str | None = None) -> Te
     return torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float32, device=device)
 
 
-def update_prior(prior: Tensor, probs: Tensor, mask: Tensor, momentum: float) -> Tensor:
+def update_prior(prior: Tensor, probs: Tensor, mask: Tensor, momentum: float, count: int | None = None) -> Tensor:
     """``momentum * prior + (1 - momentum) * mean(probs[mask])``; unchanged when ``mask`` is empty.
 
-    ``probs``: the raw softmax of h(x) on the whole batch, detached; ``mask``: C for pi_l, U for pi_u.
+    ``probs``: the raw softmax of h(x) on the whole batch, detached; ``mask``: C for pi_l, U for pi_u;
+    ``count``: ``mask.sum()`` when known (a mask of every row is then not indexed: the same values, and no
+    shape that depends on the data, which the planner's fake tensors cannot give).
     """
-    chosen = probs.detach()[mask]
+    if count == mask.numel():
+        chosen = probs.detach()
+    elif count == 0:
+        return prior.clone()
+    else:
+        chosen = probs.detach()[mask]
     if chosen.shape[0] == 0:
         return prior.clone()
     return momentum * prior + (1 - momentum) * chosen.mean(dim=0).to(prior.dtype)
@@ -194,6 +201,12 @@ class StepTargets:
         """The rows of one micro-batch; the divisors and priors stay the whole batch's."""
         return _slice_rows(self, index, ("labeled", "targets", "pseudo"))
 
+    def clean_rows(self) -> Tensor:
+        """The indices of C in batch order (every row, without a data-dependent op, when all are in C)."""
+        if self.n_unlabeled == 0:
+            return torch.arange(self.n_labeled, device=self.labeled.device)
+        return self.labeled.nonzero().squeeze(1)
+
 
 def select_step(own_logits: Tensor, other_logits: Tensor, labels: Tensor, css: Tensor, prior_l: Tensor,
                 prior_u: Tensor, *, tau: float, lga: bool, lga_cap: float, debias_pl: float,
@@ -220,8 +233,8 @@ def select_step(own_logits: Tensor, other_logits: Tensor, labels: Tensor, css: T
 def update_priors(targets: StepTargets, own_logits: Tensor, momentum: float) -> tuple[Tensor, Tensor]:
     """The step's new (pi_l, pi_u): momentum means of the raw softmax of h(x) over C and over U."""
     probs = F.softmax(upcast(own_logits.detach()), dim=1)
-    return (update_prior(targets.prior_l, probs, targets.labeled, momentum),
-            update_prior(targets.prior_u, probs, ~targets.labeled, momentum))
+    return (update_prior(targets.prior_l, probs, targets.labeled, momentum, targets.n_labeled),
+            update_prior(targets.prior_u, probs, ~targets.labeled, momentum, targets.n_unlabeled))
 
 
 # ---------------------------------------------------------------------------------------------

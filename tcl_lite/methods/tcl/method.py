@@ -55,8 +55,11 @@ class TCL(Method):
     config = TCLConfig
     presets = ("digits_tcl", "cifar10_tcl", "cifar10_tcl_sym20", "cifar10_tcl_sym50", "cifar10_tcl_sym80",
                "cifar10_tcl_sym90", "cifar10_tcl_asym40", "cifar10_tcl_1gpu_exact", "cifar100_tcl",
-               "cifar100_tcl_sym20", "cifar100_tcl_sym50", "cifar100_tcl_sym80", "cifar100_tcl_sym90")
+               "cifar100_tcl_sym20", "cifar100_tcl_sym50", "cifar100_tcl_sym80", "cifar100_tcl_sym90",
+               "cifar10n_tcl_aggre", "cifar10n_tcl_rand1", "cifar10n_tcl_worst", "cifar100n_tcl")
     views = ("weak", "strong", "strong")
+    normalization = "tcl"  # its reference's CIFAR mean/std (data.normalization=auto)
+    sync_bn = True  # its reference converts BatchNorm to SyncBatchNorm across processes (model.sync_bn=auto)
     needs_projector = True
     warmup_setting = "tcl.warmup_epochs"
     metric_labels = {"knn_acc": "kNN test accuracy (TCL)",
