@@ -160,7 +160,8 @@ def find_label_issues(run_dir: str | Path, checkpoint: str = "final", *, batch_s
     return LabelIssues(index=order, given=data.noisy_labels[order], suggested=suggested[order],
                        score=np.clip(score[order], 0.0, 1.0), class_names=list(data.class_names), method=cfg.method,
                        checkpoint=str(ckpt), true=None if true is None else true[order],
-                       paths=paths, root=cfg.data.root if paths is not None else None, data=data, confidence=None if found is None else found[0][order],
+                       paths=paths, root=cfg.data.root if paths is not None else None, data=data,
+                       confidence=None if found is None else found[0][order],
                        applied=None if found is None else found[1][order],
                        verdict=record.verdict if record is not None else missing_verdict(),
                        threshold=record.threshold if record is not None else APPLY_THRESHOLD)
