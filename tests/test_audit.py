@@ -32,7 +32,7 @@ def test_audit_finds_misfiled_images(tmp_path, fresh_accelerate, capsys):
     assert "label_issues.png" in printed
     # the estimate (images, epochs, expected minutes) comes before the training's first line
     assert printed.index("audit: 120 images in ") < printed.index("device cpu; ") < printed.index("epoch 1/6")
-    assert "; 6 epochs of ce (tiny_cnn, 8 px, batch 8) in " in printed and " min in all (about " in printed
+    assert "; 6 epochs of ce (tiny_cnn, 8 px, batch 8) in " in printed and " min in all (" in printed
     with open(out / "issues" / "label_issues.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 120 and "true_label" not in rows[0]  # the folder's labels are taken as given

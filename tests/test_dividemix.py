@@ -36,7 +36,9 @@ def make_method(tmp_path, *overrides: str, precision: str = "no") -> DivideMix:
     from tcl_lite.data import build_data
     from tcl_lite.engine.run_setup import build_networks, build_optimizers, prepare
 
-    cfg = load_config(None, [*SMALL, "model.norm=group", "model.dropout=0", "train.batch_size=8", *overrides])
+    # the per-sample views (the reference's path): the steps below take the collated batch as the engine hands it
+    cfg = load_config(None, [*SMALL, "model.norm=group", "model.dropout=0", "train.batch_size=8",
+                             "data.augment_on=workers", *overrides])
     acc = Accelerator(cpu=True, mixed_precision=precision)
     data = build_data(cfg.data, cfg.seed)
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ requirements.txt agree, and presets resolve by name from anywhere."""
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import threading
@@ -102,8 +101,9 @@ def wheel_installed_and_run(tmp_path: Path, stop: threading.Event) -> None:
     report = run([bin_dir / "tcl-lite", "report", "run"], cwd=work, env=env)
     assert "report" in report.stdout + report.stderr
     assert "tcl" in (run_dir / "report" / "report.md").read_text()
-    with open(run_dir / "report" / "cleaned_labels.csv") as f:
-        assert len(list(csv.DictReader(f))) == 320
+    # 2 epochs end inside digits_tcl's 10-epoch warm-up: the verdict says so and no relabelled file is offered
+    assert "not usable" in (run_dir / "report" / "report.md").read_text()
+    assert not (run_dir / "report" / "cleaned_labels.csv").exists()
 
     # accelerate launch -m tcl_lite: the installed module, resuming the run for a third epoch
     resumed = run([python, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",

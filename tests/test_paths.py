@@ -29,7 +29,7 @@ from tcl_lite.errors import DataError, PathError
 ARGUMENTS = {
     "train": {"config": "file", "output_dir": "output", "resume": "run", "restart": None, "allow_data_change": None,
               "allow_config_change": None, "overrides": None},
-    "report": {"run_dir": "run", "out": "output"},
+    "report": {"run_dir": "run", "out": "output", "write_cleaned": None},
     "export": {"path": "run", "out": "output"},
     "export-model": {"run_dir": "run", "out": "output", "checkpoint": "checkpoint"},
     "predict": {"model": "run", "images": "images", "out": "output-file", "checkpoint": "checkpoint",

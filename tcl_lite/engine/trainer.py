@@ -17,8 +17,8 @@ import torch
 from accelerate.utils import set_seed
 
 from tcl_lite import signals
-from tcl_lite.checkpoints.reader import TrainerState, check_method
-from tcl_lite.checkpoints.writer import CheckpointManager
+from tcl_lite.checkpoints.reader import TrainerState, check_method, set_rng_state
+from tcl_lite.checkpoints.writer import CheckpointManager, rng_state
 from tcl_lite.config import Config, flat_settings, parse_time_budget, save_config, to_dict
 from tcl_lite.data import build_data
 from tcl_lite.engine.epoch_data import EpochData, PhaseStep
@@ -403,7 +403,11 @@ def _end_epoch(run: Run, epoch: int, clock: EpochClock, fraction_run: float, los
         for split, loader in run.eval_loaders.items():
             run.metrics.update(evaluate(run.accelerator, run.method.eval_models(), loader, split))
         run.metrics.update(run.method.after_evaluation(run.metrics))
-        run.metrics.update(run.trust.after_epoch(state.epoch, state.global_step))
+        rng = rng_state()  # the trust diagnostics draw nothing training sees: a resumed run equals an uninterrupted one
+        try:
+            run.metrics.update(run.trust.after_epoch(state.epoch, state.global_step))
+        finally:
+            set_rng_state(rng)
         record = {"epoch": state.epoch, "step": state.global_step, **run.metrics,
                   "train_loss": loss_sum.item() / max(1, loss_n), "lr": run.lr,
                   "time": round(run.stopper.elapsed(), 2), "nonfinite_steps": state.nonfinite_steps}

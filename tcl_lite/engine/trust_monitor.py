@@ -13,6 +13,7 @@ Diagnoses run on the main process (the pass on every process: its loader is shar
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -98,7 +99,9 @@ class TrustMonitor:
             self.pending.append(f"trust after epoch {epochs_done}: inside {_warmup_text(self.method, self.warmup)}")
         else:
             self.pending.append(f"trust after epoch {epochs_done}: {verdict.headline()}")
-        return {"trust_level": float(LEVELS.index(verdict.level)), **{f"trust_{k}": v for k, v in diag.items()}}
+        # a diagnostic not computed (NaN, e.g. the spread of a single estimate) is left out: the record is JSON
+        return {"trust_level": float(LEVELS.index(verdict.level)),
+                **{f"trust_{k}": v for k, v in diag.items() if not (isinstance(v, float) and math.isnan(v))}}
 
     def _diagnose(self, signals: TrustSignals) -> tuple[dict[str, float], SampleTrust]:
         return diagnose(signals, history=self.history, seed=self.run.cfg.seed, device=self.run.accelerator.device)
