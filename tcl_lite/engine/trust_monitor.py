@@ -33,6 +33,7 @@ from tcl_lite.algorithms.trust import (
 )
 from tcl_lite.algorithms.trust_files import load_trust, save_trust
 from tcl_lite.methods import Method
+from tcl_lite.methods.per_sample import per_sample_pass
 
 
 def signals_text(method: Any, source: str) -> str:
@@ -168,24 +169,18 @@ def with_method_verdicts(signals: TrustSignals, method: Any) -> TrustSignals:
 
 
 @torch.no_grad()
+def _softmax_and_features(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(batch["image"])
+    return out.logits.float().softmax(1), F.normalize(out.features.float().flatten(1), dim=1)
+
+
 def diagnostic_pass(ctx: Any, model: torch.nn.Module) -> TrustSignals:
     """The default signals: ``model``'s softmax and normalised features over the training set (test
     transform); the score is ``1 - p(given label)``, the suggestion the argmax (``label_issue_scores``'
     default), and the kNN vote is the second opinion."""
     given = np.asarray(ctx.data.noisy_labels)
-    n, k = len(given), ctx.data.num_classes
-    probs, feats = torch.empty(n, k), None
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in ctx.loader(ctx.data.train_eval()):
-            out = model(batch["image"])
-            index, p, f = ctx.accelerator.gather_for_metrics(
-                (batch["index"], out.logits.float().softmax(1), F.normalize(out.features.float().flatten(1), dim=1)))
-            feats = torch.empty(n, f.shape[1]) if feats is None else feats
-            probs[index.cpu()], feats[index.cpu()] = p.cpu(), f.cpu()
-    finally:
-        model.train(was_training)
+    n = len(given)
+    probs, feats = per_sample_pass(ctx.accelerator, ctx.loader(ctx.data.train_eval()), model, _softmax_and_features, n)
     p = probs.numpy()
     p_given = p[np.arange(n), given]
     # The noise estimate as DivideMix's co-divide makes it from a classifier's losses: a two-component

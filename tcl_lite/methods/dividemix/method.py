@@ -62,6 +62,7 @@ from tcl_lite.methods.dividemix.losses import (
     lambda_u_at,
     mixmatch,
 )
+from tcl_lite.methods.per_sample import per_sample_pass
 from tcl_lite.methods.planning import PlanEpoch, PlanPass
 from tcl_lite.models.network import NetworkOutput
 
@@ -266,20 +267,11 @@ class DivideMix(Method):
     def _loss_pass(self, net: nn.Module, features: bool = False) -> tuple[np.ndarray, Tensor, Tensor | None]:
         """Per-sample CE with the noisy label [N], the logits [N, K] and (``features``) the encoder's
         features [N, d], over the training set."""
-        acc, n = self.ctx.accelerator, len(self.noisy)
-        was_training = net.training
-        net.eval()
-        losses, logits_all, feats = torch.empty(n), torch.empty(n, self.num_classes), None
         if self._eval_loader is None:  # built once: the same ordered, sharded pass every epoch
             self._eval_loader = self.ctx.loader(self.ctx.data.train_eval())
-        for batch in self._eval_loader:
-            index, loss, logits, *f = acc.gather_for_metrics((batch["index"], *_batch_losses(net, batch, features)))
-            losses[index.cpu()], logits_all[index.cpu()] = loss.cpu(), logits.cpu()
-            if f:
-                feats = torch.empty(n, f[0].shape[1]) if feats is None else feats
-                feats[index.cpu()] = f[0].cpu()
-        net.train(was_training)
-        return losses.numpy(), logits_all, feats
+        losses, logits, *f = per_sample_pass(self.ctx.accelerator, self._eval_loader, net,
+                                             functools.partial(_batch_losses, features=features), len(self.noisy))
+        return losses.numpy(), logits, (f[0] if f else None)
 
     def _co_divide(self, epoch: int) -> None:
         d, logits_sum = self.dcfg, torch.zeros(len(self.noisy), self.num_classes)

@@ -58,6 +58,7 @@ from tcl_lite.algorithms.trust import TrustSignals
 from tcl_lite.data.datasets import mix_seed
 from tcl_lite.errors import CheckpointError
 from tcl_lite.methods.base import Batch, LoaderSpec, Method, ModelSpec, Phase, StateDict, StepInfo, TrainContext
+from tcl_lite.methods.per_sample import per_sample_pass
 from tcl_lite.methods.planning import PlanEpoch, PlanPass
 from tcl_lite.methods.promix.config import ProMixConfig
 from tcl_lite.methods.promix.losses import (
@@ -340,20 +341,10 @@ class ProMix(Method):
     def _loss_pass(self, net: nn.Module, features: bool = False) -> tuple[Tensor, ...]:
         """Per-sample CE of h with the noisy label [N] and the h logits [N, K] over the training set (eval
         mode, test transform), each process its share, gathered (with ``features``, also the features [N, d])."""
-        acc, n = self.ctx.accelerator, len(self.noisy)
-        was_training = net.training
-        net.eval()
-        losses, logits_all, feats = torch.empty(n), torch.empty(n, self.num_classes), None
         if self._eval_loader is None:  # built once: the same ordered, sharded pass every epoch
             self._eval_loader = self.ctx.loader(self.ctx.data.train_eval())
-        for batch in self._eval_loader:
-            index, loss, logits, *f = acc.gather_for_metrics((batch["index"], *_batch_losses(net, batch, features)))
-            losses[index.cpu()], logits_all[index.cpu()] = loss.cpu(), logits.cpu()
-            if f:
-                feats = torch.empty(n, f[0].shape[1]) if feats is None else feats
-                feats[index.cpu()] = f[0].cpu()
-        net.train(was_training)
-        return (losses, logits_all, feats) if features else (losses, logits_all)
+        return tuple(per_sample_pass(self.ctx.accelerator, self._eval_loader, net,
+                                     functools.partial(_batch_losses, features=features), len(self.noisy)))
 
     def _select(self, epoch: int) -> None:
         """CSS of each network on its own losses (rho on its schedule), and the debiased prediction (the mean
