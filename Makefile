@@ -21,7 +21,7 @@ install-dev: install
 train: install  ## the embedded default: digits, 40% symmetric noise, CE (add ARGS="method=tcl")
 	$(PYTHON) train.py $(ARGS)
 
-test: install-dev  ## lint + the whole test suite, then its 15 slowest tests (~14 min on an idle 2-core machine)
+test: install-dev  ## lint + the whole test suite, then its 15 slowest tests (~13 min on an idle 2-core machine)
 	$(PYTHON) -m ruff check .
 	lint-imports
 	$(PYTHON) -m pytest -q --durations=15 tests
