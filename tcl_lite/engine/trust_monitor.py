@@ -42,8 +42,9 @@ def signals_text(method: Any, source: str) -> str:
     if source == "detection":
         return ""
     cls = method if isinstance(method, type) else type(method)
-    hooks = [h for h in ("warmup_epochs", "trust_signals", "diagnostic_model")
-             if getattr(cls, h) is not getattr(Method, h)]
+    # a method takes part by naming its warm-up (the base hooks read it and its pending_signals) or by its own hooks
+    hooks = bool(cls.warmup_setting) or any(getattr(cls, h) is not getattr(Method, h)
+                                            for h in ("warmup_epochs", "trust_signals", "diagnostic_model"))
     keeps = getattr(cls.per_sample_outputs, "__func__", None) is not Method.per_sample_outputs.__func__
     what = "its per-sample verdicts, its classifier's self-confidence" if keeps else "its classifier's self-confidence"
     why = "declares no trust hooks" if not hooks else "exposes no detection of its own (trust_signals)"

@@ -224,6 +224,8 @@ class Method:
         self.ctx = ctx
         self.cfg = ctx.cfg
         self._train_set: Any = None  # the default epoch plan's dataset, built once
+        #: a method's newest detection's signals (set after each detection), until the engine takes them
+        self.pending_signals: TrustSignals | None = None
 
     # -- declarations (class level: read before anything is built) -------------------------------
     @classmethod
@@ -302,15 +304,21 @@ class Method:
     # -- trust diagnostics (algorithms/trust.py) --------------------------------------------------
     def warmup_epochs(self) -> float:
         """Epochs trained on the given labels before the method uses its own verdicts (0: none). A run
-        that ends within them is `not usable` for corrections; the engine warns at start."""
-        return 0.0
+        that ends within them is `not usable` for corrections; the engine warns at start. By default the
+        value of the config key ``warmup_setting`` names (0 without one)."""
+        if not self.warmup_setting:
+            return 0.0
+        section, key = self.warmup_setting.split(".")
+        return float(getattr(getattr(self.cfg, section), key))
 
     def trust_signals(self) -> TrustSignals | None:
         """The per-sample signals of the detection made since the last call, then forgotten (they hold
         N x d features); None when there is none new. The engine diagnoses them after each evaluated epoch;
         when the last epoch's call gives None it runs its own pass over the training set with
-        ``diagnostic_model``. They must describe the verdicts ``label_issue_scores`` hands out."""
-        return None
+        ``diagnostic_model``. They must describe the verdicts ``label_issue_scores`` hands out. By default
+        ``pending_signals``, which a method sets after each detection."""
+        signals, self.pending_signals = self.pending_signals, None
+        return signals
 
     def diagnostic_model(self) -> nn.Module:
         """The network whose self-confidence ranks the labels (``label_issue_scores``' default): the one the

@@ -131,7 +131,6 @@ class DivideMix(Method):
         self._num_iter: dict[str, int] = {}
         self._eval_loader: Any = None
         self._ensemble = SumOfLogits(ctx.models["net1"], ctx.models["net2"])
-        self._signals: TrustSignals | None = None  # the last co-divide's, until the engine takes them
 
     # -- the epoch's phases ---------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -287,7 +286,7 @@ class DivideMix(Method):
             logits_sum += logits
         self.predicted = logits_sum.argmax(1)
         self.divisions += 1
-        self._signals = self._trust_signals(logits_sum, features)
+        self.pending_signals = self._trust_signals(logits_sum, features)
         labeled = [int((self.prob[_other(name)] > d.p_threshold).sum()) for name in NETS]
         self.ctx.print(f"DivideMix co-divide, epoch {epoch + 1}: labeled {labeled[0]} (net1's set, from net2) and "
                        f"{labeled[1]} (net2's, from net1) of {len(self.noisy)}"
@@ -295,13 +294,6 @@ class DivideMix(Method):
                           if 0 in labeled or len(self.noisy) in labeled else ""))
 
     # -- trust diagnostics -------------------------------------------------------------------------
-    def warmup_epochs(self) -> float:
-        return float(self.dcfg.warmup_epochs)
-
-    def trust_signals(self) -> TrustSignals | None:
-        signals, self._signals = self._signals, None
-        return signals
-
     def _trust_signals(self, logits_sum: Tensor, features: Tensor | None) -> TrustSignals:
         """The co-divide's verdicts (``1 -`` the mean ``w``, the summed prediction); the second opinion is the
         two networks' divisions against each other; the kNN checks use net1's features."""

@@ -167,7 +167,6 @@ class ProMix(Method):
         self._eval_loader: Any = None
         self._outputs = {which: ReportedOutput(ctx.models, which) for which in OUTPUTS}
         self._plan_all_clean = False  # set by prepare_plan: the planner's steps take every sample as clean
-        self._signals: TrustSignals | None = None  # the last selection's, until the engine takes them
 
     # -- the epoch's phases ---------------------------------------------------------------------
     def epoch_plan(self, epoch: int) -> list[Phase]:
@@ -359,19 +358,12 @@ class ProMix(Method):
             debiased += debias_probs(logits, self.priors[f"l_{name}"].cpu(), p.debias_pl)
         self.predicted = debiased.argmax(1)
         self.selections += 1
-        self._signals = self._trust_signals(debiased / len(NETS), features)
+        self.pending_signals = self._trust_signals(debiased / len(NETS), features)
         kept = [int(self.css[name].sum()) for name in NETS]
         self.ctx.print(f"ProMix selection, epoch {epoch + 1}: rho {rho:.3f}, class-wise small-loss sets of "
                        f"{kept[0]} (net1) and {kept[1]} (net2) of {len(self.noisy)}")
 
     # -- trust diagnostics -------------------------------------------------------------------------
-    def warmup_epochs(self) -> float:
-        return float(self.pcfg.warmup_epochs)
-
-    def trust_signals(self) -> TrustSignals | None:
-        signals, self._signals = self._signals, None
-        return signals
-
     def _trust_signals(self, probabilities: Tensor, features: Tensor | None) -> TrustSignals:
         """The selection's verdicts as ``label_issue_scores`` hands them out (``1 -`` the mean of both CSS
         sets, the debiased prediction); the second opinion is the two networks' selections against each

@@ -77,7 +77,6 @@ class TCL(Method):
         self.corrected_label = self.noisy.clone()
         self.est_clean_fraction = 1.0
         self.detections = 0
-        self._signals: TrustSignals | None = None  # the last detection's, until the engine takes them
 
     @property
     def clean_scale(self) -> float:
@@ -202,7 +201,7 @@ class TCL(Method):
             det.clean_probability, det.prototypes, det.predictions)
         self.est_clean_fraction = det.clean_fraction
         self.detections += 1
-        self._signals = self._trust_signals(det)
+        self.pending_signals = self._trust_signals(det)
         metrics = detection_metrics(det.clean_probability, det.predictions, data.noisy_labels, data.true_labels)
         # The reference's kNN monitor votes with the true train labels (a probe of the representation);
         # without them, the noisy ones.
@@ -215,13 +214,6 @@ class TCL(Method):
         return metrics
 
     # -- trust diagnostics -------------------------------------------------------------------------
-    def warmup_epochs(self) -> float:
-        return float(self.tcfg.warmup_epochs)
-
-    def trust_signals(self) -> TrustSignals | None:
-        signals, self._signals = self._signals, None
-        return signals
-
     def _trust_signals(self, det: Detection) -> TrustSignals:
         """TCL's verdicts (``1 - w``, the classifier's argmax as the corrected label); the second opinion on
         which labels are noisy is the classifier's self-confidence in the given label (the mixture model scores
