@@ -5,6 +5,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 # make bench: the quick benchmark versions (< 10 min on 2 cores); make bench FULL=1: the full-length runs
 FULL ?=
+# make test's pytest-xdist workers (one per core of a 2-core Colab/CI machine); TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
 BENCH_MODE = $(if $(FULL),,--quick)
 
 .PHONY: install install-dev train test lint bench config-docs clean
@@ -24,7 +26,7 @@ train: install  ## the embedded default: digits, 40% symmetric noise, CE (add AR
 test: install-dev  ## lint + the whole test suite, then its 15 slowest tests (~13 min on an idle 2-core machine)
 	$(PYTHON) -m ruff check .
 	lint-imports
-	$(PYTHON) -m pytest -q --durations=15 tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 lint:  ## ruff + the import layers (pyproject's [tool.importlinter])
 	$(PYTHON) -m ruff check .

@@ -47,8 +47,8 @@ def settings(dataset: str, args: argparse.Namespace) -> list[tuple[str, float, l
                 f"data.test_subset={args.test_subset}", f"model.arch={args.cifar_arch}", "model.width=32",
                 "train.batch_size=64", f"train.epochs={epochs}", f"tcl.warmup_epochs={max(1, epochs // 3)}"]
         noises = [("symmetric", 0.5), ("symmetric", 0.8), ("asymmetric", 0.4)]
-    return [(t, r, [*base, f"data.noise_type={t}", f"data.noise_rate={r}", "checkpoint.keep_last=1"])
-            for t, r in noises]
+    return [(t, r, [*base, f"data.noise_type={t}", f"data.noise_rate={r}", "checkpoint.keep_last=1",
+                    *args.overrides]) for t, r in noises]
 
 
 def method_args(method: str, ce_dir: str | None, epochs: int = 30) -> list[str]:
@@ -90,6 +90,9 @@ def main() -> None:
     p.add_argument("--test-subset", type=int, default=1000, help="CIFAR-10 test images (class-balanced)")
     p.add_argument("--noise", default="", help="only these settings, e.g. symmetric:0.5,asymmetric:0.4")
     p.add_argument("--seeds", default="0", help="comma-separated seeds; the verdict is the mean gap over them")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run (repeatable), e.g. data.augment_on=workers to compare "
+                        "with rows measured on the per-sample CPU views")
     args = p.parse_args()
     if args.quick:
         args.datasets, args.noise = "digits", args.noise or "symmetric:0.5"

@@ -105,7 +105,7 @@ def digits_runs() -> list[Run]:
              # shortened schedules (the warm-up keeps about its share): where the test's cheap TCL run comes from
              *[Run(f"digits_symm40_tcl_e{e}w{w}" + (f"px{px}" if px != 16 else ""), "digits", "tcl", s40,
                    ["--config", "digits_tcl", f"train.epochs={e}", f"tcl.warmup_epochs={w}", f"data.image_size={px}"],
-                   "reduced") for e, w, px in ((8, 3, 16), (10, 4, 12), (12, 6, 12), (15, 6, 12))],
+                   "reduced") for e, w, px in ((8, 3, 16), (10, 4, 12), (12, 6, 12), (15, 6, 12), (20, 7, 16))],
              Run("digits_symm40_ce_e2", "digits", "ce", s40, ["--config", "digits_tcl", "method=ce", "train.epochs=2"],
                  "short"),
              Run("digits_symm40_mlnt_e1", "digits", "mlnt", s40,

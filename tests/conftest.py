@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +16,13 @@ from pathlib import Path
 # machine (the train.py subprocesses of other tests, a second suite) spinning threads starved the working
 # ones: the 8 tiny in-process epochs of test_label_issues' fixture took 147 s instead of 30.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# pytest-xdist's worker id ("gw0", ...) when the suite runs in several processes (make test: -n 2), else None.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+# Under pytest-xdist (one worker per core) each worker computes on one thread: a worker's default pool of one
+# thread per core would share the cores with the other worker's, the oversubscription that ran training many
+# times slower on a busy 2-core machine (BENCHMARKS.md §10).
+if XDIST_WORKER:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -33,9 +42,36 @@ TINY = ["data.image_size=8", "model.width=8", "train.batch_size=32", "train.eval
         "train.epochs=2", "train.log_every=1000"]
 
 
+# Under pytest-xdist (make test: --dist loadfile --no-loadscope-reorder, a module runs whole on one worker, in
+# this order) the modules holding the longest runs start first, so that no long module starts last and leaves
+# one core idle at the end; longest first (a missing name only changes the order).
+LONG_MODULES_FIRST = ("test_tcl_digits.py", "test_mlnt.py", "test_trust.py", "test_promix.py", "test_notebook.py",
+                      "test_readme.py", "test_run_safety.py", "test_dividemix.py", "test_resume.py",
+                      "test_packaging.py", "test_notebook_from_url.py", "test_gpu_kit.py", "test_tcl_method.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if XDIST_WORKER:  # the same order in every worker: the scheduler requires identical collections
+        rank = {name: i for i, name in enumerate(LONG_MODULES_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "early(run=fn): fn(folder, stop) runs in a background thread from the session's "
                                        "start; the test reads its result from the early_results fixture")
+
+
+class _OnDemand(dict):
+    """Under pytest-xdist: every worker collects every test, so a run is started when a test of this worker asks
+    for it, not at the session's start (the workers already keep both cores busy)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, start) -> None:
+        super().__init__()
+        self._pool, self._start = pool, start
+
+    def __missing__(self, fn):
+        self[fn] = self._pool.submit(*self._start(fn))
+        return self[fn]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,10 +82,38 @@ def early_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     fns = list(dict.fromkeys(m.kwargs["run"] for item in request.session.items for m in item.iter_markers("early")))
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=max(1, len(fns)))
-    futures = {fn: pool.submit(fn, tmp_path_factory.mktemp(fn.__name__), stop) for fn in fns}
+    start = lambda fn: (fn, tmp_path_factory.mktemp(fn.__name__), stop)  # noqa: E731
+    futures = _OnDemand(pool, start) if XDIST_WORKER else {fn: pool.submit(*start(fn)) for fn in fns}
     yield futures
     stop.set()  # a session that ends first (-x, Ctrl-C) stops the runs still going
     pool.shutdown(wait=True)
+
+
+def free_port() -> int:
+    """A TCP port no process listens on now, for a launcher's --main_process_port: two launches at once
+    (pytest-xdist's workers) must not meet on one rendezvous port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Path:
+    """``build(out)`` once per session, read-only afterwards. Under pytest-xdist the workers share it: the
+    first to ask builds it under a file lock, the others wait and reuse it (instead of each training it)."""
+    if XDIST_WORKER is None:
+        out = tmp_path_factory.mktemp(name) / "run"
+        build(out)
+        return out
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / name  # the session's folder, above every worker's own
+    with FileLock(str(root) + ".lock"):
+        if not (root / "built").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # what a failed build in another worker left
+            root.mkdir(parents=True)
+            build(root / "run")
+            (root / "built").write_text("ok\n")
+    return root / "run"
 
 
 def run_env() -> dict[str, str]:
@@ -115,9 +179,7 @@ SMALL = [*TINY, "data.train_subset=480", "checkpoint.every_steps=5", "checkpoint
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
     """Read-only: tests copy it before changing anything."""
-    out = tmp_path_factory.mktemp("small_run") / "run"
-    run_train(*SMALL, f"output_dir={out}")
-    return out
+    return shared_run(tmp_path_factory, "small_run", lambda out: run_train(*SMALL, f"output_dir={out}"))
 
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -138,18 +200,15 @@ def rewrite(ckpt: Path, name: str, data: bytes) -> None:
 
 
 # A complete TCL run on the digits at 40% symmetric noise that ends `trustworthy`: configs/digits_tcl.yaml on a
-# shortened schedule (15 epochs, 6 of warm-up: about the preset's share) at 12 px, the cheapest one found that
-# keeps the verdict (bench/trust_validation.py's digits_symm40_tcl_e15w6px12 row; shorter ones are doubtful).
+# shortened schedule (20 epochs, 7 of warm-up: about the preset's share) with the default views (batched on the
+# CPU), the cheapest one found that keeps the verdict (bench/trust_validation.py's digits_symm40_tcl_e20w7 row;
+# at 12 px or 15 epochs it is doubtful or its applied changes are less often right).
 TRUSTWORTHY_TCL = ["--config", str(ROOT / "configs" / "digits_tcl.yaml"), "data.noise_type=symmetric",
-                   "data.noise_rate=0.4", "train.epochs=15", "tcl.warmup_epochs=6", "data.image_size=12",
-                   "data.num_workers=0", "seed=0",
-                   # the per-sample draws of BENCHMARKS §11's validation (auto is batched on the CPU since)
-                   "data.augment_on=workers"]
+                   "data.noise_rate=0.4", "train.epochs=20", "tcl.warmup_epochs=7", "data.num_workers=0", "seed=0"]
 
 
 @pytest.fixture(scope="session")
 def trustworthy_tcl(tmp_path_factory) -> Path:
     """Read-only: the run of TRUSTWORTHY_TCL (test_trust, test_label_issues)."""
-    out = tmp_path_factory.mktemp("trustworthy_tcl") / "run"
-    run_train(*TRUSTWORTHY_TCL, f"output_dir={out}", timeout=900)
-    return out
+    return shared_run(tmp_path_factory, "trustworthy_tcl",
+                      lambda out: run_train(*TRUSTWORTHY_TCL, f"output_dir={out}", timeout=900))

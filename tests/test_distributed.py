@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_env
+from conftest import ROOT, TINY, free_port, run_env
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not on PATH")
@@ -21,7 +20,7 @@ def launch_two(script: str, *args: str, timeout: float = 400) -> subprocess.Comp
     env = dict(run_env(), ACCELERATE_USE_CPU="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(29500 + os.getpid() % 1000), script, *args]
+           "--main_process_port", str(free_port()), script, *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_env, run_train, train_cmd
+from conftest import ROOT, TINY, free_port, run_env, run_train, train_cmd
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -259,7 +259,7 @@ def test_ranks_exit_when_their_launcher_is_killed(tmp_path):
     env = dict(run_env(), ACCELERATE_USE_CPU="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(29600 + os.getpid() % 1000), str(ROOT / "train.py"),
+           "--main_process_port", str(free_port()), str(ROOT / "train.py"),
            *TINY, "train.batch_size=16", "train.epochs=50", "checkpoint.every_steps=5", f"output_dir={out}"]
     launcher = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ranks = []

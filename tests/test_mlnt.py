@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, TINY, assert_same_weights, final_weights, run_env, run_side_by_side, run_train, train_step
+from conftest import (
+    ROOT,
+    TINY,
+    assert_same_weights,
+    final_weights,
+    free_port,
+    run_env,
+    run_side_by_side,
+    run_train,
+    train_step,
+)
 from safetensors.torch import load_file
 from torch import nn
 from torch.func import functional_call
@@ -466,7 +475,7 @@ def test_two_processes_average_the_second_order_gradient(tmp_path):
     env = dict(run_env(), ACCELERATE_USE_CPU="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(29600 + os.getpid() % 1000), str(script), str(tmp_path)]
+           "--main_process_port", str(free_port()), str(script), str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     for rank in (0, 1):

@@ -23,6 +23,7 @@ from conftest import (
     TINY,
     assert_same_weights,
     final_weights,
+    free_port,
     rewrite,
     run_env,
     snapshot,
@@ -190,7 +191,7 @@ def test_launch_with_two_gloo_processes_exits_0_after_a_clean_stop_and_2_after_a
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "tcl_lite", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(29700 + os.getpid() % 1000), "--", *TINY, "data.train_subset=480", "train.batch_size=16",
+           str(free_port()), "--", *TINY, "data.train_subset=480", "train.batch_size=16",
            "train.epochs=50", "checkpoint.every_steps=5", f"output_dir={out}"]
     env = dict(run_env(), ACCELERATE_USE_CPU="1")
     launcher = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
