@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from common import OUT, cifar_root, markdown_table, print_header, run_train
+from noise_accuracy import method_args
 
 from tcl_lite.algorithms import trust
 from tcl_lite.algorithms.trust_files import load_trust
@@ -120,6 +121,7 @@ def notebook_runs() -> list[Run]:
     return [Run("nb_digits_ce", "digits", "ce", s40, ["--config", "digits_ce"]),
             Run("nb_digits_tcl", "digits", "tcl", s50, ["--config", "digits_tcl"]),
             Run("nb_digits_dividemix", "digits", "dividemix", s50, ["--config", "digits_dividemix"]),
+            Run("nb_digits_promix", "digits", "promix", s50, ["--config", "digits_promix"]),
             Run("nb_digits_mlntfeat", "digits", "ce", s20, ["--config", "digits_mlnt", "method=ce"], length="feature"),
             Run("nb_digits_mlnt", "digits", "mlnt", s20, ["--config", "digits_mlnt"], needs="nb_digits_mlntfeat")]
 
@@ -132,6 +134,8 @@ def cifar_runs() -> list[Run]:
                  Run(f"cifar_{t}_tcl", "cifar10", "tcl", noise, _cifar_base())]
     s50 = ("symmetric", 0.5)
     runs += [Run("cifar_symm50_dividemix", "cifar10", "dividemix", s50, [*_cifar_base(), *CIFAR_DIVIDEMIX]),
+             # noise_accuracy.py's ProMix recipe on the subset (its schedules scaled to the 20 epochs)
+             Run("cifar_symm50_promix", "cifar10", "promix", s50, [*_cifar_base(), *method_args("promix", None, 20)]),
              # 4 epochs: one MLNT step costs ~10 CE steps (10 synthetic label sets, second order)
              Run("cifar_symm50_mlnt", "cifar10", "mlnt", s50, [*_cifar_base(4), "method=mlnt", *MLNT_RAMPS],
                  needs="cifar_symm50_ce"),
