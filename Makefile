@@ -23,7 +23,7 @@ install-dev: install
 train: install  ## the embedded default: digits, 40% symmetric noise, CE (add ARGS="method=tcl")
 	$(PYTHON) train.py $(ARGS)
 
-test: install-dev  ## lint + the whole test suite, then its 15 slowest tests (~13 min on an idle 2-core machine)
+test: install-dev  ## lint + the whole test suite, then its 15 slowest tests (~9 min on an idle 2-core machine)
 	$(PYTHON) -m ruff check .
 	lint-imports
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 tests

@@ -1,6 +1,6 @@
 """Are the trust verdicts right? Runs with known true labels, judged as a user's run would be (no true labels).
 
-    python bench/trust_validation.py                 # the whole grid, one run after another (~1-1.5 h, one core)
+    python bench/trust_validation.py                 # the whole grid, one run after another (~2 h, one core)
     python bench/trust_validation.py --only 'digits_*' # the digits rows only (names or shell patterns)
     python bench/trust_validation.py --rescore       # no training: re-judge the saved runs with the current
                                                      # thresholds (tuning), and print the table again
@@ -12,7 +12,7 @@ Every run is ``python train.py`` in a subprocess with ``OMP_NUM_THREADS=1`` (one
   and pair-flip 20/45% noise (asymmetric noise is defined for CIFAR's classes only);
 * **CIFAR-10 subset**: 2,000 class-balanced training JPEGs of ``../shared/data/cifar10-jpeg.tar.gz``
   (extracted into bench/out/), a tiny CNN at 32 px as ``bench/noise_accuracy.py``'s subset, 20 epochs,
-  at symmetric 20/50%, asymmetric 40% and pair-flip 45%;
+  at symmetric 20/50%, asymmetric 40% and pair-flip 45% (CE, TCL; DivideMix, ProMix and MLNT at 50%);
 * **short** runs: ending inside the warm-up, or one to two epochs after it;
 * **notebook**: what the notebook trains on a CPU, each method's own digits preset with its own noise.
 
