@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,20 @@ def launch_two(script: str, *args: str, timeout: float = 400) -> subprocess.Comp
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc
+
+
+def two_processes_end_identical(out: Path, *args: str) -> tuple[dict[str, torch.Tensor], str]:
+    """A two-network method (`tests/dist_train.py` saves every network) trained by two gloo processes into
+    ``out``: asserts both ranks ran with 2 processes and hold identical weights of both networks; returns
+    rank 0's weights and the run's train.log."""
+    launch_two(str(ROOT / "tests" / "dist_train.py"), *args, f"output_dir={out}")
+    infos = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [i["num_processes"] for i in infos] == [2, 2]
+    w0, w1 = (load_file(str(out / f"rank{r}_all.safetensors")) for r in (0, 1))
+    assert {k.split(".", 1)[0] for k in w0} == {"0", "1"}  # both networks
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    return w0, (out / "train.log").read_text()
 
 
 def test_two_gloo_processes_train_identical_weights_on_disjoint_shards(tmp_path):

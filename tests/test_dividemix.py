@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, TINY, assert_same_weights, run_train, train_step
+from conftest import TINY, assert_same_weights, run_train, train_step
 from safetensors.torch import load_file
 
 from tcl_lite.config import load_config
@@ -244,18 +244,9 @@ def test_sigkill_after_the_warm_up_then_resume_is_bit_identical(runs, reference_
 def test_two_gloo_processes_end_with_identical_networks(tmp_path):
     if shutil.which("accelerate") is None:
         pytest.skip("accelerate CLI not on PATH")
-    from test_distributed import launch_two
+    from test_distributed import two_processes_end_identical
 
-    out = tmp_path / "ddp"
-    launch_two(str(ROOT / "tests" / "dist_train.py"), *SMALL, "train.batch_size=16", "train.epochs=2",
-               f"output_dir={out}")
-    infos = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [i["num_processes"] for i in infos] == [2, 2]
-    w0, w1 = (load_file(str(out / f"rank{r}_all.safetensors")) for r in (0, 1))
-    assert {k.split(".", 1)[0] for k in w0} == {"0", "1"}  # both networks
-    for k in w0:
-        assert torch.equal(w0[k], w1[k]), k
-    log = (out / "train.log").read_text()
+    _, log = two_processes_end_identical(tmp_path / "ddp", *SMALL, "train.batch_size=16", "train.epochs=2")
     assert re.search(r"co-divide, epoch 2: labeled \d+", log)
 
 

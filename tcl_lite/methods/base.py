@@ -214,6 +214,8 @@ class Method:
     metric_labels: ClassVar[dict[str, str]] = {}
     #: the config key of the method's warm-up, named when a run is too short to leave it
     warmup_setting: ClassVar[str] = ""
+    #: the name of its epochs after that warm-up, in plans (``plan_epochs``)
+    after_warmup: ClassVar[str] = "train"
     #: the mean/std set its reference implementation normalises with, by name (``Dataset.normalizations``,
     #: e.g. CIFAR's ``tcl``): what ``data.normalization=auto`` picks; "" = the dataset's own statistics
     normalization: ClassVar[str] = ""
@@ -333,8 +335,14 @@ class Method:
 
     @classmethod
     def plan_epochs(cls, cfg: Config) -> list[PlanEpoch]:
-        """The kinds of epoch of a run of ``cfg``; default: every epoch like the first."""
-        return [PlanEpoch("train", 0, cfg.train.epochs)]
+        """The kinds of epoch of a run of ``cfg``; default: every epoch like the first, or, for a method with
+        a warm-up counted in epochs (``warmup_setting``), the warm-up's epochs and the ``after_warmup`` ones."""
+        if not cls.warmup_setting:
+            return [PlanEpoch("train", 0, cfg.train.epochs)]
+        section, key = cls.warmup_setting.split(".")
+        warm = min(getattr(getattr(cfg, section), key), cfg.train.epochs)
+        kinds = [PlanEpoch("warm-up", 0, warm), PlanEpoch(cls.after_warmup, warm, cfg.train.epochs - warm)]
+        return [k for k in kinds if k.count > 0]
 
     def prepare_plan(self, epoch: int) -> None:
         """A plausible state for tracing ``epoch`` without having trained; default: as built."""

@@ -63,7 +63,7 @@ from tcl_lite.methods.dividemix.losses import (
     mixmatch,
 )
 from tcl_lite.methods.per_sample import per_sample_pass
-from tcl_lite.methods.planning import PlanEpoch, PlanPass
+from tcl_lite.methods.planning import PlanPass
 from tcl_lite.models.network import NetworkOutput
 
 NETS = ("net1", "net2")
@@ -104,6 +104,7 @@ class DivideMix(Method):
                "cifar100n_dividemix")
     views = ("weak", "weak")
     warmup_setting = "dividemix.warmup_epochs"
+    after_warmup = "MixMatch"
     normalization = "dividemix"  # its reference's CIFAR mean/std (data.normalization=auto)
     metric_labels = {"ensemble_train_acc": "train accuracy of the summed prediction vs true labels (DivideMix)"}
 
@@ -303,12 +304,6 @@ class DivideMix(Method):
                             features, opinions={"net1's division": 1.0 - w1, "net2's division": 1.0 - w2})
 
     # -- planning: warm-up and MixMatch epochs, the latter with a co-divide pass per network --------
-    @classmethod
-    def plan_epochs(cls, cfg: Any) -> list[PlanEpoch]:
-        warm = min(cfg.dividemix.warmup_epochs, cfg.train.epochs)
-        kinds = [PlanEpoch("warm-up", 0, warm), PlanEpoch("MixMatch", warm, cfg.train.epochs - warm)]
-        return [k for k in kinds if k.count > 0]
-
     def prepare_plan(self, epoch: int) -> None:
         if epoch >= self.dcfg.warmup_epochs:  # a division: every other sample labeled, by each network
             w = torch.from_numpy(np.arange(len(self.noisy)) % 2 == 0).float()

@@ -59,7 +59,7 @@ from tcl_lite.data.datasets import mix_seed
 from tcl_lite.errors import CheckpointError
 from tcl_lite.methods.base import Batch, LoaderSpec, Method, ModelSpec, Phase, StateDict, StepInfo, TrainContext
 from tcl_lite.methods.per_sample import per_sample_pass
-from tcl_lite.methods.planning import PlanEpoch, PlanPass
+from tcl_lite.methods.planning import PlanPass
 from tcl_lite.methods.promix.config import ProMixConfig
 from tcl_lite.methods.promix.losses import (
     HeadLogits,
@@ -136,6 +136,7 @@ class ProMix(Method):
     views = ("weak", "randaugment")
     normalization = "promix"  # its reference's CIFAR mean/std (data.normalization=auto)
     warmup_setting = "promix.warmup_epochs"
+    after_warmup = "ProMix"
     metric_labels = {"net1_ap_test_acc": "test accuracy of network 1's pseudo head h_AP (ProMix's reported output)",
                      "net2_ap_test_acc": "test accuracy of network 2's pseudo head h_AP (ProMix)",
                      "mean_h_test_acc": "test accuracy of the mean of both networks' h logits (ProMix)",
@@ -373,12 +374,6 @@ class ProMix(Method):
                             features, opinions={"net1's selection": 1.0 - c1, "net2's selection": 1.0 - c2})
 
     # -- planning: warm-up and ProMix epochs, the latter with a selection pass per network ---------
-    @classmethod
-    def plan_epochs(cls, cfg: Any) -> list[PlanEpoch]:
-        warm = min(cfg.promix.warmup_epochs, cfg.train.epochs)
-        kinds = [PlanEpoch("warm-up", 0, warm), PlanEpoch("ProMix", warm, cfg.train.epochs - warm)]
-        return [k for k in kinds if k.count > 0]
-
     def prepare_plan(self, epoch: int) -> None:
         self._plan_all_clean = epoch >= self.pcfg.warmup_epochs
 

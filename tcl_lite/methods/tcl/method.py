@@ -40,7 +40,7 @@ from tcl_lite.algorithms.trust import TrustSignals
 from tcl_lite.distributed import all_gather_with_grad
 from tcl_lite.errors import CheckpointError
 from tcl_lite.methods.base import Batch, Method, StateDict, StepInfo, TrainContext
-from tcl_lite.methods.planning import PlanEpoch, PlanPass
+from tcl_lite.methods.planning import PlanPass
 from tcl_lite.methods.tcl.config import TCLConfig
 from tcl_lite.methods.tcl.losses import corrected_targets, mixup_targets, tcl_terms, upcast
 
@@ -62,6 +62,7 @@ class TCL(Method):
     sync_bn = True  # its reference converts BatchNorm to SyncBatchNorm across processes (model.sync_bn=auto)
     needs_projector = True
     warmup_setting = "tcl.warmup_epochs"
+    after_warmup = "corrected"
     metric_labels = {"knn_acc": "kNN test accuracy (TCL)",
                      "label_correction_acc": "label correction accuracy (train, TCL)"}
 
@@ -227,12 +228,6 @@ class TCL(Method):
                                       "classifier self-confidence": 1.0 - probs[np.arange(len(given)), given]})
 
     # -- planning: warm-up and corrected epochs, each with its detection pass ----------------------
-    @classmethod
-    def plan_epochs(cls, cfg: Any) -> list[PlanEpoch]:
-        warm = min(cfg.tcl.warmup_epochs, cfg.train.epochs)
-        kinds = [PlanEpoch("warm-up", 0, warm), PlanEpoch("corrected", warm, cfg.train.epochs - warm)]
-        return [k for k in kinds if k.count > 0]
-
     def prepare_plan(self, epoch: int) -> None:
         # The detection's tensors keep their shapes from __init__; only its summary changes.
         if epoch >= self.tcfg.warmup_epochs:
